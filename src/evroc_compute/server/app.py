@@ -1,0 +1,232 @@
+"""The ASGI application: route a request to discovery, OpenAPI or a verb handler.
+
+Paths are those of kube-apiserver, also under kcp's `/clusters/<name>/` prefix that evroc's
+kubeconfigs use (every cluster name serves the same API and data; see docs/api-decisions.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import platform
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from evroc_compute import __version__
+from evroc_compute.api.kinds import Registry, default_registry
+from evroc_compute.server import errors, namespaces
+from evroc_compute.server.discovery import Discovery
+from evroc_compute.server.handlers.common import Context, Target, ensure_namespace
+from evroc_compute.server.handlers.create import create
+from evroc_compute.server.handlers.delete import delete, delete_collection
+from evroc_compute.server.handlers.get import get
+from evroc_compute.server.handlers.list import list_objects
+from evroc_compute.server.handlers.patch import patch
+from evroc_compute.server.handlers.update import update
+from evroc_compute.server.handlers.watch import watch
+from evroc_compute.server.http import (Receive, Request, Response, Scope, Send,
+                                       StreamingResponse, error_response, json_response,
+                                       read_request)
+from evroc_compute.server.openapi import OpenAPI
+from evroc_compute.store.base import StoreUnavailable
+from evroc_compute.store.log import LogStore
+from evroc_compute.store.sqlite import SQLiteLog
+
+log = logging.getLogger(__name__)
+
+AnyResponse = Response | StreamingResponse
+
+
+def version_info() -> dict[str, str]:
+    return {"major": "1", "minor": "32", "gitVersion": f"v1.32.0+evroc-compute.{__version__}",
+            "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "",
+            "compiler": "cpython", "platform": f"{platform.system().lower()}/{platform.machine()}"}
+
+
+class App:
+    def __init__(self, data_dir: Path, *, registry: Registry | None = None,
+                 compact_interval: float = 300.0, compact_keep: int = 1000,
+                 bookmark_interval: float = 5.0) -> None:
+        self.data_dir = data_dir
+        self.registry = registry or default_registry()
+        self.compact_interval, self.compact_keep = compact_interval, compact_keep
+        self.bookmark_interval = bookmark_interval
+        self.ctx: Context | None = None
+        self.discovery = Discovery(self.registry)
+        self.openapi = OpenAPI(self.registry)
+        self._background: list[asyncio.Task[None]] = []
+        self._version = orjson.dumps(version_info())
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        store = LogStore(SQLiteLog(self.data_dir / "store.db"))
+        await store.open()
+        self.ctx = Context(self.registry, store, self.bookmark_interval)
+        await self._seed(store)
+        namespaces.resume_terminations(self.ctx)
+        self._background.append(asyncio.create_task(
+            store.compact_forever(self.compact_interval, self.compact_keep), name="compactor"))
+
+    async def _seed(self, store: LogStore) -> None:
+        """Write the catalog and `default` namespace if absent; admins' edits are kept."""
+        from evroc_compute.server.handlers.common import new_object_metadata
+
+        for kind in self.registry.kinds:
+            for seed in kind.seed:
+                obj = copy.deepcopy(seed)
+                target = Target(kind, None, obj["metadata"]["name"])
+                if store.get(target.key) is None:
+                    new_object_metadata(obj, target)
+                    if kind.plural == "namespaces":
+                        obj["status"] = {"phase": "Active"}
+                    await store.create(target.key, obj)
+
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.ctx:
+            for task in list(self.ctx.caches.get("namespace-tasks", ())):
+                task.cancel()
+            await self.ctx.store.close()
+
+    # ---- ASGI -------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            req = await read_request(scope, receive)
+            response = await self.route(req)
+        except errors.ApiError as problem:
+            response = error_response(problem)
+        except StoreUnavailable as problem:
+            response = error_response(errors.unavailable(f"storage is unavailable: {problem}"))
+        except Exception:
+            log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
+            response = error_response(errors.ApiError(
+                500, "InternalError", "an internal error occurred; the server log has the details"))
+        await response.send(send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as problem:
+                    await send({"type": "lifespan.startup.failed", "message": str(problem)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ---- routing ----------------------------------------------------------------------
+
+    async def route(self, req: Request) -> AnyResponse:
+        parts = [p for p in req.path.split("/") if p]
+        if len(parts) >= 2 and parts[0] == "clusters":
+            parts = parts[2:]
+        if not parts:
+            return json_response({"paths": ["/api", "/apis", "/healthz", "/livez", "/openapi/v3",
+                                            "/readyz", "/version"]})
+        head = parts[0]
+        if head in ("healthz", "readyz", "livez"):
+            ready = self.ctx is not None
+            return Response(200 if ready else 503, b"ok" if ready else b"starting",
+                            b"text/plain; charset=utf-8")
+        if head == "version":
+            return Response(200, self._version)
+        if head == "openapi":
+            return self._openapi(parts)
+        if head == "api":
+            if len(parts) == 1:
+                return self.discovery.api(req)
+            if parts[1] != "v1":
+                raise _no_path(req)
+            if len(parts) == 2:
+                found = self.discovery.resources("", "v1")
+                assert found is not None
+                return found
+            return await self._resource(req, "", "v1", parts[2:])
+        if head == "apis":
+            if len(parts) == 1:
+                return self.discovery.apis(req)
+            if len(parts) == 2:
+                return self.discovery.group(parts[1]) or _raise(_no_path(req))
+            if len(parts) == 3:
+                return self.discovery.resources(parts[1], parts[2]) or _raise(_no_path(req))
+            return await self._resource(req, parts[1], parts[2], parts[3:])
+        raise _no_path(req)
+
+    def _openapi(self, parts: list[str]) -> Response:
+        if parts[1:] == ["v3"]:
+            return Response(200, self.openapi.index)
+        document = self.openapi.documents.get("/".join(parts[2:])) if len(parts) > 2 else None
+        if parts[1] != "v3" or document is None:
+            raise errors.ApiError(404, "NotFound", f"the OpenAPI document /{'/'.join(parts)} does "
+                                  "not exist; this server serves OpenAPI v3 at /openapi/v3")
+        return Response(200, document, headers=[
+            (b"cache-control", b"public, immutable, max-age=31536000")])
+
+    async def _resource(self, req: Request, group: str, version: str,
+                        rest: list[str]) -> AnyResponse:
+        assert self.ctx is not None
+        namespace: str | None = None
+        if rest[0] == "namespaces" and len(rest) >= 3 and not (group == "" and rest[2] == "status"
+                                                               and len(rest) == 3):
+            namespace, rest = rest[1], rest[2:]
+        kind = self.registry.resource(group, version, rest[0])
+        if kind is None or len(rest) > 3 or (namespace is not None and not kind.namespaced):
+            raise _no_path(req)
+        if len(rest) == 3 and (rest[2] != "status" or kind.status is None):
+            raise _no_path(req)
+        name = rest[1] if len(rest) > 1 else ""
+        subresource = rest[2] if len(rest) > 2 else ""
+        if kind.namespaced and name and namespace is None:
+            raise _no_path(req)
+        target = Target(kind, namespace if kind.namespaced else None, name, subresource)
+        method = req.method
+        if not name:
+            if method == "GET":
+                if req.flag("watch"):
+                    return await watch(self.ctx, req, target)
+                return await list_objects(self.ctx, req, target)
+            if kind.namespaced and namespace is None:
+                raise errors.method_not_allowed(method, f"{kind.plural} across all namespaces; "
+                                                "use /namespaces/<namespace>/" + kind.plural)
+            if method == "POST":
+                return await create(self.ctx, req, target)
+            if method == "DELETE":
+                ensure_namespace(self.ctx, target, creating=False)
+                return await delete_collection(self.ctx, req, target)
+            raise errors.method_not_allowed(method, kind.plural)
+        if method == "GET":
+            return await get(self.ctx, req, target)
+        if method == "PUT":
+            return await update(self.ctx, req, target)
+        if method == "PATCH":
+            return await patch(self.ctx, req, target)
+        if method == "DELETE" and not subresource:
+            return await delete(self.ctx, req, target)
+        raise errors.method_not_allowed(method, f"{kind.plural}/{name}")
+
+
+def _no_path(req: Request) -> errors.ApiError:
+    return errors.ApiError(404, "NotFound", f"the server could not find the requested resource "
+                           f"({req.method} {req.path})")
+
+
+def _raise(error: errors.ApiError) -> Any:
+    raise error

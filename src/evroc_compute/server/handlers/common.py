@@ -1,0 +1,245 @@
+"""What every verb shares: the request's target, namespace rules and the one write path.
+
+`write` is where an accepted change becomes a stored version: server-owned metadata is
+carried over, status and spec are kept apart by subresource, generation counts spec
+changes, managedFields record who changed what, finalizers gate deletion, and dryRun stops
+short of the store.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from evroc_compute.api.kinds import Kind, Registry
+from evroc_compute.api.meta import now_rfc3339
+from evroc_compute.server import admission, errors, managedfields
+from evroc_compute.server.http import Request, Response
+from evroc_compute.store.base import (Entry, KeyExists, KeyNotFound, RevisionConflict,
+                                      StoreUnavailable)
+from evroc_compute.store.log import LogStore
+
+NAMESPACE_KEY_PREFIX = "/core/namespaces/"
+SERVER_OWNED_METADATA = ("uid", "creationTimestamp", "generation", "deletionTimestamp",
+                         "deletionGracePeriodSeconds", "name", "namespace")
+
+
+@dataclass
+class Context:
+    registry: Registry
+    store: LogStore
+    bookmark_interval: float = 5.0
+    caches: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: Kind
+    namespace: str | None  # None: all namespaces (lists) or a cluster-scoped kind
+    name: str = ""
+    subresource: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.kind.key(self.namespace or "", self.name)
+
+
+def load(entry: Entry) -> dict[str, Any]:
+    """A private, mutable copy of a stored object."""
+    result: dict[str, Any] = orjson.loads(entry.raw)
+    return result
+
+
+def object_response(raw: bytes, status: int = 200, warnings: list[str] = ()) -> Response:  # type: ignore[assignment]
+    headers = [(b"warning", f'299 - "{w}"'.encode()) for w in warnings]
+    return Response(status, raw, headers=headers)
+
+
+def is_dry_run(req: Request) -> bool:
+    value = req.query.get("dryRun", "")
+    if value and value != "All":
+        raise errors.bad_request(f'dryRun must be "All", not "{value}"', field="dryRun",
+                                 cause_type="FieldValueNotSupported")
+    return value == "All"
+
+
+def field_manager(req: Request, default: str = "") -> str:
+    manager = req.query.get("fieldManager")
+    if manager is not None:
+        if not manager or len(manager) > 128:
+            raise errors.bad_request("fieldManager must be 1 to 128 characters",
+                                     field="fieldManager")
+        return manager
+    if default:
+        return default
+    agent = req.headers.get("user-agent", "unknown")
+    return agent.split("/")[0][:128] or "unknown"
+
+
+def ensure_namespace(ctx: Context, target: Target, *, creating: bool) -> None:
+    if not target.kind.namespaced or target.namespace is None:
+        return
+    entry = ctx.store.get(NAMESPACE_KEY_PREFIX + target.namespace)
+    if entry is None:
+        raise errors.namespace_not_found(target.namespace)
+    if creating and entry.obj["metadata"].get("deletionTimestamp"):
+        raise errors.forbidden(
+            f'{target.kind.qualified_resource} "{target.name}" is forbidden: unable to create new '
+            f"content in namespace {target.namespace} because it is being terminated",
+            kind=target.kind, name=target.name)
+
+
+def current(ctx: Context, target: Target) -> Entry:
+    entry = ctx.store.get(target.key)
+    if entry is None:
+        raise errors.not_found(target.kind, target.name)
+    return entry
+
+
+def generated_name(prefix: str) -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return prefix + "".join(secrets.choice(alphabet) for _ in range(5))
+
+
+def new_object_metadata(obj: dict[str, Any], target: Target) -> None:
+    meta = obj["metadata"]
+    for owned in SERVER_OWNED_METADATA + ("resourceVersion", "managedFields"):
+        if owned not in ("name", "namespace"):
+            meta.pop(owned, None)
+    meta["uid"] = str(uuid.uuid4())
+    meta["creationTimestamp"] = now_rfc3339()
+    if target.kind.spec is not None:
+        meta["generation"] = 1
+    if target.kind.namespaced:
+        meta["namespace"] = target.namespace
+    if target.kind.status is not None and target.kind.plural != "namespaces":
+        obj.pop("status", None)  # status is written only through /status
+
+
+async def store_create(ctx: Context, target: Target, obj: dict[str, Any]) -> Entry:
+    try:
+        return await ctx.store.create(target.key, obj)
+    except KeyExists:
+        raise errors.already_exists(target.kind, target.name) from None
+    except StoreUnavailable as problem:
+        raise _unavailable(problem) from None
+
+
+def _unavailable(problem: Exception) -> errors.ApiError:
+    return errors.unavailable(f"the write was not applied: storage is unavailable ({problem}); "
+                              "retry when the server's disk has space again")
+
+
+def check_resource_version(target: Target, obj: dict[str, Any], entry: Entry) -> None:
+    wanted = (obj.get("metadata") or {}).get("resourceVersion")
+    if wanted and wanted != str(entry.revision):
+        raise errors.conflict(target.kind, target.name)
+
+
+def merge_server_fields(target: Target, new: dict[str, Any], old: dict[str, Any]) -> None:
+    """Carry over what clients cannot change; keep spec and status apart per subresource."""
+    meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
+    if not isinstance(meta, dict):
+        raise errors.bad_request("metadata must be an object", field="metadata")
+    for owned in SERVER_OWNED_METADATA:
+        if owned in old_meta:
+            meta[owned] = old_meta[owned]
+        else:
+            meta.pop(owned, None)
+    meta["managedFields"] = old_meta.get("managedFields", [])
+    if target.subresource == "status":
+        for key in list(new):
+            if key not in ("apiVersion", "kind", "metadata", "status"):
+                del new[key]
+        for key, value in old.items():
+            if key not in ("apiVersion", "kind", "metadata", "status"):
+                new[key] = value
+        for key in ("labels", "annotations", "finalizers", "ownerReferences"):
+            if key in old_meta:
+                meta[key] = old_meta[key]
+            else:
+                meta.pop(key, None)
+    elif target.kind.status is not None:
+        if "status" in old:
+            new["status"] = old["status"]
+        else:
+            new.pop("status", None)
+
+
+def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in obj.get("metadata", {}).items()
+            if k not in ("resourceVersion", "managedFields")}
+    return {**obj, "metadata": meta}
+
+
+async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: dict[str, Any],
+                *, manager: str, mode: str, applied: bool = False) -> Response:
+    """Admit `new` as the next version of `entry` and store it (or answer dry-run)."""
+    old = load(entry)
+    merge_server_fields(target, new, old)
+    new, warnings = admission.admit(target.kind, new, old, mode=mode, name=target.name)
+    meta, old_meta = new["metadata"], old["metadata"]
+    if old_meta.get("deletionTimestamp"):
+        added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
+        if added:
+            raise errors.invalid(target.kind, target.name, [admission.FieldError(
+                "metadata.finalizers", "FieldValueForbidden",
+                f"Forbidden: no new finalizers can be added if the object is being deleted, "
+                f"found new finalizers {sorted(added)}")])
+    if target.kind.spec is not None and new.get("spec") != old.get("spec"):
+        meta["generation"] = old_meta.get("generation", 1) + 1
+    if not applied:
+        meta["managedFields"] = managedfields.record_update(
+            old, new, manager=manager, api_version=target.kind.api_version, now=now_rfc3339(),
+            subresource=target.subresource)
+    if not meta["managedFields"]:
+        del meta["managedFields"]
+    if _comparable(new) == _comparable(old):
+        return object_response(entry.raw, warnings=warnings)  # a no-op writes nothing
+    if old_meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if is_dry_run(req):
+            return object_response(orjson.dumps(new), warnings=warnings)
+        return await finalize(ctx, target, entry, new, warnings)
+    if is_dry_run(req):
+        meta["resourceVersion"] = old_meta.get("resourceVersion")
+        return object_response(orjson.dumps(new), warnings=warnings)
+    try:
+        stored = await ctx.store.update(target.key, new, entry.revision)
+    except RevisionConflict:
+        raise errors.conflict(target.kind, target.name) from None
+    except KeyNotFound:
+        raise errors.not_found(target.kind, target.name) from None
+    except StoreUnavailable as problem:
+        raise _unavailable(problem) from None
+    return object_response(stored.raw, warnings=warnings)
+
+
+async def finalize(ctx: Context, target: Target, entry: Entry, last: dict[str, Any],
+                   warnings: list[str] = ()) -> Response:  # type: ignore[assignment]
+    """The last finalizer is gone: store the final state, then remove the object."""
+    try:
+        stored = await ctx.store.update(target.key, last, entry.revision)
+        gone = await ctx.store.delete(target.key, stored.revision)
+    except RevisionConflict:
+        raise errors.conflict(target.kind, target.name) from None
+    except KeyNotFound:
+        raise errors.not_found(target.kind, target.name) from None
+    except StoreUnavailable as problem:
+        raise _unavailable(problem) from None
+    return object_response(gone.raw, warnings=warnings)
+
+
+async def delete_entry(ctx: Context, target: Target, entry: Entry) -> Entry:
+    try:
+        return await ctx.store.delete(target.key, entry.revision)
+    except RevisionConflict:
+        raise errors.conflict(target.kind, target.name) from None
+    except KeyNotFound:
+        raise errors.not_found(target.kind, target.name) from None
+    except StoreUnavailable as problem:
+        raise _unavailable(problem) from None

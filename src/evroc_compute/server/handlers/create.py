@@ -1,0 +1,45 @@
+"""POST a collection: admit a new object and store it (201), or answer a dry run."""
+
+from __future__ import annotations
+
+import orjson
+
+from evroc_compute.server import admission, errors, managedfields
+from evroc_compute.server.handlers.common import (Context, Target, ensure_namespace,
+                                                  field_manager, generated_name, is_dry_run,
+                                                  new_object_metadata, object_response,
+                                                  store_create)
+from evroc_compute.server.http import Request, Response
+from evroc_compute.api.meta import now_rfc3339
+
+
+async def create(ctx: Context, req: Request, target: Target) -> Response:
+    mode = admission.field_validation(req.query)
+    dry_run = is_dry_run(req)
+    manager = field_manager(req)
+    obj = admission.check_identity(target.kind, req.decode_body())
+    meta = obj["metadata"]
+    if target.kind.namespaced:
+        sent = meta.get("namespace")
+        if sent and sent != target.namespace:
+            raise errors.bad_request(
+                f"the namespace of the provided object ({sent}) does not match the namespace "
+                f"sent on the request ({target.namespace})", field="metadata.namespace")
+    if not meta.get("name") and isinstance(meta.get("generateName"), str):
+        meta["name"] = generated_name(meta["generateName"])
+    name = meta.get("name") if isinstance(meta.get("name"), str) else ""
+    target = Target(target.kind, target.namespace, name)
+    ensure_namespace(ctx, target, creating=True)
+    new_object_metadata(obj, target)
+    obj, warnings = admission.admit(target.kind, obj, None, mode=mode, name=name)
+    meta = obj["metadata"]
+    meta["managedFields"] = managedfields.record_update(
+        None, obj, manager=manager, api_version=target.kind.api_version, now=now_rfc3339())
+    if not meta["managedFields"]:
+        del meta["managedFields"]
+    if dry_run:
+        if ctx.store.get(target.key) is not None:
+            raise errors.already_exists(target.kind, name)
+        return object_response(orjson.dumps(obj), 201, warnings)
+    entry = await store_create(ctx, target, obj)
+    return object_response(entry.raw, 201, warnings)

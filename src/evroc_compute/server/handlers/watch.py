@@ -1,0 +1,148 @@
+"""GET a collection with watch=true: a stream of ADDED/MODIFIED/DELETED/BOOKMARK/ERROR.
+
+Without a resourceVersion (or "0") the stream opens with a synthetic ADDED per current
+object; with one, it replays from the log. Selector transitions become ADDED/DELETED, as a
+client filtering by selector expects. Bookmarks go out only when the client allows them,
+and only when everything up to their revision has been delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from evroc_compute.server import errors, tables
+from evroc_compute.server.handlers.common import Context, Target, ensure_namespace
+from evroc_compute.server.handlers.list import Filter, parse_filter, parse_resource_version
+from evroc_compute.server.http import Request, StreamingResponse
+from evroc_compute.store.base import Compacted, Entry, Event, FutureRevision, Watch
+
+DEFAULT_TIMEOUT = 1800.0
+
+
+def _line(kind: str, raw: bytes) -> bytes:
+    return b'{"type":"' + kind.encode() + b'","object":' + raw + b"}\n"
+
+
+def _error_line(error: errors.ApiError) -> bytes:
+    return _line("ERROR", error.body())
+
+
+async def watch(ctx: Context, req: Request, target: Target) -> StreamingResponse:
+    ensure_namespace(ctx, target, creating=False)
+    keep, _ = parse_filter(req)
+    timeout = float(req.query.get("timeoutSeconds") or DEFAULT_TIMEOUT)
+    bookmarks = req.query.get("allowWatchBookmarks", "").lower() in ("true", "1")
+    initial_events = req.query.get("sendInitialEvents", "").lower() in ("true", "1")
+    requested = parse_resource_version(req)
+    wanted = tables.negotiate(req)
+    prefix = target.kind.key_prefix(target.namespace)
+    synthetic: list[Entry] = []
+    if requested in (None, 0) or initial_events:
+        # Snapshot and subscription happen with no await between them: nothing is missed.
+        synthetic, after = await ctx.store.list(prefix)
+        if requested and not initial_events:
+            after = requested
+    else:
+        after = requested
+    try:
+        stream = ctx.store.watch(prefix, after)
+    except Compacted:
+        return StreamingResponse(_single(_error_line(errors.gone_too_old(after))))
+    except FutureRevision as problem:
+        raise errors.ApiError(504, "Timeout", f"Too large resource version: {problem.requested}, "
+                              f"current: {problem.current}", retry_after=1) from None
+    encoder = _Encoder(target, wanted, req.query.get("includeObject", "Metadata"))
+    content_type = b"application/json;as=Table;v=v1;g=meta.k8s.io" if wanted == "Table" \
+        else b"application/json"
+    lines = _lines(ctx, stream, synthetic, keep, encoder, timeout, bookmarks,
+                   after if initial_events else 0)
+    return StreamingResponse(lines, content_type)
+
+
+async def _single(line: bytes) -> AsyncIterator[bytes]:
+    yield line
+
+
+class _Encoder:
+    def __init__(self, target: Target, wanted: tables.Wanted | None, include: str) -> None:
+        self.kind, self.wanted, self.include = target.kind, wanted, include
+        self.columns_sent = False
+
+    def event(self, kind: str, entry: Entry) -> bytes:
+        if self.wanted != "Table":
+            return _line(kind, entry.raw)
+        body = tables.table(self.kind, [entry], str(entry.revision), "", self.include,
+                            with_columns=not self.columns_sent)
+        self.columns_sent = True
+        return _line(kind, orjson.dumps(body))
+
+    def bookmark(self, revision: int, initial_end: bool = False) -> bytes:
+        meta: dict[str, Any] = {"resourceVersion": str(revision)}
+        if initial_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return _line("BOOKMARK", orjson.dumps({"kind": self.kind.kind,
+                                                "apiVersion": self.kind.api_version,
+                                                "metadata": meta}))
+
+
+def _transition(event: Event, keep: Filter | None) -> str | None:
+    """The event type a client filtering with `keep` should see, or None."""
+    if keep is None:
+        return event.type
+    now = keep(event.entry)
+    if event.type == "ADDED":
+        return "ADDED" if now else None
+    if event.type == "DELETED":
+        before = keep(event.prev) if event.prev is not None else now
+        return "DELETED" if before or now else None
+    before = keep(event.prev) if event.prev is not None else now
+    if before and now:
+        return "MODIFIED"
+    if now:
+        return "ADDED"
+    return "DELETED" if before else None
+
+
+async def _lines(ctx: Context, stream: Watch, synthetic: list[Entry], keep: Filter | None,
+                 encoder: _Encoder, timeout: float, bookmarks: bool,
+                 initial_revision: int) -> AsyncIterator[bytes]:
+    """initial_revision: with sendInitialEvents, the snapshot's revision (else 0)."""
+    deadline = time.monotonic() + timeout
+    pending: asyncio.Future[Event | None] | None = None
+    try:
+        for entry in synthetic:
+            if keep is None or keep(entry):
+                yield encoder.event("ADDED", entry)
+        if initial_revision:
+            yield encoder.bookmark(initial_revision, initial_end=True)
+        for event in await stream.replay():
+            shown = _transition(event, keep)
+            if shown is not None:
+                yield encoder.event(shown, event.entry)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            wait = min(remaining, ctx.bookmark_interval) if bookmarks else remaining
+            if pending is None:
+                pending = asyncio.ensure_future(stream.next())
+            done, _ = await asyncio.wait([pending], timeout=wait)
+            if not done:  # the pending read stays: nothing is lost to the timeout
+                if bookmarks and time.monotonic() < deadline:
+                    yield encoder.bookmark(ctx.store.revision)
+                continue
+            event, pending = pending.result(), None
+            if event is None:
+                return
+            shown = _transition(event, keep)
+            if shown is not None:
+                yield encoder.event(shown, event.entry)
+    finally:
+        if pending is not None:
+            pending.cancel()
+        stream.close()

@@ -1,0 +1,127 @@
+"""The few HTTP primitives the server needs, on raw ASGI (no framework on the hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+import yaml
+
+from evroc_compute.server import errors
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_BODY_BYTES = 3 * 1024 * 1024  # kube-apiserver's limit for a request body
+JSON = b"application/json"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes = b""
+    # Filled by routing:
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    @property
+    def accept(self) -> str:
+        return self.headers.get("accept", "")
+
+    def flag(self, name: str) -> bool:
+        return self.query.get(name, "").lower() in ("true", "1")
+
+    def decode_body(self) -> Any:
+        """JSON or YAML into Python values; malformed input is a 400 with the parser's words."""
+        if not self.body.strip():
+            raise errors.bad_request("the request body is empty; send a JSON or YAML object")
+        if self.content_type in ("application/yaml", "application/apply-patch+yaml",
+                                 "text/yaml", "application/x-yaml"):
+            try:
+                return orjson.loads(self.body)  # apply bodies from kubectl are JSON
+            except orjson.JSONDecodeError:
+                pass
+            try:
+                return yaml.safe_load(self.body)
+            except yaml.YAMLError as problem:
+                raise errors.bad_request(f"error decoding YAML: {problem}") from None
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError as problem:
+            raise errors.bad_request(f"error decoding JSON body: {problem}") from None
+
+
+async def read_request(scope: Scope, receive: Receive) -> Request:
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    length = headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise errors.too_large(MAX_BODY_BYTES)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise errors.too_large(MAX_BODY_BYTES)
+            chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                           keep_blank_values=True))
+    return Request(scope["method"], scope["path"], query, headers, b"".join(chunks))
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    async def send(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status,
+                    "headers": [(b"content-type", self.content_type),
+                                (b"content-length", str(len(self.body)).encode()),
+                                *self.headers]})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+@dataclass
+class StreamingResponse:
+    """A chunked response (watch): one JSON document per line, flushed as produced."""
+
+    lines: AsyncIterator[bytes]
+    content_type: bytes = JSON
+    status: int = 200
+
+    async def send(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status,
+                    "headers": [(b"content-type", self.content_type),
+                                (b"cache-control", b"no-cache, private")]})
+        try:
+            async for line in self.lines:
+                await send({"type": "http.response.body", "body": line, "more_body": True})
+        finally:
+            await send({"type": "http.response.body", "body": b""})
+
+
+def json_response(value: Any, status: int = 200, content_type: bytes = JSON) -> Response:
+    return Response(status, orjson.dumps(value), content_type)
+
+
+def error_response(error: errors.ApiError) -> Response:
+    headers = [(b"retry-after", str(error.retry_after).encode())] if error.retry_after else []
+    return Response(error.code, error.body(), headers=headers)

@@ -1,0 +1,286 @@
+"""LogStore: etcd semantics over an append-only SQL log, with the current state in memory.
+
+- Reads at the latest revision come from memory (a dict per resource), so GET and LIST never
+  touch SQL; reads at older revisions (continue tokens, explicit resourceVersion) and watch
+  replay read the log.
+- Writes are compare-and-swapped in memory (one event loop, so the check is atomic), then
+  queued; a single writer commits everything queued in one transaction (group commit) and
+  only then publishes the new state, resolves the callers and notifies watchers. A 2xx is
+  therefore always on disk, and nobody ever observes a write that could still be lost.
+- Writes to the same key wait for the previous in-flight write to settle, so a failed
+  transaction can never leave a later write built on state that was not persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+
+from evroc_compute.store.base import (Compacted, Entry, Event, EventType, FutureRevision,
+                                      KeyExists, KeyNotFound, LogBackend, RevisionConflict, Row,
+                                      StoreUnavailable)
+
+log = logging.getLogger(__name__)
+
+# A watcher that falls this far behind is closed (the client re-watches from its last
+# resourceVersion) rather than buffering without bound.
+MAX_WATCH_BACKLOG = 100_000
+
+
+def _resource_of(key: str) -> str:
+    """'/group/plural/ns/name' -> '/group/plural/': the unit memory is indexed by."""
+    second = key.index("/", key.index("/", 1) + 1)
+    return key[: second + 1]
+
+
+def _entry(row: Row) -> Entry:
+    return Entry(row.key, row.revision, row.create_revision, row.value, orjson.loads(row.value))
+
+
+class _Watcher:
+    def __init__(self, store: LogStore, prefix: str, after: int) -> None:
+        self.store, self.prefix, self.after = store, prefix, after
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.closed = False
+
+    def push(self, event: Event) -> None:
+        if self.closed:
+            return
+        if self.queue.qsize() >= MAX_WATCH_BACKLOG:
+            log.warning("closing a watch on %s: %d events behind", self.prefix, MAX_WATCH_BACKLOG)
+            self.close()
+            return
+        self.queue.put_nowait(event)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.store._unsubscribe(self)
+            self.queue.put_nowait(None)
+
+    async def replay(self) -> list[Event]:
+        """Logged events after `after` up to the live point; call once, before `next`."""
+        # Subscribed before this (in LogStore.watch), so nothing falls between the two.
+        live_from = self.store.revision
+        events: list[Event] = []
+        if self.after < live_from:
+            rows = await self.store._read(self.store.backend.rows_after, self.prefix, self.after,
+                                          live_from)
+            for row in rows:
+                events.append(await self.store._event_from_row(row))
+                self.after = row.revision
+        return events
+
+    async def next(self) -> Event | None:
+        """The next live event, None once closed. Cancel-safe: a timeout loses nothing."""
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                self.queue.put_nowait(None)  # stay closed for later calls
+                return None
+            if item.entry.revision > self.after:
+                self.after = item.entry.revision
+                return item
+
+
+class LogStore:
+    def __init__(self, backend: LogBackend) -> None:
+        self.backend = backend
+        self._resources: dict[str, dict[str, Entry]] = {}
+        self._revision = 0
+        self._next_revision = 1
+        self._compacted = 0
+        self._inflight: dict[str, asyncio.Future[Entry]] = {}
+        self._queue: list[tuple[Row, Entry | None, Entry | None, asyncio.Future[Entry]]] = []
+        self._wake = asyncio.Event()
+        self._watchers: dict[str, list[_Watcher]] = {}
+        self._writer: asyncio.Task[None] | None = None
+        self._read_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        rows, revision, compacted = await asyncio.to_thread(self.backend.load)
+        for row in rows:
+            entry = _entry(row)
+            self._resources.setdefault(_resource_of(row.key), {})[row.key] = entry
+        self._revision, self._compacted = revision, compacted
+        self._next_revision = revision + 1
+        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    async def close(self) -> None:
+        if self._writer:
+            while self._queue:
+                await asyncio.sleep(0.001)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        for watchers in list(self._watchers.values()):
+            for watcher in list(watchers):
+                watcher.close()
+        await asyncio.to_thread(self.backend.close)
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    @property
+    def compacted_revision(self) -> int:
+        return self._compacted
+
+    # ---- reads ------------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        return self._resources.get(_resource_of(key), {}).get(key)
+
+    async def list(self, prefix: str, *, revision: int = 0, start_after: str = "",
+                   limit: int = 0) -> tuple[list[Entry], int]:
+        if revision and revision < self._compacted:
+            raise Compacted(revision, self._compacted)
+        if revision > self._revision:
+            raise FutureRevision(revision, self._revision)
+        if revision in (0, self._revision):
+            current = self._revision
+            objects = self._resources.get(_resource_of(prefix), {})
+            keys = sorted(k for k in objects if k.startswith(prefix) and k > start_after)
+            if limit:
+                keys = keys[:limit]
+            return [objects[k] for k in keys], current
+        rows = await self._read(self.backend.rows_at, prefix, revision, start_after, limit)
+        return [_entry(r) for r in rows], revision
+
+    async def _read(self, fn: Any, *args: Any) -> Any:
+        async with self._read_lock:
+            return await asyncio.to_thread(fn, *args)
+
+    async def _event_from_row(self, row: Row) -> Event:
+        entry = _entry(row)
+        prev = None
+        if row.prev_revision:
+            prev_row = await self._read(self.backend.row, row.prev_revision)
+            prev = _entry(prev_row) if prev_row else None
+        kind: EventType = "DELETED" if row.deleted else "ADDED" if row.created else "MODIFIED"
+        return Event(kind, entry, prev)
+
+    # ---- writes -----------------------------------------------------------------------
+
+    async def create(self, key: str, obj: dict[str, Any]) -> Entry:
+        await self._settle(key)
+        if self.get(key) is not None:
+            raise KeyExists(key)
+        return await self._enqueue(key, obj, None, created=True, deleted=False)
+
+    async def update(self, key: str, obj: dict[str, Any], expected_revision: int) -> Entry:
+        await self._settle(key)
+        current = self.get(key)
+        if current is None:
+            raise KeyNotFound(key)
+        if expected_revision and current.revision != expected_revision:
+            raise RevisionConflict(current)
+        return await self._enqueue(key, obj, current, created=False, deleted=False)
+
+    async def delete(self, key: str, expected_revision: int) -> Entry:
+        await self._settle(key)
+        current = self.get(key)
+        if current is None:
+            raise KeyNotFound(key)
+        if expected_revision and current.revision != expected_revision:
+            raise RevisionConflict(current)
+        return await self._enqueue(key, orjson.loads(current.raw), current, created=False,
+                                   deleted=True)
+
+    async def _settle(self, key: str) -> None:
+        while (pending := self._inflight.get(key)) is not None:
+            await asyncio.wait([pending])
+
+    async def _enqueue(self, key: str, obj: dict[str, Any], prev: Entry | None, *,
+                       created: bool, deleted: bool) -> Entry:
+        revision = self._next_revision
+        self._next_revision += 1
+        obj["metadata"]["resourceVersion"] = str(revision)
+        raw = orjson.dumps(obj)
+        create_revision = revision if prev is None else prev.create_revision
+        row = Row(revision, key, created, deleted, create_revision,
+                  prev.revision if prev else 0, raw)
+        entry = Entry(key, revision, create_revision, raw, obj)
+        future: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        self._queue.append((row, entry, prev, future))
+        self._wake.set()
+        try:
+            return await future
+        finally:
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            try:
+                await asyncio.to_thread(self.backend.append, [item[0] for item in batch])
+            except Exception as problem:  # disk full, I/O error: nothing was applied
+                log.error("store write of %d rows failed: %s", len(batch), problem)
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(StoreUnavailable(str(problem)))
+                continue
+            self._publish(batch)
+
+    def _publish(self, batch: list[tuple[Row, Entry | None, Entry | None,
+                                         asyncio.Future[Entry]]]) -> None:
+        for row, entry, prev, future in batch:
+            assert entry is not None
+            objects = self._resources.setdefault(_resource_of(row.key), {})
+            if row.deleted:
+                objects.pop(row.key, None)
+                kind: EventType = "DELETED"
+            else:
+                objects[row.key] = entry
+                kind = "ADDED" if row.created else "MODIFIED"
+            self._revision = row.revision
+            watchers = self._watchers.get(_resource_of(row.key))
+            if watchers:
+                event = Event(kind, entry, prev)
+                for watcher in list(watchers):
+                    if row.key.startswith(watcher.prefix):
+                        watcher.push(event)
+            if not future.done():
+                future.set_result(entry)
+
+    # ---- watch and compaction -----------------------------------------------------------
+
+    def watch(self, prefix: str, after_revision: int) -> _Watcher:
+        if after_revision and after_revision < self._compacted:
+            raise Compacted(after_revision, self._compacted)
+        if after_revision > self._revision:
+            raise FutureRevision(after_revision, self._revision)
+        watcher = _Watcher(self, prefix, after_revision)
+        self._watchers.setdefault(_resource_of(prefix), []).append(watcher)
+        return watcher
+
+    def _unsubscribe(self, watcher: _Watcher) -> None:
+        watchers = self._watchers.get(_resource_of(watcher.prefix), [])
+        if watcher in watchers:
+            watchers.remove(watcher)
+
+    async def compact(self, keep: int) -> int:
+        target = self._revision - keep
+        if target <= self._compacted:
+            return self._compacted
+        await self._read(self.backend.compact, target)
+        self._compacted = target
+        return target
+
+    async def compact_forever(self, interval: float, keep: int) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.compact(keep)
+            except Exception:
+                log.exception("compaction failed")
