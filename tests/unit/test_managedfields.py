@@ -184,8 +184,8 @@ CONFLICT_CASES = [
         [entry("kubectl-client-side-apply", "Update", {RUNNING})],
         vm({"running": True}),
         [("kubectl-client-side-apply", ".spec.running")],
-        'Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using '
-        f"{API}: .spec.running",
+        ('Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using '
+        f"{API}: .spec.running"),
         "changing a value owned by an Update manager conflicts",
     ),
     (
@@ -199,8 +199,8 @@ CONFLICT_CASES = [
         [entry("mgr", "Update", {RUNNING, APP})],
         vm({"running": True}, labels={"app": "new"}),
         [("mgr", ".metadata.labels.app"), ("mgr", ".spec.running")],
-        f'Apply failed with 2 conflicts: conflicts with "mgr" using {API}:\n'
-        "- .metadata.labels.app\n- .spec.running",
+        (f'Apply failed with 2 conflicts: conflicts with "mgr" using {API}:\n'
+        "- .metadata.labels.app\n- .spec.running"),
         "several conflicts are listed per manager",
     ),
     (
@@ -231,7 +231,8 @@ def test_apply_conflicts(
 
 
 def test_apply_replacing_another_managers_map_conflicts() -> None:
-    live = with_owners(vm({"net": {"ip": "10.0.0.1"}}), entry("ctrl", "Update", {("spec", "net", "ip")}))
+    live = with_owners(vm({"net": {"ip": "10.0.0.1"}}),
+                       entry("ctrl", "Update", {("spec", "net", "ip")}))
     with pytest.raises(ApplyConflict) as excinfo:
         apply(live, vm({"net": "none"}), manager="kubectl", force=False, api_version=API, now=T1)
     assert excinfo.value.conflicts == [("ctrl", ".spec.net.ip")]
@@ -279,6 +280,18 @@ def test_apply_keeps_dropped_fields_still_owned_by_others() -> None:
         ("kubectl", "Apply"): {RUNNING},
         ("gitops", "Apply"): {APP},
     }
+
+
+def test_apply_does_not_remove_a_stale_path_that_grew_children() -> None:
+    # kubectl once owned spec.net as a leaf; a controller has since filled it in as a map.
+    live = with_owners(
+        vm({"running": True, "net": {"ip": "10.0.0.1"}}),
+        entry("kubectl", "Apply", {RUNNING, ("spec", "net")}),
+        entry("ctrl", "Update", {("spec", "net", "ip")}),
+    )
+    result = apply(live, vm({"running": True}), manager="kubectl", force=False,
+                   api_version=API, now=T1)
+    assert result["spec"]["net"] == {"ip": "10.0.0.1"}
 
 
 def test_apply_with_nothing_left_drops_the_entry() -> None:

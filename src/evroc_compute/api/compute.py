@@ -12,8 +12,18 @@ from typing import Any
 from evroc_compute.api import sshkeys
 from evroc_compute.api.kinds import Column, Kind
 from evroc_compute.api.meta import dns1123_label_errors
-from evroc_compute.api.schema import (FieldError, Schema, array, boolean, forbidden, integer,
-                                      invalid, obj, required, string)
+from evroc_compute.api.schema import (
+    FieldError,
+    Schema,
+    array,
+    boolean,
+    forbidden,
+    integer,
+    invalid,
+    obj,
+    required,
+    string,
+)
 from evroc_compute.api.tables import age, condition_reason, condition_status, path
 
 GROUP = "compute.evroclabs.net"
@@ -234,10 +244,12 @@ DISK_SPEC = obj(
                                    name=string("The name of the DiskImage to use, e.g. "
                                                "'ubuntu.24-04.1' (kubectl get diskimages lists "
                                                "them)."))),
-    diskStorageClass=obj("The disk storage class for this disk.",
-                         name=string("The name of the DiskStorageClass to use. 'persistent' "
-                                     "survives node failure and can be detached and reused.",
-                                     enum=("persistent",), default="persistent")),
+    diskStorageClass=defaulted(obj("The disk storage class for this disk.",
+                                   name=string("The name of the DiskStorageClass to use. "
+                                               "'persistent' survives node failure and can be "
+                                               "detached and reused.",
+                                               enum=("persistent",), default="persistent")),
+                               {"name": "persistent"}),
     placement=zone_placement("Disk"),
 )
 

@@ -10,8 +10,18 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from evroc_compute.api.schema import (FieldError, Schema, array, free_form, integer, invalid,
-                                      obj, required, string, string_map)
+from evroc_compute.api.schema import (
+    FieldError,
+    Schema,
+    array,
+    free_form,
+    integer,
+    invalid,
+    obj,
+    required,
+    string,
+    string_map,
+)
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -28,9 +28,17 @@ from evroc_compute.server.handlers.list import list_objects
 from evroc_compute.server.handlers.patch import patch
 from evroc_compute.server.handlers.update import update
 from evroc_compute.server.handlers.watch import watch
-from evroc_compute.server.http import (Receive, Request, Response, Scope, Send,
-                                       StreamingResponse, error_response, json_response,
-                                       read_request)
+from evroc_compute.server.http import (
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    StreamingResponse,
+    error_response,
+    json_response,
+    read_request,
+)
 from evroc_compute.server.openapi import OpenAPI
 from evroc_compute.store.base import StoreUnavailable
 from evroc_compute.store.log import LogStore

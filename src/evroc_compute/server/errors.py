@@ -68,9 +68,8 @@ def conflict(kind: Kind, name: str, detail: str = "the object has been modified;
 
 
 def invalid(kind: Kind, name: str, errors: list[FieldError]) -> ApiError:
-    shown = errors if len(errors) == 1 else errors
     summary = errors[0].message if len(errors) == 1 else \
-        "[" + ", ".join(e.message for e in shown) + "]"
+        "[" + ", ".join(e.message for e in errors) + "]"
     return ApiError(422, "Invalid", f'{kind.kind}.{kind.group or "core"} "{name}" is invalid: '
                     f"{summary}", name=name, kind=kind,
                     causes=[{"type": e.type, "message": e.detail, "field": e.field}

@@ -99,7 +99,7 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -124,10 +124,7 @@ def _encode(suffixes: list[FieldPath], prefix: FieldPath) -> dict[str, Any]:
         # Kubernetes' marker for "this node itself is owned as well as its children".
         node["."] = {}
     for key, rest in groups.items():
-        if prefix == _FINALIZERS:
-            encoded = "v:" + json.dumps(key)
-        else:
-            encoded = "f:" + key
+        encoded = "v:" + json.dumps(key) if prefix == _FINALIZERS else "f:" + key
         node[encoded] = _encode(rest, (*prefix, key))
     return node
 
@@ -398,11 +395,10 @@ def record_update(
             own_found = True
             owned = (paths - changed) | gained
             if gained:
+                # Gaining fields is a fresh write by this manager: restamp time/apiVersion.
                 result.append(_new_entry(manager, "Update", api_version, now, subresource, owned))
-            elif owned != paths and owned:
-                result.append(_with_paths(entry, owned))
             elif owned:
-                result.append(copy.deepcopy(entry))
+                result.append(_with_paths(entry, owned) if owned != paths else copy.deepcopy(entry))
             continue
         remaining = paths - changed
         if remaining == paths:

@@ -8,6 +8,7 @@ is empty. The work restarts from the stored state if the server restarts midway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -97,10 +98,8 @@ async def _terminate(ctx: Context, name: str) -> None:
             if current != message:
                 obj = load(ns)
                 _terminating(obj, message)
-                try:
+                with contextlib.suppress(RevisionConflict, KeyNotFound):
                     await ctx.store.update(key, obj, ns.revision)
-                except (RevisionConflict, KeyNotFound):
-                    pass
             await asyncio.sleep(POLL_SECONDS)
     except asyncio.CancelledError:
         raise

@@ -47,7 +47,9 @@ GREATER_THAN = "gt"
 LESS_THAN = "lt"
 
 _NAME_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
-_DNS1123_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS1123_SUBDOMAIN_RE = re.compile(
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
 _NAME_MSG = (
     "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with "
     "an alphanumeric character (e.g. 'MyName', or 'my.name', or '123-abc')"
@@ -109,6 +111,7 @@ class LabelSelector:
         # Accepting None lets callers pass `metadata.get("labels")` straight through.
         if labels is None:
             labels = {}
+        # A plain loop rather than all(genexpr): this runs per object per list/watch event.
         for requirement in self.requirements:
             if not requirement.matches(labels):
                 return False
@@ -120,8 +123,8 @@ def _label_key_errors(key: str) -> list[str]:
     parts = key.split("/")
     if len(parts) > 2:
         return [
-            f"a qualified name {_NAME_MSG} with an optional DNS subdomain prefix and '/' "
-            "(e.g. 'example.com/MyName')"
+            (f"a qualified name {_NAME_MSG} with an optional DNS subdomain prefix and '/' "
+            "(e.g. 'example.com/MyName')")
         ]
     errors: list[str] = []
     name = parts[-1]
@@ -235,10 +238,7 @@ class _LabelParser:
             return LabelRequirement(key, EXISTS, frozenset())
 
         operator = self.operator()
-        if operator in (IN, NOT_IN):
-            values = self.value_list()
-        else:
-            values = [self.exact_value()]
+        values = self.value_list() if operator in (IN, NOT_IN) else [self.exact_value()]
         for value in values:
             if errors := _label_value_errors(value):
                 raise SelectorError(
@@ -415,7 +415,7 @@ def parse_field_selector(text: str, supported: frozenset[str]) -> FieldSelector:
                 break
         else:
             raise SelectorError(f"invalid selector: '{text}'; can't understand '{term}'")
-        if False:
+        if field not in supported:
             raise SelectorError(f"field label not supported: {field}")
         requirements.append(
             FieldRequirement(tuple(field.split(".")), field, _unescape(value), op == "!=")

@@ -20,9 +20,19 @@ from typing import Any
 
 import orjson
 
-from evroc_compute.store.base import (Compacted, Entry, Event, EventType, FutureRevision,
-                                      KeyExists, KeyNotFound, LogBackend, RevisionConflict, Row,
-                                      StoreUnavailable)
+from evroc_compute.store.base import (
+    Compacted,
+    Entry,
+    Event,
+    EventType,
+    FutureRevision,
+    KeyExists,
+    KeyNotFound,
+    LogBackend,
+    RevisionConflict,
+    Row,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,13 @@ from evroc_compute.api.kinds import Kind, Registry
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.server import admission, errors, managedfields
 from evroc_compute.server.http import Request, Response
-from evroc_compute.store.base import (Entry, KeyExists, KeyNotFound, RevisionConflict,
-                                      StoreUnavailable)
+from evroc_compute.store.base import (
+    Entry,
+    KeyExists,
+    KeyNotFound,
+    RevisionConflict,
+    StoreUnavailable,
+)
 from evroc_compute.store.log import LogStore
 
 NAMESPACE_KEY_PREFIX = "/core/namespaces/"
@@ -108,7 +113,7 @@ def generated_name(prefix: str) -> str:
 
 def new_object_metadata(obj: dict[str, Any], target: Target) -> None:
     meta = obj["metadata"]
-    for owned in SERVER_OWNED_METADATA + ("resourceVersion", "managedFields"):
+    for owned in (*SERVER_OWNED_METADATA, "resourceVersion", "managedFields"):
         if owned not in ("name", "namespace"):
             meta.pop(owned, None)
     meta["uid"] = str(uuid.uuid4())

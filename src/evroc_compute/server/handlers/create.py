@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import orjson
 
-from evroc_compute.server import admission, errors, managedfields
-from evroc_compute.server.handlers.common import (Context, Target, ensure_namespace,
-                                                  field_manager, generated_name, is_dry_run,
-                                                  new_object_metadata, object_response,
-                                                  store_create)
-from evroc_compute.server.http import Request, Response
 from evroc_compute.api.meta import now_rfc3339
+from evroc_compute.server import admission, errors, managedfields
+from evroc_compute.server.handlers.common import (
+    Context,
+    Target,
+    ensure_namespace,
+    field_manager,
+    generated_name,
+    is_dry_run,
+    new_object_metadata,
+    object_response,
+    store_create,
+)
+from evroc_compute.server.http import Request, Response
 
 
 async def create(ctx: Context, req: Request, target: Target) -> Response:

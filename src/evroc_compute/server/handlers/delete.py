@@ -8,8 +8,15 @@ import orjson
 
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.server import errors, namespaces
-from evroc_compute.server.handlers.common import (Context, Target, current, delete_entry,
-                                                  is_dry_run, load, object_response)
+from evroc_compute.server.handlers.common import (
+    Context,
+    Target,
+    current,
+    delete_entry,
+    is_dry_run,
+    load,
+    object_response,
+)
 from evroc_compute.server.handlers.list import select
 from evroc_compute.server.http import Request, Response
 from evroc_compute.store.base import Entry, RevisionConflict
@@ -84,7 +91,7 @@ async def delete_collection(ctx: Context, req: Request, target: Target) -> Respo
     options = delete_options(req)
     if target.kind.plural == "namespaces":
         raise errors.method_not_allowed("DELETE", "namespaces (delete them one by one)")
-    entries, revision, _ = await select(ctx, target, req)
+    entries, _, _ = await select(ctx, target, req)
     deleted = []
     for entry in entries:
         item = Target(target.kind, entry.obj["metadata"].get("namespace"),

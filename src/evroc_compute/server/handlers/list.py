@@ -16,8 +16,7 @@ import orjson
 from evroc_compute.server import errors, tables
 from evroc_compute.server.handlers.common import Context, Target, ensure_namespace
 from evroc_compute.server.http import Request, Response
-from evroc_compute.server.selectors import (SelectorError, parse_field_selector,
-                                            parse_label_selector)
+from evroc_compute.server.selectors import SelectorError, parse_field_selector, parse_label_selector
 from evroc_compute.store.base import Compacted, Entry, FutureRevision
 
 FIELDS = frozenset({"metadata.name", "metadata.namespace"})

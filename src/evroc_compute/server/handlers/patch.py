@@ -14,10 +14,20 @@ import orjson
 
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.server import admission, errors, managedfields
-from evroc_compute.server.handlers.common import (Context, Target, check_resource_version,
-                                                  current, ensure_namespace, field_manager,
-                                                  is_dry_run, load, new_object_metadata,
-                                                  object_response, store_create, write)
+from evroc_compute.server.handlers.common import (
+    Context,
+    Target,
+    check_resource_version,
+    current,
+    ensure_namespace,
+    field_manager,
+    is_dry_run,
+    load,
+    new_object_metadata,
+    object_response,
+    store_create,
+    write,
+)
 from evroc_compute.server.http import Request, Response
 
 MERGE = "application/merge-patch+json"

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from evroc_compute.api.schema import FieldError
 from evroc_compute.server import admission, errors
-from evroc_compute.server.handlers.common import (Context, Target, check_resource_version,
-                                                  current, field_manager, write)
+from evroc_compute.server.handlers.common import (
+    Context,
+    Target,
+    check_resource_version,
+    current,
+    field_manager,
+    write,
+)
 from evroc_compute.server.http import Request, Response
 
 

@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh machine: `make serve` and `make test`.
+VENV     ?= .venv
+PYTHON   ?= python3
+DATA_DIR ?= ./data
+HOST     ?= 127.0.0.1
+PORT     ?= 6443
+STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: serve test test-fast lint bench kubeconfig clean
+
+$(STAMP): pyproject.toml
+	@command -v ssh-keygen >/dev/null || (apt-get update -qq && apt-get install -y -qq openssh-client)
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+serve: $(STAMP)
+	$(VENV)/bin/evroc-compute serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+kubeconfig: $(STAMP)
+	@$(VENV)/bin/evroc-compute kubeconfig --server http://$(HOST):$(PORT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+
+# Everything, slow suites included (what CI runs).
+test: lint
+	$(VENV)/bin/pytest -q
+
+# The fast part only: skips suites marked slow (real VMs, PostgreSQL, load).
+test-fast: lint
+	$(VENV)/bin/pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .ruff_cache

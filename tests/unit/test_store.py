@@ -1,0 +1,230 @@
+"""The store's contract, exercised on the SQLite backend: revisions, CAS, snapshots, watch."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evroc_compute.store.base import (Compacted, FutureRevision, KeyExists, KeyNotFound,
+                                      RevisionConflict, StoreUnavailable)
+from evroc_compute.store.log import LogStore
+from evroc_compute.store.sqlite import SQLiteLog
+
+PREFIX = "/compute.evroclabs.net/virtualmachines/default/"
+
+
+def vm(name: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[LogStore]:
+    s = LogStore(SQLiteLog(tmp_path / "store.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def reopen(store: LogStore, path: Path) -> LogStore:
+    await store.close()
+    fresh = LogStore(SQLiteLog(path))
+    await fresh.open()
+    return fresh
+
+
+
+async def test_every_write_gets_the_next_revision_as_its_resource_version(store: LogStore) -> None:
+    a = await store.create(PREFIX + "a", vm("a"))
+    b = await store.create(PREFIX + "b", vm("b"))
+    a2 = await store.update(PREFIX + "a", vm("a", running=False), a.revision)
+    assert (a.revision, b.revision, a2.revision) == (1, 2, 3)
+    assert a2.obj["metadata"]["resourceVersion"] == "3"
+    assert a2.create_revision == 1
+    assert store.revision == 3
+
+
+async def test_create_twice_is_refused(store: LogStore) -> None:
+    await store.create(PREFIX + "a", vm("a"))
+    with pytest.raises(KeyExists):
+        await store.create(PREFIX + "a", vm("a"))
+
+
+async def test_update_and_delete_compare_and_swap(store: LogStore) -> None:
+    a = await store.create(PREFIX + "a", vm("a"))
+    await store.update(PREFIX + "a", vm("a", running=False), a.revision)
+    with pytest.raises(RevisionConflict):
+        await store.update(PREFIX + "a", vm("a", running=True), a.revision)
+    with pytest.raises(RevisionConflict):
+        await store.delete(PREFIX + "a", a.revision)
+    with pytest.raises(KeyNotFound):
+        await store.update(PREFIX + "missing", vm("missing"), 1)
+
+
+async def test_list_at_an_old_revision_reads_that_snapshot(store: LogStore) -> None:
+    a = await store.create(PREFIX + "a", vm("a", running=True))
+    await store.create(PREFIX + "b", vm("b"))
+    snapshot = store.revision
+    await store.update(PREFIX + "a", vm("a", running=False), a.revision)
+    await store.delete(PREFIX + "b", store.get(PREFIX + "b").revision)  # type: ignore[union-attr]
+    await store.create(PREFIX + "c", vm("c"))
+    old, at = await store.list(PREFIX, revision=snapshot)
+    assert at == snapshot
+    assert [(e.obj["metadata"]["name"], e.obj["spec"].get("running")) for e in old] == \
+        [("a", True), ("b", None)]
+    now, _ = await store.list(PREFIX)
+    assert [e.obj["metadata"]["name"] for e in now] == ["a", "c"]
+
+
+async def test_pages_follow_key_order_from_start_after(store: LogStore) -> None:
+    for name in "edcba":
+        await store.create(PREFIX + name, vm(name))
+    first, rev = await store.list(PREFIX, limit=2)
+    second, _ = await store.list(PREFIX, revision=rev, start_after=first[-1].key, limit=2)
+    assert [e.key[-1] for e in first + second] == ["a", "b", "c", "d"]
+
+
+async def test_list_beyond_the_current_revision_is_refused(store: LogStore) -> None:
+    with pytest.raises(FutureRevision):
+        await store.list(PREFIX, revision=store.revision + 5)
+
+
+async def test_watch_replays_history_then_streams_live(store: LogStore) -> None:
+    a = await store.create(PREFIX + "a", vm("a"))
+    a2 = await store.update(PREFIX + "a", vm("a", running=False), a.revision)
+    watch = store.watch(PREFIX, a.revision)
+    replayed = await watch.replay()
+    assert [(e.type, e.entry.revision) for e in replayed] == [("MODIFIED", a2.revision)]
+    assert replayed[0].prev is not None and replayed[0].prev.revision == a.revision
+    gone = await store.delete(PREFIX + "a", a2.revision)
+    live = await asyncio.wait_for(watch.next(), 2)
+    assert live is not None and (live.type, live.entry.revision) == ("DELETED", gone.revision)
+    assert live.entry.obj["metadata"]["name"] == "a"
+    watch.close()
+    assert await watch.next() is None
+
+
+async def test_watch_only_sees_its_prefix(store: LogStore) -> None:
+    watch = store.watch(PREFIX, store.revision)
+    await store.create("/compute.evroclabs.net/virtualmachines/other/x", vm("x"))
+    await store.create(PREFIX + "y", vm("y"))
+    event = await asyncio.wait_for(watch.next(), 2)
+    assert event is not None and event.entry.key == PREFIX + "y"
+    watch.close()
+
+
+async def test_compaction_drops_history_and_watching_below_it_is_refused(
+        store: LogStore) -> None:
+    entry = await store.create(PREFIX + "a", vm("a"))
+    for i in range(10):
+        entry = await store.update(PREFIX + "a", vm("a", n=i), entry.revision)
+    compacted = await store.compact(keep=3)
+    assert compacted == store.revision - 3
+    with pytest.raises(Compacted):
+        store.watch(PREFIX, 1)
+    with pytest.raises(Compacted):
+        await store.list(PREFIX, revision=1)
+    assert store.get(PREFIX + "a").obj["spec"]["n"] == 9  # type: ignore[union-attr]
+
+
+async def test_state_survives_reopening_and_revisions_never_repeat(
+        store: LogStore, tmp_path: Path) -> None:
+    a = await store.create(PREFIX + "a", vm("a"))
+    b = await store.create(PREFIX + "b", vm("b"))
+    await store.delete(PREFIX + "b", b.revision)
+    await store.compact(keep=0)
+    last = store.revision
+    store = await reopen(store, tmp_path / "store.db")
+    assert store.revision == last
+    assert store.get(PREFIX + "a").revision == a.revision  # type: ignore[union-attr]
+    assert store.get(PREFIX + "b") is None
+    c = await store.create(PREFIX + "c", vm("c"))
+    assert c.revision == last + 1
+
+
+async def test_concurrent_writers_to_one_key_never_lose_an_update(store: LogStore) -> None:
+    """Read-modify-write with CAS from 20 writers: every increment lands exactly once."""
+    await store.create(PREFIX + "counter", vm("counter", n=0))
+
+    async def increment() -> None:
+        while True:
+            entry = store.get(PREFIX + "counter")
+            assert entry is not None
+            try:
+                await store.update(PREFIX + "counter", vm("counter", n=entry.obj["spec"]["n"] + 1),
+                                   entry.revision)
+                return
+            except RevisionConflict:
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(increment() for _ in range(20)))
+    assert store.get(PREFIX + "counter").obj["spec"]["n"] == 20  # type: ignore[union-attr]
+
+
+async def test_concurrent_creates_are_batched_and_all_durable(
+        store: LogStore, tmp_path: Path) -> None:
+    entries = await asyncio.gather(*(store.create(PREFIX + f"vm-{i:04d}", vm(f"vm-{i}"))
+                                     for i in range(500)))
+    assert sorted(e.revision for e in entries) == list(range(1, 501))
+    store = await reopen(store, tmp_path / "store.db")
+    listed, _ = await store.list(PREFIX)
+    assert len(listed) == 500
+
+
+async def test_a_failed_commit_applies_nothing_and_reports_unavailable(
+        store: LogStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(rows: object) -> None:
+        raise OSError("database or disk is full")
+
+    before = store.revision
+    monkeypatch.setattr(store.backend, "append", disk_full)
+    with pytest.raises(StoreUnavailable):
+        await store.create(PREFIX + "a", vm("a"))
+    assert store.get(PREFIX + "a") is None
+    assert store.revision == before
+
+
+def _writer(path: str, acked: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    async def main() -> None:
+        store = LogStore(SQLiteLog(Path(path)))
+        await store.open()
+
+        async def one(i: int) -> None:
+            await store.create(PREFIX + f"vm-{i:05d}", vm(f"vm-{i}"))
+            acked.put(i)
+
+        await asyncio.gather(*(one(i) for i in range(100_000)))
+    asyncio.run(main())
+
+
+def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    acked: multiprocessing.Queue = multiprocessing.get_context("fork").Queue()  # type: ignore[type-arg]
+    proc = multiprocessing.get_context("fork").Process(
+        target=_writer, args=(str(tmp_path / "store.db"), acked))
+    proc.start()
+    seen: list[int] = []
+    while len(seen) < 2000:
+        seen.append(acked.get(timeout=30))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    while not acked.empty():
+        seen.append(acked.get())
+
+    async def check() -> set[str]:
+        store = LogStore(SQLiteLog(tmp_path / "store.db"))
+        await store.open()
+        listed, _ = await store.list(PREFIX)
+        await store.close()
+        return {e.key for e in listed}
+
+    present = asyncio.run(check())
+    missing = [i for i in seen if PREFIX + f"vm-{i:05d}" not in present]
+    assert not missing, f"{len(missing)} acknowledged writes lost"
+
+
