@@ -17,6 +17,7 @@ from evroc_compute.api.schema import (
     Schema,
     array,
     boolean,
+    defaulted,
     forbidden,
     integer,
     invalid,

@@ -8,6 +8,7 @@ object is then a walk with no schema interpretation on the hot path.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -124,8 +125,8 @@ def free_form(description: str = "") -> Schema:
     return schema
 
 
-def described(schema: Schema, description: str) -> Schema:
-    return {**schema, "description": description}
+def defaulted(schema: Schema, default: Any) -> Schema:
+    return {**schema, "default": default}
 
 
 # ---- compiled validators --------------------------------------------------------------
@@ -218,7 +219,7 @@ def _compile_object(schema: Schema) -> Validator:
                         unknown: list[str]) -> None:
         for name, default in defaults.items():
             if value.get(name) is None:
-                value[name] = default
+                value[name] = copy.deepcopy(default)
         for name in needed:
             if value.get(name) in (None, ""):
                 errors.append(required(f"{path}.{name}" if path else name))
