@@ -12,8 +12,14 @@ from typing import Any
 
 import pytest
 
-from evroc_compute.store.base import (Compacted, FutureRevision, KeyExists, KeyNotFound,
-                                      RevisionConflict, StoreUnavailable)
+from evroc_compute.store.base import (
+    Compacted,
+    FutureRevision,
+    KeyExists,
+    KeyNotFound,
+    RevisionConflict,
+    StoreUnavailable,
+)
 from evroc_compute.store.log import LogStore
 from evroc_compute.store.sqlite import SQLiteLog
 

@@ -33,7 +33,9 @@ class ApiError(Exception):
             details["name"] = self.name
         if self.kind is not None:
             details["group"] = self.kind.group
-            details["kind"] = self.kind.plural
+            # kube-apiserver: Invalid names the Kind (kubectl prints `The VirtualMachine "x" is
+            # invalid`); NotFound, AlreadyExists and Conflict name the resource (plural).
+            details["kind"] = self.kind.kind if self.reason == "Invalid" else self.kind.plural
         if self.causes:
             details["causes"] = self.causes
         if self.retry_after:
