@@ -56,6 +56,18 @@ class Request:
                 return yaml.safe_load(self.body)
             except yaml.YAMLError as problem:
                 raise errors.bad_request(f"error decoding YAML: {problem}") from None
+        if self.content_type == "application/vnd.kubernetes.protobuf":
+            # `kubectl create namespace` (a typed client) sends protobuf and never retries as JSON.
+            from evroc_compute.server import protobuf
+
+            try:
+                return protobuf.decode(self.body)
+            except protobuf.UnsupportedKind as problem:
+                raise errors.unsupported_media_type(
+                    f"{self.content_type} for {problem}",
+                    ("application/json", "application/yaml")) from None
+            except (protobuf.ProtobufError, UnicodeDecodeError) as problem:
+                raise errors.bad_request(f"error decoding protobuf body: {problem}") from None
         try:
             return orjson.loads(self.body)
         except orjson.JSONDecodeError as problem:

@@ -1,0 +1,178 @@
+"""Just enough Kubernetes protobuf to read what kubectl's typed clients send.
+
+`kubectl create namespace NAME` posts a `v1 Namespace` as `application/vnd.kubernetes.protobuf`
+(the typed clientset prefers protobuf for core kinds and does not fall back to JSON on 415).
+This decodes that envelope (`k8s\\0` + runtime.Unknown) and the Namespace message into the
+JSON-shaped dict the handlers expect. Other kinds are answered with 415 by the caller.
+Replies stay JSON: kubectl's Accept lists application/json as well.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Iterator
+from typing import Any
+
+MAGIC = b"k8s\x00"
+MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
+
+
+class ProtobufError(ValueError):
+    """The body is not a well-formed Kubernetes protobuf message."""
+
+
+class UnsupportedKind(ProtobufError):
+    """A well-formed message of a kind this server does not decode from protobuf."""
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ProtobufError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ProtobufError("varint too long")
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value): an int for varints, bytes for length-delimited fields."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            yield number, value
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > len(data):
+                raise ProtobufError("truncated length-delimited field")
+            yield number, data[pos:pos + length]
+            pos += length
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ProtobufError(f"unsupported wire type {wire}")
+
+
+def _str(value: int | bytes) -> str:
+    if not isinstance(value, bytes):
+        raise ProtobufError("expected a string")
+    return value.decode("utf-8")
+
+
+def _msg(value: int | bytes) -> bytes:
+    if not isinstance(value, bytes):
+        raise ProtobufError("expected a message")
+    return value
+
+
+def _time(data: bytes) -> str:
+    seconds = 0
+    for number, value in _fields(data):
+        if number == 1 and isinstance(value, int):
+            seconds = value
+    if not seconds:
+        return ""
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _map_entry(data: bytes) -> tuple[str, str]:
+    key = val = ""
+    for number, value in _fields(data):
+        if number == 1:
+            key = _str(value)
+        elif number == 2:
+            val = _str(value)
+    return key, val
+
+
+def _owner_reference(data: bytes) -> dict[str, Any]:
+    names = {1: "kind", 3: "name", 4: "uid", 5: "apiVersion"}
+    flags = {6: "controller", 7: "blockOwnerDeletion"}
+    ref: dict[str, Any] = {}
+    for number, value in _fields(data):
+        if number in names:
+            ref[names[number]] = _str(value)
+        elif number in flags:
+            ref[flags[number]] = bool(value)
+    return ref
+
+
+def _object_meta(data: bytes) -> dict[str, Any]:
+    strings = {1: "name", 2: "generateName", 3: "namespace", 4: "selfLink", 5: "uid",
+               6: "resourceVersion"}
+    meta: dict[str, Any] = {}
+    for number, value in _fields(data):
+        if number in strings:
+            text = _str(value)
+            if text:
+                meta[strings[number]] = text
+        elif number == 7 and isinstance(value, int) and value:
+            meta["generation"] = value
+        elif number in (8, 9):
+            stamp = _time(_msg(value))
+            if stamp:
+                meta["creationTimestamp" if number == 8 else "deletionTimestamp"] = stamp
+        elif number == 10 and isinstance(value, int):
+            meta["deletionGracePeriodSeconds"] = value
+        elif number in (11, 12):
+            key, val = _map_entry(_msg(value))
+            meta.setdefault("labels" if number == 11 else "annotations", {})[key] = val
+        elif number == 13:
+            meta.setdefault("ownerReferences", []).append(_owner_reference(_msg(value)))
+        elif number == 14:
+            meta.setdefault("finalizers", []).append(_str(value))
+    return meta
+
+
+def _namespace(data: bytes) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for number, value in _fields(data):
+        if number == 1:
+            obj["metadata"] = _object_meta(_msg(value))
+        elif number == 2:
+            finalizers = [_str(v) for n, v in _fields(_msg(value)) if n == 1]
+            if finalizers:
+                obj["spec"] = {"finalizers": finalizers}
+        elif number == 3:
+            phase = "".join(_str(v) for n, v in _fields(_msg(value)) if n == 1)
+            if phase:
+                obj["status"] = {"phase": phase}
+    obj.setdefault("metadata", {})
+    return obj
+
+
+DECODERS: dict[tuple[str, str], Callable[[bytes], dict[str, Any]]] = {
+    ("v1", "Namespace"): _namespace,
+}
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """A protobuf-encoded object as the dict its JSON form would decode to."""
+    if not body.startswith(MAGIC):
+        raise ProtobufError("the body does not start with the Kubernetes protobuf prefix k8s\\0")
+    api_version = kind = ""
+    raw = b""
+    for number, value in _fields(body[len(MAGIC):]):
+        if number == 1:
+            for sub, text in _fields(_msg(value)):
+                if sub == 1:
+                    api_version = _str(text)
+                elif sub == 2:
+                    kind = _str(text)
+        elif number == 2:
+            raw = _msg(value)
+    decoder = DECODERS.get((api_version, kind))
+    if decoder is None:
+        raise UnsupportedKind(f"{kind or 'an object'} ({api_version or 'no apiVersion'})")
+    obj = decoder(raw)
+    return {"apiVersion": api_version, "kind": kind, **obj}

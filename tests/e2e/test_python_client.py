@@ -1,0 +1,1040 @@
+"""End to end with the official Python `kubernetes` client (v37) against a real server process.
+
+Every test builds its client from a bare `Configuration(host=server.url)`: no kubeconfig.
+Tests share one server per module and keep apart by namespace; the few that need a fresh
+store or special flags start their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from tests.conftest import Server, start_server
+
+GROUP = "compute.evroclabs.net"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+VMS = "virtualmachines"
+DISKS = "disks"
+
+
+# ---- clients and helpers -------------------------------------------------------------
+
+@dataclass
+class Clients:
+    api_client: client.ApiClient
+    custom: client.CustomObjectsApi
+    core: client.CoreV1Api
+    url: str
+
+    def dynamic(self) -> DynamicClient:
+        return DynamicClient(self.api_client)
+
+
+def make_clients(server: Server) -> Clients:
+    config = client.Configuration()
+    config.host = server.url
+    api_client = client.ApiClient(config)
+    return Clients(api_client, client.CustomObjectsApi(api_client),
+                   client.CoreV1Api(api_client), server.url)
+
+
+@pytest.fixture(scope="module")
+def k8s(shared_server: Server) -> Iterator[Clients]:
+    clients = make_clients(shared_server)
+    yield clients
+    clients.api_client.close()
+
+
+_namespace_ids = itertools.count(1)
+
+
+@pytest.fixture
+def ns(k8s: Clients) -> str:
+    """A fresh namespace on the shared server for one test."""
+    name = f"py-{next(_namespace_ids)}-{int(time.time() * 1000) % 100000}"
+    k8s.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    return name
+
+
+@pytest.fixture(scope="module")
+def ssh_public_key(tmp_path_factory: pytest.TempPathFactory) -> str:
+    key = tmp_path_factory.mktemp("ssh") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e@test", "-f",
+                    str(key)], check=True, capture_output=True)
+    return key.with_suffix(".pub").read_text().strip()
+
+
+def vm_body(name: str, *, labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": API_VERSION, "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {"vmVirtualResourcesRef": {"vmVirtualResourcesRefName": "a1a.s"},
+                 "diskRefs": [{"name": f"{name}-boot", "bootFrom": True}], **spec},
+    }
+    if labels:
+        body["metadata"]["labels"] = labels
+    return body
+
+
+def disk_body(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "Disk", "metadata": {"name": name},
+            "spec": spec or {"diskImage": {"diskImageRef": {"name": "ubuntu.24-04.1"}}}}
+
+
+def create_vm(k8s: Clients, ns: str, name: str, **kwargs: Any) -> dict[str, Any]:
+    result: dict[str, Any] = k8s.custom.create_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, vm_body(name, **kwargs))
+    return result
+
+
+def get_vm(k8s: Clients, ns: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = k8s.custom.get_namespaced_custom_object(GROUP, VERSION, ns, VMS,
+                                                                     name)
+    return result
+
+
+def api_error(call: Callable[[], Any]) -> tuple[ApiException, dict[str, Any]]:
+    """Run a call that must fail; the exception and its body as a Status."""
+    with pytest.raises(ApiException) as caught:
+        call()
+    problem = caught.value
+    body = json.loads(problem.body)
+    assert body["kind"] == "Status" and body["apiVersion"] == "v1", body
+    assert body["status"] == "Failure" and body["code"] == problem.status, body
+    return problem, body
+
+
+def raw_request(url: str, method: str, body: bytes,
+                content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=body, method=method,
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as problem:
+        return problem.code, json.loads(problem.read())
+
+
+def vms_path(url: str, ns: str, name: str = "") -> str:
+    return f"{url}/apis/{GROUP}/{VERSION}/namespaces/{ns}/{VMS}" + (f"/{name}" if name else "")
+
+
+class EventReader:
+    """Read events from a watch generator on a thread so a test can wait with a deadline."""
+
+    def __init__(self, events: Iterator[dict[str, Any]]) -> None:
+        self.events = events
+        self.seen: list[dict[str, Any]] = []
+        self.ended = threading.Event()
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self.events:
+                with self._cond:
+                    self.seen.append(event)
+                    self._cond.notify_all()
+        except BaseException as problem:  # noqa: BLE001 - reported to the test
+            self.error = problem
+        finally:
+            self.ended.set()
+            with self._cond:
+                self._cond.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.seen) < count and not self.ended.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return list(self.seen)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+def summary(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(e["type"], e["raw_object"]["metadata"].get("name", "")) for e in events]
+
+
+# ---- CRUD ----------------------------------------------------------------------------
+
+def test_create_applies_defaults_and_answers_201(k8s: Clients, ns: str) -> None:
+    _, status, _ = k8s.custom.create_namespaced_custom_object_with_http_info(
+        GROUP, VERSION, ns, VMS, vm_body("web"))
+    assert status == 201
+    vm = get_vm(k8s, ns, "web")
+    assert vm["apiVersion"] == API_VERSION and vm["kind"] == "VirtualMachine"
+    assert vm["spec"]["running"] is True
+    meta = vm["metadata"]
+    assert meta["namespace"] == ns and meta["generation"] == 1
+    assert meta["uid"] and meta["creationTimestamp"] and meta["resourceVersion"]
+    assert "status" not in vm
+
+    _, status, _ = k8s.custom.create_namespaced_custom_object_with_http_info(
+        GROUP, VERSION, ns, DISKS, disk_body("data"))
+    assert status == 201
+    disk = k8s.custom.get_namespaced_custom_object(GROUP, VERSION, ns, DISKS, "data")
+    assert disk["spec"]["diskStorageClass"] == {"name": "persistent"}
+    assert disk["spec"]["diskImage"]["diskImageRef"]["name"] == "ubuntu.24-04.1"
+
+
+def test_running_false_is_kept(k8s: Clients, ns: str) -> None:
+    created = create_vm(k8s, ns, "stopped", running=False)
+    assert created["spec"]["running"] is False
+    assert get_vm(k8s, ns, "stopped")["spec"]["running"] is False
+
+
+def test_delete_then_get_is_404(k8s: Clients, ns: str) -> None:
+    create_vm(k8s, ns, "gone")
+    k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, VMS, "gone")
+    problem, body = api_error(lambda: get_vm(k8s, ns, "gone"))
+    assert problem.status == 404 and body["reason"] == "NotFound"
+    assert body["message"] == 'virtualmachines.compute.evroclabs.net "gone" not found'
+    assert body["details"]["name"] == "gone" and body["details"]["kind"] == VMS
+    assert body["details"]["group"] == GROUP
+    problem, body = api_error(lambda: k8s.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "gone"))
+    assert problem.status == 404 and body["reason"] == "NotFound"
+
+
+def test_list_with_label_and_field_selectors(k8s: Clients, ns: str) -> None:
+    create_vm(k8s, ns, "a", labels={"tier": "web", "env": "prod"})
+    create_vm(k8s, ns, "b", labels={"tier": "web", "env": "dev"})
+    create_vm(k8s, ns, "c", labels={"tier": "db"})
+
+    def names(**kwargs: Any) -> list[str]:
+        listed = k8s.custom.list_namespaced_custom_object(GROUP, VERSION, ns, VMS, **kwargs)
+        assert listed["kind"] == "VirtualMachineList" and listed["apiVersion"] == API_VERSION
+        assert listed["metadata"]["resourceVersion"]
+        return sorted(item["metadata"]["name"] for item in listed["items"])
+
+    assert names() == ["a", "b", "c"]
+    assert names(label_selector="tier=web") == ["a", "b"]
+    assert names(label_selector="tier=web,env!=prod") == ["b"]
+    assert names(label_selector="env") == ["a", "b"]
+    assert names(label_selector="!env") == ["c"]
+    assert names(label_selector="tier in (db, cache)") == ["c"]
+    assert names(field_selector="metadata.name=b") == ["b"]
+    assert names(field_selector="metadata.name!=b") == ["a", "c"]
+    assert names(field_selector="metadata.name=a", label_selector="tier=db") == []
+    problem, body = api_error(lambda: names(field_selector="spec.running=true"))
+    assert problem.status == 400 and body["reason"] == "BadRequest"
+
+
+def test_list_pages_with_limit_and_continue(k8s: Clients, ns: str) -> None:
+    for index in range(5):
+        create_vm(k8s, ns, f"page-{index}")
+    seen: list[str] = []
+    token: str | None = None
+    pages = 0
+    first_rv = None
+    while True:
+        kwargs: dict[str, Any] = {"limit": 2}
+        if token:
+            kwargs["_continue"] = token
+        page = k8s.custom.list_namespaced_custom_object(GROUP, VERSION, ns, VMS, **kwargs)
+        pages += 1
+        assert len(page["items"]) <= 2
+        seen += [item["metadata"]["name"] for item in page["items"]]
+        first_rv = first_rv or page["metadata"]["resourceVersion"]
+        token = page["metadata"].get("continue")
+        if pages == 1:
+            # A write between pages must not show up in later pages (one snapshot).
+            create_vm(k8s, ns, "page-9")
+        if not token:
+            break
+        assert page["metadata"].get("remainingItemCount", 1) >= 1
+        assert pages < 5, "paging did not end"
+    assert pages == 3
+    assert seen == [f"page-{i}" for i in range(5)]
+    everything = k8s.custom.list_namespaced_custom_object(GROUP, VERSION, ns, VMS)
+    assert len(everything["items"]) == 6
+    problem, body = api_error(lambda: k8s.custom.list_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, limit=2, _continue="not-a-token"))
+    assert problem.status == 400 and body["reason"] == "BadRequest"
+
+
+def test_replace_with_resource_version_and_stale_conflict(k8s: Clients, ns: str) -> None:
+    created = create_vm(k8s, ns, "rep")
+    stale_rv = created["metadata"]["resourceVersion"]
+    body = json.loads(json.dumps(created))
+    body["spec"]["running"] = False
+    body["metadata"]["labels"] = {"replaced": "yes"}
+    replaced = k8s.custom.replace_namespaced_custom_object(GROUP, VERSION, ns, VMS, "rep", body)
+    assert replaced["spec"]["running"] is False
+    assert replaced["metadata"]["labels"] == {"replaced": "yes"}
+    assert replaced["metadata"]["resourceVersion"] != stale_rv
+    assert replaced["metadata"]["generation"] == 2
+    assert replaced["metadata"]["uid"] == created["metadata"]["uid"]
+
+    stale = json.loads(json.dumps(created))
+    stale["spec"]["running"] = True
+    assert stale["metadata"]["resourceVersion"] == stale_rv
+    problem, status = api_error(lambda: k8s.custom.replace_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "rep", stale))
+    assert problem.status == 409 and status["reason"] == "Conflict"
+    assert "the object has been modified" in status["message"]
+    assert get_vm(k8s, ns, "rep")["spec"]["running"] is False
+
+    problem, status = api_error(lambda: k8s.custom.replace_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "missing", vm_body("missing")))
+    assert problem.status == 404
+
+
+def test_merge_patch_and_json_patch(k8s: Clients, ns: str) -> None:
+    create_vm(k8s, ns, "pat", labels={"keep": "1", "drop": "1"})
+    merged = k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "pat",
+        {"metadata": {"labels": {"drop": None, "new": "2"}}, "spec": {"running": False}})
+    assert merged["metadata"]["labels"] == {"keep": "1", "new": "2"}
+    assert merged["spec"]["running"] is False
+    assert merged["spec"]["diskRefs"] == [{"name": "pat-boot", "bootFrom": True}]
+    assert merged["metadata"]["generation"] == 2
+
+    patched = k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "pat",
+        [{"op": "test", "path": "/spec/running", "value": False},
+         {"op": "replace", "path": "/spec/running", "value": True},
+         {"op": "add", "path": "/spec/diskRefs/-", "value": {"name": "extra"}},
+         {"op": "remove", "path": "/metadata/labels/keep"}],
+        _content_type="application/json-patch+json")
+    assert patched["spec"]["running"] is True
+    assert patched["spec"]["diskRefs"][-1] == {"name": "extra"}
+    assert patched["metadata"]["labels"] == {"new": "2"}
+    assert get_vm(k8s, ns, "pat")["metadata"]["resourceVersion"] == \
+        patched["metadata"]["resourceVersion"]
+
+    problem, body = api_error(lambda: k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "pat",
+        [{"op": "test", "path": "/spec/running", "value": False}],
+        _content_type="application/json-patch+json"))
+    assert problem.status == 422 and body["reason"] == "Invalid"
+    assert get_vm(k8s, ns, "pat")["spec"]["running"] is True
+
+    # A merge patch that makes the object invalid is rejected with the field.
+    problem, body = api_error(lambda: k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "pat", {"spec": {"diskRefs": [
+            {"name": "x", "bootFrom": True}, {"name": "y", "bootFrom": True}]}}))
+    assert problem.status == 422
+    assert "spec.diskRefs[1].bootFrom" in [c["field"] for c in body["details"]["causes"]]
+
+
+def test_status_subresource(k8s: Clients, ns: str) -> None:
+    created = create_vm(k8s, ns, "st")
+    assert created["metadata"]["generation"] == 1
+    status = {"virtualMachineStatus": "Running",
+              "conditions": [{"type": "Ready", "status": "True", "reason": "Running",
+                              "observedGeneration": 1}],
+              "networking": {"privateIPv4Address": "10.0.0.5"}}
+    written = k8s.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, VMS, "st",
+        {"status": status, "spec": {"running": False}, "metadata": {"labels": {"x": "y"}}})
+    assert written["status"]["virtualMachineStatus"] == "Running"
+    assert written["status"]["networking"]["privateIPv4Address"] == "10.0.0.5"
+    # /status writes ignore spec and metadata changes, and leave generation alone.
+    assert written["spec"]["running"] is True
+    assert not (written["metadata"].get("labels") or {})
+    assert written["metadata"]["generation"] == 1
+    assert written["metadata"]["resourceVersion"] != created["metadata"]["resourceVersion"]
+
+    got = k8s.custom.get_namespaced_custom_object_status(GROUP, VERSION, ns, VMS, "st")
+    assert got["status"]["virtualMachineStatus"] == "Running"
+
+    # The main resource cannot change status, but its spec change bumps generation.
+    main = k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "st",
+        {"status": {"virtualMachineStatus": "Stopped"}, "spec": {"running": False}})
+    assert main["status"]["virtualMachineStatus"] == "Running"
+    assert main["spec"]["running"] is False
+    assert main["metadata"]["generation"] == 2
+
+    # A main-resource write of only status changes nothing at all.
+    again = k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "st", {"status": {"virtualMachineStatus": "Paused"}})
+    assert again["status"]["virtualMachineStatus"] == "Running"
+    assert again["metadata"]["generation"] == 2
+
+    # Replace of the whole object through PUT also keeps the stored status.
+    body = json.loads(json.dumps(again))
+    body.pop("status")
+    replaced = k8s.custom.replace_namespaced_custom_object(GROUP, VERSION, ns, VMS, "st", body)
+    assert replaced["status"]["virtualMachineStatus"] == "Running"
+
+    # Status is validated too.
+    problem, body = api_error(lambda: k8s.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, VMS, "st", {"status": {"virtualMachineStatus": "Exploded"}}))
+    assert problem.status == 422
+    assert [c["field"] for c in body["details"]["causes"]] == ["status.virtualMachineStatus"]
+
+    # A status write on a VM the user never created is 404, not an upsert.
+    problem, _ = api_error(lambda: k8s.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, VMS, "nobody", {"status": status}))
+    assert problem.status == 404
+
+    # Disk status works the same way.
+    k8s.custom.create_namespaced_custom_object(GROUP, VERSION, ns, DISKS, disk_body("st-disk"))
+    disk = k8s.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, DISKS, "st-disk",
+        {"status": {"diskSize": {"amount": 20, "unit": "GB"}}})
+    assert disk["status"]["diskSize"] == {"amount": 20, "unit": "GB"}
+    assert disk["metadata"]["generation"] == 1
+
+
+# ---- errors --------------------------------------------------------------------------
+
+def _too_many_disks(name: str) -> dict[str, Any]:
+    body = vm_body(name)
+    body["spec"]["diskRefs"] = [{"name": f"d{i}", "bootFrom": i == 0} for i in range(11)]
+    return body
+
+
+def _two_boot_disks(name: str) -> dict[str, Any]:
+    body = vm_body(name)
+    body["spec"]["diskRefs"] = [{"name": "a", "bootFrom": True}, {"name": "b", "bootFrom": True}]
+    return body
+
+
+def _bad_ssh_key(name: str) -> dict[str, Any]:
+    return vm_body(name, osSettings={"ssh": {"authorizedKeys": [
+        {"value": "ssh-ed25519 not-base64!!! user@host"}]}})
+
+
+def _no_boot_disk(name: str) -> dict[str, Any]:
+    body = vm_body(name)
+    body["spec"]["diskRefs"] = [{"name": "a"}]
+    return body
+
+
+def _missing_resources(name: str) -> dict[str, Any]:
+    body = vm_body(name)
+    del body["spec"]["vmVirtualResourcesRef"]
+    return body
+
+
+def _bad_name(name: str) -> dict[str, Any]:
+    body = vm_body(name)
+    body["metadata"]["name"] = "Not_A_Name"
+    return body
+
+
+@pytest.mark.parametrize(("plural", "make", "field"), [
+    (VMS, _two_boot_disks, "spec.diskRefs[1].bootFrom"),
+    (VMS, _bad_ssh_key, "spec.osSettings.ssh.authorizedKeys[0].value"),
+    (VMS, _too_many_disks, "spec.diskRefs"),
+    (VMS, _no_boot_disk, "spec.diskRefs"),
+    (VMS, _missing_resources, "spec.vmVirtualResourcesRef"),
+    (VMS, _bad_name, "metadata.name"),
+    (DISKS, lambda n: disk_body(n, diskSize={"amount": 10, "unit": "GiB"}), "spec.diskSize.unit"),
+    (DISKS, lambda n: disk_body(n, diskSize={"amount": -1, "unit": "GB"}),
+     "spec.diskSize.amount"),
+    (DISKS, lambda n: disk_body(n, diskSize={"amount": 10, "unit": "GB"},
+                                diskStorageClass={"name": "scratch"}),
+     "spec.diskStorageClass.name"),
+    (DISKS, lambda n: disk_body(n, placement={"zone": "Not A Zone"}), "spec.placement.zone"),
+], ids=["two-boot", "bad-ssh-key", "too-many-disks", "no-boot", "missing-resources", "bad-name",
+        "bad-unit", "negative-size", "bad-storage-class", "bad-zone"])
+def test_invalid_objects_are_422_with_the_field(k8s: Clients, ns: str, plural: str,
+                                                make: Callable[[str], dict[str, Any]],
+                                                field: str) -> None:
+    problem, body = api_error(lambda: k8s.custom.create_namespaced_custom_object(
+        GROUP, VERSION, ns, plural, make("bad")))
+    assert problem.status == 422 and body["reason"] == "Invalid", body
+    fields = [cause["field"] for cause in body["details"]["causes"]]
+    assert field in fields, body
+    assert all(cause.get("type") and cause.get("message") for cause in body["details"]["causes"])
+    assert " is invalid: " in body["message"]
+    listed = k8s.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural)
+    assert listed["items"] == []
+
+
+def test_valid_ssh_key_is_accepted_and_every_error_reported(k8s: Clients, ns: str,
+                                                            ssh_public_key: str) -> None:
+    vm = create_vm(k8s, ns, "sshok", osSettings={"ssh": {"authorizedKeys": [
+        {"value": ssh_public_key}]}})
+    assert vm["spec"]["osSettings"]["ssh"]["authorizedKeys"][0]["value"] == ssh_public_key
+    body = _two_boot_disks("multi")
+    body["spec"]["osSettings"] = {"ssh": {"authorizedKeys": [
+        {"value": ssh_public_key}, {"value": "ssh-rsa AAAA"}]}}
+    problem, status = api_error(lambda: k8s.custom.create_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, body))
+    assert problem.status == 422
+    fields = {cause["field"] for cause in status["details"]["causes"]}
+    assert {"spec.diskRefs[1].bootFrom", "spec.osSettings.ssh.authorizedKeys[1].value"} <= fields
+
+
+def test_immutable_fields_on_update(k8s: Clients, ns: str) -> None:
+    k8s.custom.create_namespaced_custom_object(GROUP, VERSION, ns, DISKS, disk_body(
+        "grow", diskSize={"amount": 10, "unit": "GB"}))
+    grown = k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, DISKS, "grow", {"spec": {"diskSize": {"amount": 20}}})
+    assert grown["spec"]["diskSize"] == {"amount": 20, "unit": "GB"}
+    problem, body = api_error(lambda: k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, DISKS, "grow", {"spec": {"diskSize": {"amount": 5}}}))
+    assert problem.status == 422
+    assert [c["field"] for c in body["details"]["causes"]] == ["spec.diskSize"]
+    create_vm(k8s, ns, "ci", osSettings={"cloudInitUserData": "#cloud-config\n"})
+    problem, body = api_error(lambda: k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "ci", {"spec": {"osSettings": {"cloudInitUserData": "x"}}}))
+    assert problem.status == 422
+    assert [c["field"] for c in body["details"]["causes"]] == \
+        ["spec.osSettings.cloudInitUserData"]
+
+
+def test_already_exists_is_409(k8s: Clients, ns: str) -> None:
+    create_vm(k8s, ns, "dup")
+    problem, body = api_error(lambda: create_vm(k8s, ns, "dup"))
+    assert problem.status == 409 and body["reason"] == "AlreadyExists"
+    assert body["details"]["name"] == "dup" and body["details"]["kind"] == VMS
+    assert 'already exists' in body["message"]
+
+
+@pytest.mark.parametrize(("api_version", "kind"), [
+    ("compute.evroclabs.net/v1", "VirtualMachine"),
+    ("networking.evroclabs.net/v1alpha1", "VirtualMachine"),
+    (API_VERSION, "Disk"),
+    (API_VERSION, None),
+])
+def test_wrong_identity_in_body_is_400(k8s: Clients, ns: str, api_version: str,
+                                       kind: str | None) -> None:
+    body = vm_body("who")
+    body["apiVersion"] = api_version
+    if kind is None:
+        del body["kind"]
+    else:
+        body["kind"] = kind
+    problem, status = api_error(lambda: k8s.custom.create_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, body))
+    assert problem.status == 400 and status["reason"] == "BadRequest", status
+    problem, _ = api_error(lambda: get_vm(k8s, ns, "who"))
+    assert problem.status == 404
+
+
+@pytest.mark.parametrize("payload", [
+    b"{", b'{"apiVersion": "compute.evroclabs.net/v1alpha1", "kind": ', b"\xff\xfe\x00",
+    b"[1, 2]", b'"just a string"', b"null", b"   ",
+], ids=["brace", "truncated", "binary", "array", "string", "null", "blank"])
+def test_malformed_bodies_are_400_never_500(k8s: Clients, ns: str, payload: bytes) -> None:
+    create_vm(k8s, ns, "target")
+    url = vms_path(k8s.url, ns)
+    for method, where, content_type in [
+        ("POST", url, "application/json"),
+        ("PUT", f"{url}/target", "application/json"),
+        ("PATCH", f"{url}/target", "application/merge-patch+json"),
+        ("PATCH", f"{url}/target", "application/json-patch+json"),
+        ("PATCH", f"{url}/target", "application/apply-patch+yaml"),
+        ("PUT", f"{url}/target/status", "application/json"),
+    ]:
+        code, body = raw_request(where + ("?fieldManager=m" if "apply" in content_type else ""),
+                                 method, payload, content_type)
+        assert code == 400, (method, content_type, payload, body)
+        assert body["kind"] == "Status" and body["reason"] == "BadRequest", body
+        assert body["code"] == 400 and body["message"]
+
+
+def test_malformed_body_through_api_client_call_api(k8s: Clients, ns: str) -> None:
+    url = vms_path(k8s.url, ns)
+    # A str body with a YAML content type is sent verbatim by the client.
+    response = k8s.api_client.call_api("POST", url, header_params={
+        "Content-Type": "application/yaml", "Accept": "application/json"},
+        body="apiVersion: [unclosed\nkind: {")
+    assert response.status == 400
+    data = json.loads(response.read())
+    assert data["kind"] == "Status" and data["reason"] == "BadRequest"
+    # With a JSON content type a str is JSON-encoded: a JSON string, not an object.
+    response = k8s.api_client.call_api("POST", url, header_params={
+        "Content-Type": "application/json", "Accept": "application/json"}, body="{not json")
+    assert response.status == 400
+    assert json.loads(response.read())["reason"] == "BadRequest"
+    # A valid YAML object is accepted.
+    yaml_vm = (f"apiVersion: {API_VERSION}\nkind: VirtualMachine\nmetadata:\n  name: from-yaml\n"
+               "spec:\n  vmVirtualResourcesRef:\n    vmVirtualResourcesRefName: a1a.s\n"
+               "  diskRefs:\n  - name: boot\n    bootFrom: true\n")
+    response = k8s.api_client.call_api("POST", url, header_params={
+        "Content-Type": "application/yaml", "Accept": "application/json"}, body=yaml_vm)
+    assert response.status == 201
+    assert get_vm(k8s, ns, "from-yaml")["spec"]["running"] is True
+
+
+def test_body_over_3_mib_is_413(k8s: Clients, ns: str) -> None:
+    body = vm_body("huge")
+    body["metadata"]["annotations"] = {"blob": "x" * (3 * 1024 * 1024 + 10)}
+    try:
+        problem, status = api_error(lambda: k8s.custom.create_namespaced_custom_object(
+            GROUP, VERSION, ns, VMS, body))
+    except Exception as broken:  # pragma: no cover - reported clearly if the socket breaks
+        raise AssertionError(f"expected a 413 Status, the client failed with {broken!r}") \
+            from broken
+    assert problem.status == 413 and status["reason"] == "RequestEntityTooLarge"
+    problem, _ = api_error(lambda: get_vm(k8s, ns, "huge"))
+    assert problem.status == 404
+    # Just under the limit is fine in transport terms (the object itself is then judged).
+    body["metadata"]["annotations"] = {"blob": "x" * 1000}
+    assert create_vm(k8s, ns, "huge")["metadata"]["name"] == "huge"
+
+
+def test_strategic_merge_patch_is_415(k8s: Clients, ns: str) -> None:
+    create_vm(k8s, ns, "smp")
+    problem, body = api_error(lambda: k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "smp", {"spec": {"running": False}},
+        _content_type="application/strategic-merge-patch+json"))
+    assert problem.status == 415 and body["reason"] == "UnsupportedMediaType"
+    assert "application/merge-patch+json" in body["message"]
+    assert get_vm(k8s, ns, "smp")["spec"]["running"] is True
+
+
+def test_strict_field_validation_names_unknown_fields(k8s: Clients, ns: str) -> None:
+    body = vm_body("strict")
+    body["spec"]["turbo"] = True
+    problem, status = api_error(lambda: k8s.custom.create_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, body, field_validation="Strict"))
+    assert problem.status == 400
+    assert 'unknown field "spec.turbo"' in status["message"]
+    created = k8s.custom.create_namespaced_custom_object(GROUP, VERSION, ns, VMS, body,
+                                                         field_validation="Ignore")
+    assert "turbo" not in created["spec"]
+
+
+# ---- namespaces, catalog, dry run ----------------------------------------------------
+
+def test_namespace_deletion_removes_its_objects(k8s: Clients) -> None:
+    name = f"py-doomed-{int(time.time() * 1000) % 100000}"
+    k8s.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    assert k8s.core.read_namespace(name).status.phase == "Active"
+    create_vm(k8s, name, "vm1")
+    k8s.custom.create_namespaced_custom_object(GROUP, VERSION, name, DISKS, disk_body("d1"))
+    names = [n.metadata.name for n in k8s.core.list_namespace().items]
+    assert name in names and "default" in names
+
+    k8s.core.delete_namespace(name)
+    deadline = time.monotonic() + 15
+    gone = False
+    while time.monotonic() < deadline:
+        try:
+            k8s.core.read_namespace(name)
+        except ApiException as problem:
+            assert problem.status == 404
+            gone = True
+            break
+        time.sleep(0.1)
+    assert gone, "namespace still exists 15 s after delete"
+    for plural, obj in ((VMS, "vm1"), (DISKS, "d1")):
+        problem, _ = api_error(lambda p=plural, o=obj: k8s.custom.get_namespaced_custom_object(
+            GROUP, VERSION, name, p, o))
+        assert problem.status == 404
+    everywhere = k8s.custom.list_cluster_custom_object(GROUP, VERSION, VMS)
+    assert all(item["metadata"]["namespace"] != name for item in everywhere["items"])
+
+
+def test_create_in_missing_namespace_is_404(k8s: Clients) -> None:
+    problem, body = api_error(lambda: create_vm(k8s, "no-such-namespace", "orphan"))
+    assert problem.status == 404 and body["reason"] == "NotFound"
+    assert "no-such-namespace" in body["message"]
+    problem, _ = api_error(lambda: k8s.custom.list_namespaced_custom_object(
+        GROUP, VERSION, "no-such-namespace", VMS))
+    assert problem.status == 404
+
+
+def test_default_namespace_cannot_be_deleted(k8s: Clients) -> None:
+    with pytest.raises(ApiException) as caught:
+        k8s.core.delete_namespace("default")
+    assert caught.value.status == 403
+    assert k8s.core.read_namespace("default").metadata.name == "default"
+
+
+def test_catalog_is_cluster_scoped_custom_objects(k8s: Clients) -> None:
+    images = k8s.custom.list_cluster_custom_object(GROUP, VERSION, "diskimages")
+    names = {item["metadata"]["name"] for item in images["items"]}
+    assert len(images["items"]) == 12
+    assert "ubuntu.24-04.1" in names
+    assert all("namespace" not in item["metadata"] for item in images["items"])
+    ubuntu = k8s.custom.get_cluster_custom_object(GROUP, VERSION, "diskimages", "ubuntu.24-04.1")
+    assert ubuntu["kind"] == "DiskImage"
+    assert ubuntu["spec"]["defaultDiskSize"] == {"amount": 20, "unit": "GB"}
+
+    profiles = k8s.custom.list_cluster_custom_object(GROUP, VERSION, "vmvirtualresources")
+    by_name = {item["metadata"]["name"]: item for item in profiles["items"]}
+    assert {"a1a.s", "c1a.m", "m1a.l", "test.xs"} <= set(by_name)
+    assert by_name["a1a.s"]["kind"] == "VMVirtualResources"
+    assert by_name["a1a.s"]["spec"]["vcpu"] == 2
+    classes = k8s.custom.list_cluster_custom_object(GROUP, VERSION, "diskstorageclasses")
+    assert [c["metadata"]["name"] for c in classes["items"]] == ["persistent"]
+    selected = k8s.custom.list_cluster_custom_object(
+        GROUP, VERSION, "diskimages", field_selector="metadata.name=rocky.9-6.1")
+    assert [i["metadata"]["name"] for i in selected["items"]] == ["rocky.9-6.1"]
+    # A cluster-scoped kind is not served under a namespace.
+    problem, _ = api_error(lambda: k8s.custom.list_namespaced_custom_object(
+        GROUP, VERSION, "default", "diskimages"))
+    assert problem.status == 404
+
+
+def test_dry_run_persists_nothing(k8s: Clients, ns: str) -> None:
+    before = k8s.custom.list_namespaced_custom_object(GROUP, VERSION, ns, VMS)
+    created = k8s.custom.create_namespaced_custom_object(GROUP, VERSION, ns, VMS,
+                                                         vm_body("dry"), dry_run="All")
+    assert created["metadata"]["name"] == "dry" and created["spec"]["running"] is True
+    problem, _ = api_error(lambda: get_vm(k8s, ns, "dry"))
+    assert problem.status == 404
+    after = k8s.custom.list_namespaced_custom_object(GROUP, VERSION, ns, VMS)
+    assert after["items"] == []
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+    # Invalid objects are still rejected in a dry run.
+    problem, _ = api_error(lambda: k8s.custom.create_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, _two_boot_disks("dry"), dry_run="All"))
+    assert problem.status == 422
+
+    real = create_vm(k8s, ns, "wet")
+    patched = k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "wet", {"spec": {"running": False}}, dry_run="All")
+    assert patched["spec"]["running"] is False
+    stored = get_vm(k8s, ns, "wet")
+    assert stored["spec"]["running"] is True
+    assert stored["metadata"]["resourceVersion"] == real["metadata"]["resourceVersion"]
+    k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, VMS, "wet", dry_run="All")
+    assert get_vm(k8s, ns, "wet")["metadata"]["resourceVersion"] == \
+        real["metadata"]["resourceVersion"]
+
+
+# ---- discovery through the DynamicClient ---------------------------------------------
+
+def test_dynamic_client_discovers_and_crud(k8s: Clients, ns: str) -> None:
+    dyn = k8s.dynamic()
+    vms = dyn.resources.get(api_version=API_VERSION, kind="VirtualMachine")
+    assert vms.name == VMS and vms.namespaced is True
+    assert "vm" in (vms.short_names or [])
+    created = vms.create(body=vm_body("dyn", labels={"via": "dynamic"}), namespace=ns)
+    assert created.metadata.name == "dyn" and created.spec.running is True
+    got = vms.get(name="dyn", namespace=ns)
+    assert got.metadata.uid == created.metadata.uid
+    listed = vms.get(namespace=ns, label_selector="via=dynamic")
+    assert [item.metadata.name for item in listed.items] == ["dyn"]
+    patched = vms.patch(name="dyn", namespace=ns, body={"spec": {"running": False}},
+                        content_type="application/merge-patch+json")
+    assert patched.spec.running is False
+    status = vms.status.patch(name="dyn", namespace=ns,
+                              body={"status": {"virtualMachineStatus": "Stopped"}},
+                              content_type="application/merge-patch+json")
+    assert status.status.virtualMachineStatus == "Stopped"
+    vms.delete(name="dyn", namespace=ns)
+    with pytest.raises(ApiException) as caught:
+        vms.get(name="dyn", namespace=ns)
+    assert caught.value.status == 404
+
+    namespaces = dyn.resources.get(api_version="v1", kind="Namespace")
+    assert namespaces.namespaced is False
+    assert ns in [item.metadata.name for item in namespaces.get().items]
+    images = dyn.resources.get(api_version=API_VERSION, kind="DiskImage")
+    assert images.namespaced is False
+    assert len(images.get().items) == 12
+    for kind in ("Disk", "HotswapDiskAttachment", "PlacementGroup", "VMVirtualResources",
+                 "DiskStorageClass"):
+        assert dyn.resources.get(api_version=API_VERSION, kind=kind).kind == kind
+    for kind in ("PublicIP", "SecurityGroup"):
+        assert dyn.resources.get(api_version="networking.evroclabs.net/v1alpha1",
+                                 kind=kind).kind == kind
+
+
+# ---- server-side apply ---------------------------------------------------------------
+
+def apply(k8s: Clients, ns: str, name: str, body: dict[str, Any], manager: str,
+          force: bool | None = None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"field_manager": manager,
+                              "_content_type": "application/apply-patch+yaml"}
+    if force is not None:
+        kwargs["force"] = force
+    result: dict[str, Any] = k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, name, body, **kwargs)
+    return result
+
+
+def test_server_side_apply(k8s: Clients, ns: str) -> None:
+    body = vm_body("ssa", labels={"owner": "a"}, placementGroup="pg-1", running=True)
+    _, status, _ = k8s.custom.patch_namespaced_custom_object_with_http_info(
+        GROUP, VERSION, ns, VMS, "ssa", body, field_manager="mgr-a",
+        _content_type="application/apply-patch+yaml")
+    assert status == 201
+    vm = get_vm(k8s, ns, "ssa")
+    assert vm["spec"]["placementGroup"] == "pg-1"
+    entries = vm["metadata"]["managedFields"]
+    mine = [e for e in entries if e["manager"] == "mgr-a"]
+    assert len(mine) == 1 and mine[0]["operation"] == "Apply"
+    assert mine[0]["fieldsType"] == "FieldsV1" and mine[0]["apiVersion"] == API_VERSION
+    assert "f:running" in json.dumps(mine[0]["fieldsV1"])
+
+    # Re-applying the same configuration is a no-op.
+    same = apply(k8s, ns, "ssa", body, "mgr-a")
+    assert same["metadata"]["resourceVersion"] == vm["metadata"]["resourceVersion"]
+
+    # Another manager's conflicting value is refused with the field and the owner.
+    rival = {"apiVersion": API_VERSION, "kind": "VirtualMachine", "metadata": {"name": "ssa"},
+             "spec": {"running": False}}
+    problem, status_body = api_error(lambda: apply(k8s, ns, "ssa", rival, "mgr-b"))
+    assert problem.status == 409 and status_body["reason"] == "Conflict"
+    causes = status_body["details"]["causes"]
+    assert [c["type"] for c in causes] == ["FieldManagerConflict"]
+    assert causes[0]["field"] == ".spec.running"
+    assert "mgr-a" in causes[0]["message"]
+    assert get_vm(k8s, ns, "ssa")["spec"]["running"] is True
+
+    # Agreeing on a value is not a conflict: both then share the field.
+    shared = apply(k8s, ns, "ssa", {**rival, "metadata": {"name": "ssa", "labels": {
+        "owner": "a"}}, "spec": {}}, "mgr-c")
+    assert shared["metadata"]["labels"] == {"owner": "a"}
+
+    forced = apply(k8s, ns, "ssa", rival, "mgr-b", force=True)
+    assert forced["spec"]["running"] is False
+    owners = {e["manager"]: json.dumps(e.get("fieldsV1", {}))
+              for e in forced["metadata"]["managedFields"]}
+    assert "f:running" in owners["mgr-b"]
+    assert "f:running" not in owners["mgr-a"]
+
+    # mgr-a stops applying placementGroup, which it alone owns: the field goes away;
+    # running now belongs to mgr-b and stays.
+    smaller = vm_body("ssa", labels={"owner": "a"})
+    smaller["spec"].pop("running", None)
+    result = apply(k8s, ns, "ssa", smaller, "mgr-a")
+    assert "placementGroup" not in result["spec"]
+    assert result["spec"]["running"] is False
+    assert result["metadata"]["labels"] == {"owner": "a"}
+    # mgr-a dropping a label it shares with mgr-c keeps it.
+    no_label = vm_body("ssa")
+    no_label["spec"].pop("running", None)
+    result = apply(k8s, ns, "ssa", no_label, "mgr-a")
+    assert result["metadata"]["labels"] == {"owner": "a"}
+
+    # An update by another client is recorded as an Update entry.
+    updated = k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "ssa", {"metadata": {"labels": {"edited": "yes"}}},
+        field_manager="editor")
+    editor = [e for e in updated["metadata"]["managedFields"] if e["manager"] == "editor"]
+    assert len(editor) == 1 and editor[0]["operation"] == "Update"
+
+
+def test_apply_requires_field_manager_and_validates(k8s: Clients, ns: str) -> None:
+    problem, _ = api_error(lambda: k8s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "ssa2", vm_body("ssa2"),
+        _content_type="application/apply-patch+yaml"))
+    assert problem.status in (400, 422)
+    problem, body = api_error(lambda: apply(k8s, ns, "ssa2", _two_boot_disks("ssa2"), "mgr"))
+    assert problem.status == 422
+    assert "spec.diskRefs[1].bootFrom" in [c["field"] for c in body["details"]["causes"]]
+    problem, _ = api_error(lambda: apply(k8s, ns, "ssa2", vm_body("other-name"), "mgr"))
+    assert problem.status == 400
+    problem, _ = api_error(lambda: get_vm(k8s, ns, "ssa2"))
+    assert problem.status == 404
+
+
+# ---- watch ---------------------------------------------------------------------------
+
+def stream(k8s: Clients, ns: str, w: watch.Watch | None = None, **kwargs: Any) -> \
+        tuple[watch.Watch, Iterator[dict[str, Any]]]:
+    w = w or watch.Watch()
+    kwargs.setdefault("timeout_seconds", 10)
+    return w, w.stream(k8s.custom.list_namespaced_custom_object, GROUP, VERSION, ns, VMS,
+                       **kwargs)
+
+
+def test_watch_synthetic_added_then_changes_from_a_thread(k8s: Clients, ns: str) -> None:
+    create_vm(k8s, ns, "w1")
+    create_vm(k8s, ns, "w2")
+    w, events = stream(k8s, ns)
+    reader = EventReader(events)
+    initial = reader.wait_for(2)
+    assert sorted(summary(initial)) == [("ADDED", "w1"), ("ADDED", "w2")]
+
+    def writer() -> None:
+        k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, VMS, "w1",
+                                                  {"spec": {"running": False}})
+        create_vm(k8s, ns, "w3")
+        k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, VMS, "w2")
+        k8s.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, VMS, "w3", {"status": {"virtualMachineStatus": "Running"}})
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    thread.join(10)
+    seen = reader.wait_for(6)
+    w.stop()
+    assert summary(seen[2:]) == [("MODIFIED", "w1"), ("ADDED", "w3"), ("DELETED", "w2"),
+                                 ("MODIFIED", "w3")]
+    assert seen[2]["raw_object"]["spec"]["running"] is False
+    deleted = seen[4]["raw_object"]
+    assert deleted["kind"] == "VirtualMachine" and deleted["apiVersion"] == API_VERSION
+    assert seen[5]["raw_object"]["status"]["virtualMachineStatus"] == "Running"
+    revisions = [int(e["raw_object"]["metadata"]["resourceVersion"]) for e in seen[2:]]
+    assert revisions == sorted(revisions) and len(set(revisions)) == 4
+    assert reader.error is None
+
+
+def test_watch_from_list_resource_version_gets_only_later_events(k8s: Clients, ns: str) -> None:
+    create_vm(k8s, ns, "old")
+    listed = k8s.custom.list_namespaced_custom_object(GROUP, VERSION, ns, VMS)
+    create_vm(k8s, ns, "new")
+    k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, VMS, "old",
+                                              {"metadata": {"labels": {"x": "1"}}})
+    w, events = stream(k8s, ns, resource_version=listed["metadata"]["resourceVersion"])
+    reader = EventReader(events)
+    seen = reader.wait_for(2)
+    create_vm(k8s, ns, "newer")
+    seen = reader.wait_for(3)
+    w.stop()
+    assert summary(seen) == [("ADDED", "new"), ("MODIFIED", "old"), ("ADDED", "newer")]
+    # A watch in another namespace sees none of these.
+    w2, other = stream(k8s, "default", timeout_seconds=1,
+                       field_selector="metadata.name=new")
+    assert list(other) == []
+
+
+def test_watch_resume_from_last_seen_resource_version(k8s: Clients, ns: str) -> None:
+    create_vm(k8s, ns, "r1")
+    w, events = stream(k8s, ns)
+    reader = EventReader(events)
+    assert summary(reader.wait_for(1)) == [("ADDED", "r1")]
+    k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, VMS, "r1",
+                                              {"spec": {"running": False}})
+    seen = reader.wait_for(2)
+    assert summary(seen) == [("ADDED", "r1"), ("MODIFIED", "r1")]
+    last = w.resource_version
+    assert last == seen[-1]["raw_object"]["metadata"]["resourceVersion"]
+    w.stop()
+    create_vm(k8s, ns, "r2")  # wakes the stopped stream so it notices the stop
+    reader.join(5)
+    assert reader.ended.is_set()
+
+    # While nobody watches:
+    k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, VMS, "r1",
+                                              {"metadata": {"labels": {"m": "1"}}})
+    k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, VMS, "r2")
+    k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, VMS, "r1")
+
+    _, resumed = stream(k8s, ns, resource_version=last, timeout_seconds=1)
+    missed = list(resumed)
+    assert summary(missed) == [("ADDED", "r2"), ("MODIFIED", "r1"), ("DELETED", "r2"),
+                               ("DELETED", "r1")]
+    assert missed[1]["raw_object"]["metadata"]["labels"] == {"m": "1"}
+
+
+def test_label_selector_watch_turns_moves_into_added_and_deleted(k8s: Clients, ns: str) -> None:
+    create_vm(k8s, ns, "sel", labels={"app": "web"})
+    create_vm(k8s, ns, "other", labels={"app": "db"})
+    w, events = stream(k8s, ns, label_selector="app=web")
+    reader = EventReader(events)
+    assert summary(reader.wait_for(1)) == [("ADDED", "sel")]
+
+    def relabel(name: str, app: str) -> None:
+        k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, VMS, name,
+                                                  {"metadata": {"labels": {"app": app}}})
+
+    relabel("sel", "db")       # leaves the selector -> DELETED
+    relabel("other", "cache")  # never in the selector -> nothing
+    relabel("sel", "web")      # back in -> ADDED
+    k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, VMS, "sel",
+                                              {"spec": {"running": False}})  # MODIFIED
+    relabel("other", "web")    # enters -> ADDED
+    seen = reader.wait_for(5)
+    w.stop()
+    assert summary(seen) == [("ADDED", "sel"), ("DELETED", "sel"), ("ADDED", "sel"),
+                             ("MODIFIED", "sel"), ("ADDED", "other")]
+    # The DELETED event carries the object's new state (outside the selector).
+    assert seen[1]["raw_object"]["metadata"]["labels"] == {"app": "db"}
+
+
+def test_field_selector_watch_on_one_name(k8s: Clients, ns: str) -> None:
+    create_vm(k8s, ns, "one")
+    create_vm(k8s, ns, "two")
+    w, events = stream(k8s, ns, field_selector="metadata.name=two")
+    reader = EventReader(events)
+    assert summary(reader.wait_for(1)) == [("ADDED", "two")]
+    k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, VMS, "one")
+    k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, VMS, "two")
+    seen = reader.wait_for(2)
+    w.stop()
+    assert summary(seen) == [("ADDED", "two"), ("DELETED", "two")]
+
+
+def test_watch_timeout_ends_cleanly_and_bookmarks(k8s: Clients, ns: str) -> None:
+    create_vm(k8s, ns, "bm")
+    results: dict[str, Any] = {}
+
+    def short() -> None:
+        started = time.monotonic()
+        _, events = stream(k8s, ns, allow_watch_bookmarks=True, timeout_seconds=2)
+        results["short"] = (list(events), time.monotonic() - started)
+
+    thread = threading.Thread(target=short)
+    thread.start()
+    started = time.monotonic()
+    _, events = stream(k8s, ns, allow_watch_bookmarks=True, timeout_seconds=6)
+    long_events = list(events)
+    long_took = time.monotonic() - started
+    thread.join(10)
+    short_events, short_took = results["short"]
+    assert summary(short_events) == [("ADDED", "bm")]
+    assert 1.5 <= short_took < 4
+    assert 5.5 <= long_took < 9
+    kinds = [e["type"] for e in long_events]
+    assert kinds[0] == "ADDED" and "BOOKMARK" in kinds
+    bookmark = next(e for e in long_events if e["type"] == "BOOKMARK")["raw_object"]
+    assert bookmark["kind"] == "VirtualMachine" and bookmark["apiVersion"] == API_VERSION
+    assert int(bookmark["metadata"]["resourceVersion"]) >= \
+        int(long_events[0]["raw_object"]["metadata"]["resourceVersion"])
+
+
+def test_watch_without_bookmarks_sends_none(k8s: Clients, ns: str) -> None:
+    _, events = stream(k8s, ns, timeout_seconds=1)
+    assert list(events) == []
+
+
+def test_watch_from_compacted_revision_is_410(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "data", "--compact-interval", "0.5", "--compact-keep", "5")
+    try:
+        k8s = make_clients(srv)
+        for index in range(12):
+            create_vm(k8s, "default", f"c{index}")
+            k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, "default", VMS,
+                                                      f"c{index}", {"spec": {"running": False}})
+        time.sleep(1.5)
+        _, events = stream(k8s, "default", resource_version="1", timeout_seconds=5)
+        with pytest.raises(ApiException) as caught:
+            list(events)
+        assert caught.value.status == 410
+        # The same from a raw stream: one ERROR event with an Expired Status.
+        url = vms_path(srv.url, "default") + "?watch=true&resourceVersion=1&timeoutSeconds=2"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            lines = [json.loads(line) for line in response.read().splitlines() if line.strip()]
+        assert [line["type"] for line in lines] == ["ERROR"]
+        assert lines[0]["object"]["code"] == 410 and lines[0]["object"]["reason"] == "Expired"
+        # Recovery as documented: list, then watch from the list's resourceVersion.
+        listed = k8s.custom.list_namespaced_custom_object(GROUP, VERSION, "default", VMS)
+        assert len(listed["items"]) == 12
+        w, fresh = stream(k8s, "default", resource_version=listed["metadata"]["resourceVersion"])
+        reader = EventReader(fresh)
+        k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, "default", VMS, "c0")
+        seen = reader.wait_for(1)
+        w.stop()
+        assert summary(seen) == [("DELETED", "c0")]
+        k8s.api_client.close()
+    finally:
+        srv.stop()
