@@ -23,6 +23,7 @@ kubeconfig: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy src
 
 # Everything, slow suites included (what CI runs).
 test: lint

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evroc_compute.api.meta import OBJECT_META
-from evroc_compute.api.schema import FieldError, Schema, Validator, compile_schema, obj, string
+from evroc_compute.api.schema import FieldError, Schema, Validator, compile_schema, string
 
 # (new object, old object or None on create) -> semantic errors beyond the schema.
 SemanticCheck = Callable[[dict[str, Any], dict[str, Any] | None], list[FieldError]]
@@ -105,9 +105,9 @@ def _object_schema(kind: Kind) -> Schema:
             props["spec"] = kind.spec
         if kind.status is not None:
             props["status"] = kind.status
-        cached = obj(kind.description, **props)
-        cached["x-kubernetes-group-version-kind"] = [
-            {"group": kind.group, "version": kind.version, "kind": kind.kind}]
+        cached = {"type": "object", "description": kind.description, "properties": props,
+                  "x-kubernetes-group-version-kind": [
+                      {"group": kind.group, "version": kind.version, "kind": kind.kind}]}
         _schemas[kind.qualified_resource] = cached
     return cached
 

@@ -53,7 +53,7 @@ def check_security_group(new: dict[str, Any], old: dict[str, Any] | None) -> lis
         if name in names:
             errors.append(FieldError(f"{at}.name", "FieldValueDuplicate",
                                      f'Duplicate value: "{name}"', name))
-        names.add(name)
+        names.add(str(name))
         port, end = rule.get("port"), rule.get("endPort")
         if rule.get("protocol") in ("ICMP", "All") and (port is not None or end is not None):
             errors.append(invalid(f"{at}.port", port, f"ports apply only to TCP and UDP, not "

@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 MAX_WATCH_BACKLOG = 100_000
 
 
+# Queued writes: (row to insert, entry to publish, previous entry, the caller's future).
+_Batch = list[tuple[Row, Entry, Entry | None, "asyncio.Future[Entry]"]]
+
+
 def _resource_of(key: str) -> str:
     """'/group/plural/ns/name' -> '/group/plural/': the unit memory is indexed by."""
     second = key.index("/", key.index("/", 1) + 1)
@@ -105,7 +109,7 @@ class LogStore:
         self._next_revision = 1
         self._compacted = 0
         self._inflight: dict[str, asyncio.Future[Entry]] = {}
-        self._queue: list[tuple[Row, Entry | None, Entry | None, asyncio.Future[Entry]]] = []
+        self._queue: _Batch = []
         self._wake = asyncio.Event()
         self._watchers: dict[str, list[_Watcher]] = {}
         self._writer: asyncio.Task[None] | None = None
@@ -242,10 +246,8 @@ class LogStore:
                 continue
             self._publish(batch)
 
-    def _publish(self, batch: list[tuple[Row, Entry | None, Entry | None,
-                                         asyncio.Future[Entry]]]) -> None:
+    def _publish(self, batch: _Batch) -> None:
         for row, entry, prev, future in batch:
-            assert entry is not None
             objects = self._resources.setdefault(_resource_of(row.key), {})
             if row.deleted:
                 objects.pop(row.key, None)

@@ -136,12 +136,12 @@ async def _lines(ctx: Context, stream: Watch, synthetic: list[Entry], keep: Filt
                 if bookmarks and time.monotonic() < deadline:
                     yield encoder.bookmark(ctx.store.revision)
                 continue
-            event, pending = pending.result(), None
-            if event is None:
+            live, pending = pending.result(), None
+            if live is None:
                 return
-            shown = _transition(event, keep)
+            shown = _transition(live, keep)
             if shown is not None:
-                yield encoder.event(shown, event.entry)
+                yield encoder.event(shown, live.entry)
     finally:
         if pending is not None:
             pending.cancel()

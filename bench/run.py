@@ -1,0 +1,724 @@
+"""The benchmark (`make bench`): starts its own server on a temp data dir and measures
+
+1. sustained VirtualMachine creates/s under concurrent clients (closed loop), p50/p99;
+2. GETs/s of random existing VMs (closed loop), p50/p99;
+3. merge-PATCH latency at a fixed, open-loop offered load (half the create rate), p50/p99,
+   measured from each request's *scheduled* start so queueing is not hidden;
+4. a full LIST of >= 10,000 VMs as JSON and as a Table (median of a few repetitions);
+5. write -> watch delivery latency to 100 concurrent watchers, p50/p99;
+6. the server's RSS (VmRSS, VmHWM) after the load.
+
+Prints a table (measured, target, met) and writes bench/results/<timestamp>.json.
+
+    .venv/bin/python bench/run.py            # full run, ~1.5 min
+    .venv/bin/python bench/run.py --quick    # small sizes, ~30 s
+    .venv/bin/python bench/run.py --profile bench/results/prof   # + py-spy during 1 and 2
+
+The load generator is this process (raw asyncio protocols on uvloop, see httpclient.py); the
+server is a separate process, so they share the machine's cores but not an interpreter.
+Client and server CPU seconds are recorded per phase so a client-bound result is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import math
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import start_server  # noqa: E402
+from httpclient import Connection, connect, open_watch, request_bytes  # noqa: E402
+
+GROUP_VERSION = "compute.evroclabs.net/v1alpha1"
+COLLECTION = f"/apis/{GROUP_VERSION}/namespaces/default/virtualmachines"
+TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io"
+SENT_ANNOTATION = "bench.evroc.dev/sent-ns"
+JSON_HEADERS = (("Content-Type", "application/json"), ("Accept", "application/json"))
+MERGE_HEADERS = (("Content-Type", "application/merge-patch+json"),
+                 ("Accept", "application/json"))
+
+
+def vm_body(name: str) -> bytes:
+    return orjson.dumps({
+        "apiVersion": GROUP_VERSION, "kind": "VirtualMachine",
+        "metadata": {"name": name, "labels": {"bench": "yes"}},
+        "spec": {"vmVirtualResourcesRef": {"vmVirtualResourcesRefName": "a1a.s"},
+                 "diskRefs": [{"name": f"d-{name}", "bootFrom": True}]},
+    })
+
+
+# ---- measurement helpers ---------------------------------------------------------------
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (NaN when empty)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def summarise(latencies_s: list[float]) -> dict[str, float]:
+    values = sorted(latencies_s)
+    ms = 1000.0
+    return {"count": len(values),
+            "p50_ms": percentile(values, 0.50) * ms, "p90_ms": percentile(values, 0.90) * ms,
+            "p99_ms": percentile(values, 0.99) * ms, "p999_ms": percentile(values, 0.999) * ms,
+            "max_ms": (values[-1] * ms) if values else math.nan,
+            "mean_ms": (statistics.fmean(values) * ms) if values else math.nan}
+
+
+class ServerStats:
+    """CPU seconds and memory of the server process, from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
+
+    def memory(self) -> dict[str, int]:
+        out = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM", "RssAnon", "VmSize", "Threads"):
+                parts = value.split()
+                out[name] = int(parts[0])  # kB (or a count for Threads)
+        return out
+
+
+@dataclass
+class Phase:
+    """Wall, client CPU and server CPU consumed by one phase."""
+
+    stats: ServerStats
+    wall: float = 0.0
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+    _t: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0))
+
+    def __enter__(self) -> Phase:
+        self._t = (time.perf_counter(), time.process_time(), self.stats.cpu_seconds())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall, client, server = self._t
+        self.wall = time.perf_counter() - wall
+        self.client_cpu = time.process_time() - client
+        self.server_cpu = self.stats.cpu_seconds() - server
+
+    def as_dict(self) -> dict[str, float]:
+        return {"wall_s": self.wall, "client_cpu_s": self.client_cpu,
+                "server_cpu_s": self.server_cpu,
+                "server_cpu_util": self.server_cpu / self.wall if self.wall else math.nan,
+                "client_cpu_util": self.client_cpu / self.wall if self.wall else math.nan}
+
+
+class Profiler:
+    """py-spy recording the server for the duration of a `with` block (optional)."""
+
+    def __init__(self, out_dir: Path | None, pid: int, rate: int) -> None:
+        self.out_dir, self.pid, self.rate = out_dir, pid, rate
+        self.files: dict[str, str] = {}
+
+    def record(self, name: str) -> _Recording:
+        return _Recording(self, name)
+
+
+class _Recording:
+    def __init__(self, profiler: Profiler, name: str) -> None:
+        self.profiler, self.name = profiler, name
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> None:
+        prof = self.profiler
+        if prof.out_dir is None:
+            return
+        prof.out_dir.mkdir(parents=True, exist_ok=True)
+        path = prof.out_dir / f"profile-{self.name}.txt"
+        spy = Path(sys.executable).parent / "py-spy"
+        self.proc = subprocess.Popen(
+            [str(spy if spy.exists() else "py-spy"), "record", "--pid", str(prof.pid),
+             "--rate", str(prof.rate), "--format", "raw", "--threads", "--nonblocking",
+             "--output", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        prof.files[self.name] = str(path)
+        time.sleep(0.3)  # let it attach before the load starts
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        if self.proc.returncode not in (0, -signal.SIGINT, 130):
+            print(f"  py-spy exited {self.proc.returncode}: {err.decode(errors='replace')[-500:]}",
+                  file=sys.stderr)
+
+
+# ---- load shapes -----------------------------------------------------------------------
+
+@dataclass
+class LoadResult:
+    latencies: list[float] = field(default_factory=list)
+    ok: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+    first_error: str = ""
+
+    def error(self, what: str, detail: str = "") -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+        if not self.first_error:
+            self.first_error = f"{what}: {detail[:300]}"
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.elapsed if self.elapsed else 0.0
+
+
+async def open_pool(url: str, n: int) -> list[Connection]:
+    return list(await asyncio.gather(*(connect(url) for _ in range(n))))
+
+
+def close_pool(pool: list[Connection]) -> None:
+    for conn in pool:
+        conn.close()
+
+
+async def closed_loop(pool: list[Connection], make: Callable[[int], bytes | None],
+                      seconds: float, ok_status: tuple[int, ...],
+                      on_ok: Callable[[int], None] | None = None) -> LoadResult:
+    """Each connection sends its next request as soon as the previous one answers, until
+    `seconds` pass or `make` returns None (out of work)."""
+    result = LoadResult()
+    counter = iter(range(1 << 62))
+    perf = time.perf_counter
+    start = perf()
+    deadline = start + seconds
+    last_done = start
+
+    async def worker(conn: Connection) -> None:
+        nonlocal last_done
+        while perf() < deadline:
+            i = next(counter)
+            data = make(i)
+            if data is None:
+                return
+            t0 = perf()
+            try:
+                status, body = await conn.request(data)
+            except Exception as problem:  # noqa: BLE001 - a dead connection ends its worker
+                result.error(type(problem).__name__, str(problem))
+                return
+            t1 = perf()
+            if status in ok_status:
+                result.ok += 1
+                result.latencies.append(t1 - t0)
+                if on_ok is not None:
+                    on_ok(i)
+            else:
+                result.error(str(status), body.decode(errors="replace"))
+            last_done = t1
+
+    await asyncio.gather(*(worker(c) for c in pool))
+    result.elapsed = last_done - start
+    return result
+
+
+async def open_loop(pool: list[Connection], make: Callable[[int], bytes], rate: float,
+                    seconds: float, ok_status: tuple[int, ...]) -> tuple[LoadResult, list[float]]:
+    """Requests scheduled at start + i/rate regardless of how fast answers come back. A
+    request waits for an idle connection if all are busy; its latency counts from its
+    scheduled time (the "intended" latency, free of coordinated omission). Also returns
+    the service times (from the actual send)."""
+    result = LoadResult()
+    service: list[float] = []
+    idle: asyncio.Queue[Connection] = asyncio.Queue()
+    for conn in pool:
+        idle.put_nowait(conn)
+    perf = time.perf_counter
+    total = int(rate * seconds)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one(i: int, scheduled: float) -> None:
+        conn = await idle.get()
+        t0 = perf()
+        try:
+            status, body = await conn.request(make(i))
+        except Exception as problem:  # noqa: BLE001
+            result.error(type(problem).__name__, str(problem))
+            return
+        t1 = perf()
+        idle.put_nowait(conn)
+        if status in ok_status:
+            result.ok += 1
+            result.latencies.append(t1 - scheduled)
+            service.append(t1 - t0)
+        else:
+            result.error(str(status), body.decode(errors="replace"))
+
+    start = perf()
+    i = 0
+    while i < total:
+        now = perf()
+        while i < total and start + i / rate <= now:
+            tasks.append(asyncio.create_task(one(i, start + i / rate)))
+            i += 1
+        if i < total:
+            await asyncio.sleep(max(0.0, start + i / rate - perf()))
+    await asyncio.gather(*tasks)
+    result.elapsed = perf() - start
+    return result, service
+
+
+# ---- the benchmark ---------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, url: str, stats: ServerStats,
+                 profiler: Profiler) -> None:
+        self.args, self.url, self.stats, self.profiler = args, url, stats, profiler
+        self.host = urlsplit(url).netloc
+        self.names: list[str] = []
+        self.results: dict[str, Any] = {}
+
+    def req(self, method: str, path: str, body: bytes = b"",
+            headers: tuple[tuple[str, str], ...] = JSON_HEADERS) -> bytes:
+        return request_bytes(method, path, self.host, body, headers)
+
+    async def call(self, method: str, path: str, body: bytes = b"",
+                   headers: tuple[tuple[str, str], ...] = JSON_HEADERS) -> tuple[int, bytes]:
+        conn = await connect(self.url)
+        try:
+            return await conn.request(self.req(method, path, body, headers))
+        finally:
+            conn.close()
+
+    def log(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    # -- creates ---------------------------------------------------------------------
+
+    def _create_requests(self, prefix: str, limit: int) -> tuple[Callable[[int], bytes | None],
+                                                                 Callable[[int], None]]:
+        def make(i: int) -> bytes | None:
+            if limit and i >= limit:
+                return None
+            return self.req("POST", COLLECTION, vm_body(f"{prefix}{i}"))
+
+        def done(i: int) -> None:
+            self.names.append(f"{prefix}{i}")
+        return make, done
+
+    async def warmup(self) -> None:
+        pool = await open_pool(self.url, 16)
+        make, done = self._create_requests("warm-", self.args.warmup)
+        res = await closed_loop(pool, make, 30, (201,), done)
+        close_pool(pool)
+        if res.errors:
+            raise SystemExit(f"warm-up creates failed: {res.errors} {res.first_error}")
+
+    async def creates(self) -> None:
+        a = self.args
+        self.log(f"[1] creates: {a.connections} connections, up to {a.create_seconds}s "
+                 f"or {a.create_max} objects")
+        pool = await open_pool(self.url, a.connections)
+        make, done = self._create_requests("vm-", a.create_max)
+        with self.profiler.record("create"), Phase(self.stats) as phase:
+            res = await closed_loop(pool, make, a.create_seconds, (201,), done)
+        close_pool(pool)
+        self.results["create"] = {"rate_per_s": res.rate, "ok": res.ok, "errors": res.errors,
+                                  "first_error": res.first_error, "elapsed_s": res.elapsed,
+                                  "connections": a.connections, **summarise(res.latencies),
+                                  **phase.as_dict()}
+        self.log(f"    {res.ok} created in {res.elapsed:.2f}s = {res.rate:.0f}/s; errors "
+                 f"{res.errors or 'none'}")
+
+    async def fill(self) -> None:
+        """Top up to --list-size VirtualMachines (the list measurement needs them)."""
+        missing = self.args.list_size - len(self.names)
+        if missing <= 0:
+            return
+        self.log(f"    topping up: {missing} more VMs to reach {self.args.list_size}")
+        pool = await open_pool(self.url, self.args.connections)
+        make, done = self._create_requests("fill-", missing)
+        res = await closed_loop(pool, make, 300, (201,), done)
+        close_pool(pool)
+        if res.errors:
+            raise SystemExit(f"fill creates failed: {res.errors} {res.first_error}")
+
+    # -- gets ------------------------------------------------------------------------
+
+    async def gets(self) -> None:
+        a = self.args
+        self.log(f"[2] gets: {a.connections} connections for {a.get_seconds}s over "
+                 f"{len(self.names)} objects")
+        names, rng = self.names, random.Random(1)
+        requests = [self.req("GET", f"{COLLECTION}/{n}", headers=(("Accept", "application/json"),))
+                    for n in names]
+        pool = await open_pool(self.url, a.connections)
+        with self.profiler.record("get"), Phase(self.stats) as phase:
+            res = await closed_loop(pool, lambda i: rng.choice(requests), a.get_seconds, (200,))
+        close_pool(pool)
+        self.results["get"] = {"rate_per_s": res.rate, "ok": res.ok, "errors": res.errors,
+                               "first_error": res.first_error, "elapsed_s": res.elapsed,
+                               "connections": a.connections, **summarise(res.latencies),
+                               **phase.as_dict()}
+        self.log(f"    {res.ok} gets in {res.elapsed:.2f}s = {res.rate:.0f}/s")
+
+    # -- patches at a fixed offered load ---------------------------------------------
+
+    async def patches(self) -> None:
+        a = self.args
+        rate = a.patch_rate or max(1.0, self.results["create"]["rate_per_s"] / 2)
+        self.log(f"[3] merge PATCH open loop: {rate:.0f}/s offered for {a.patch_seconds}s, "
+                 f"{a.patch_connections} connections")
+        rng = random.Random(2)
+        names = self.names
+
+        def make(i: int) -> bytes:
+            body = orjson.dumps({"metadata": {"labels": {"patched": str(i)}}})
+            return self.req("PATCH", f"{COLLECTION}/{rng.choice(names)}", body, MERGE_HEADERS)
+
+        pool = await open_pool(self.url, a.patch_connections)
+        with self.profiler.record("patch"), Phase(self.stats) as phase:
+            res, service = await open_loop(pool, make, rate, a.patch_seconds, (200,))
+        close_pool(pool)
+        service_summary = {f"service_{k}": v for k, v in summarise(service).items()
+                           if k != "count"}
+        self.results["patch"] = {"offered_per_s": rate, "achieved_per_s": res.rate,
+                                 "ok": res.ok, "errors": res.errors,
+                                 "first_error": res.first_error, **summarise(res.latencies),
+                                 **service_summary, **phase.as_dict()}
+        self.log(f"    {res.ok} patches, achieved {res.rate:.0f}/s, p99 "
+                 f"{self.results['patch']['p99_ms']:.1f} ms")
+
+    # -- list ------------------------------------------------------------------------
+
+    async def lists(self) -> None:
+        a = self.args
+        self.log(f"[4] list {len(self.names)}+ VMs, {a.list_reps} repetitions each as JSON "
+                 "and Table")
+        out: dict[str, Any] = {}
+        conn = await connect(self.url)
+        for label, accept in (("json", "application/json"), ("table", TABLE_ACCEPT)):
+            data = self.req("GET", COLLECTION, headers=(("Accept", accept),))
+            times: list[float] = []
+            sizes: list[int] = []
+            counts: list[int] = []
+            with Phase(self.stats) as phase:
+                for _ in range(a.list_reps):
+                    t0 = time.perf_counter()
+                    status, body = await conn.request(data)
+                    times.append(time.perf_counter() - t0)
+                    if status != 200:
+                        raise SystemExit(f"list ({label}) answered {status}: {body[:300]!r}")
+                    sizes.append(len(body))
+                    doc = orjson.loads(body)
+                    counts.append(len(doc["rows"] if label == "table" else doc["items"]))
+            out[label] = {"median_s": statistics.median(times), "min_s": min(times),
+                          "max_s": max(times), "times_s": times, "bytes": sizes[-1],
+                          "items": counts[-1], **phase.as_dict()}
+            self.log(f"    {label}: median {statistics.median(times) * 1000:.0f} ms, "
+                     f"{counts[-1]} items, {sizes[-1] / 1e6:.1f} MB")
+        conn.close()
+        self.results["list"] = out
+
+    # -- watch fan-out ---------------------------------------------------------------
+
+    async def watches(self) -> None:
+        a = self.args
+        status, body = await self.call("GET", f"{COLLECTION}?limit=1")
+        if status != 200:
+            raise SystemExit(f"list for resourceVersion answered {status}")
+        rv = orjson.loads(body)["metadata"]["resourceVersion"]
+        self.log(f"[5] watch: {a.watchers} watchers from resourceVersion {rv}; "
+                 f"{a.watch_rate}/s writes for {a.watch_seconds}s")
+        delays: list[float] = []
+        received = [0] * a.watchers
+        other = [0]
+        marker = SENT_ANNOTATION.encode()
+
+        def on_line_for(w: int) -> Callable[[bytes, int], None]:
+            def on_line(line: bytes, arrived_ns: int) -> None:
+                if marker not in line:
+                    other[0] += 1
+                    return
+                event = orjson.loads(line)
+                sent = event["object"]["metadata"].get("annotations", {}).get(SENT_ANNOTATION)
+                if event.get("type") == "MODIFIED" and sent:
+                    delays.append((arrived_ns - int(sent)) / 1e9)
+                    received[w] += 1
+                else:
+                    other[0] += 1
+            return on_line
+
+        path = f"{COLLECTION}?watch=true&resourceVersion={rv}&allowWatchBookmarks=false"
+        streams = await asyncio.gather(*(open_watch(self.url, path, on_line_for(w),
+                                                    (("Accept", "application/json"),))
+                                         for w in range(a.watchers)))
+        statuses = await asyncio.wait_for(asyncio.gather(*(s.status for s in streams)), 30)
+        if any(s != 200 for s in statuses):
+            raise SystemExit(f"watch answered {sorted(set(statuses))}")
+        await asyncio.sleep(0.2)
+
+        rng = random.Random(3)
+        targets = rng.sample(self.names, min(len(self.names), int(a.watch_rate * a.watch_seconds)
+                                             + 1))
+
+        pool = await open_pool(self.url, 8)
+        idle: asyncio.Queue[Connection] = asyncio.Queue()
+        for conn in pool:
+            idle.put_nowait(conn)
+        write_lat: list[float] = []
+        write_errors: dict[str, int] = {}
+
+        async def write(i: int) -> None:
+            conn = await idle.get()
+            sent = time.time_ns()
+            body = orjson.dumps({"metadata": {"annotations": {SENT_ANNOTATION: str(sent)}}})
+            data = self.req("PATCH", f"{COLLECTION}/{targets[i % len(targets)]}", body,
+                            MERGE_HEADERS)
+            t0 = time.perf_counter()
+            status, _ = await conn.request(data)
+            write_lat.append(time.perf_counter() - t0)
+            idle.put_nowait(conn)
+            if status != 200:
+                write_errors[str(status)] = write_errors.get(str(status), 0) + 1
+
+        total = int(a.watch_rate * a.watch_seconds)
+        with Phase(self.stats) as phase:
+            start = time.perf_counter()
+            tasks = []
+            for i in range(total):
+                await asyncio.sleep(max(0.0, start + i / a.watch_rate - time.perf_counter()))
+                tasks.append(asyncio.create_task(write(i)))
+            await asyncio.gather(*tasks)
+            expected = (total - sum(write_errors.values())) * a.watchers
+            deadline = time.perf_counter() + 5
+            while len(delays) < expected and time.perf_counter() < deadline:
+                await asyncio.sleep(0.05)
+        close_pool(pool)
+        for stream in streams:
+            stream.close()
+        self.results["watch"] = {"watchers": a.watchers, "writes": total,
+                                 "write_rate_per_s": a.watch_rate, "expected_events": expected,
+                                 "delivered_events": len(delays), "other_lines": other[0],
+                                 "min_per_watcher": min(received), "write_errors": write_errors,
+                                 **summarise(delays),
+                                 **{f"write_{k}": v for k, v in summarise(write_lat).items()
+                                    if k != "count"},
+                                 **phase.as_dict()}
+        self.log(f"    delivered {len(delays)}/{expected} events, p99 "
+                 f"{self.results['watch']['p99_ms']:.1f} ms")
+
+    async def run(self) -> None:
+        await self.warmup()
+        await self.creates()
+        await self.fill()
+        await self.gets()
+        await self.patches()
+        await self.lists()
+        await self.watches()
+
+
+# ---- reporting -------------------------------------------------------------------------
+
+def checks(results: dict[str, Any], targets: dict[str, float]) -> list[dict[str, Any]]:
+    """The rows of the summary table: (metric, measured, unit, target, comparison, met)."""
+    rows: list[dict[str, Any]] = []
+
+    def row(metric: str, value: float, unit: str, target: float | None = None,
+            higher_is_better: bool = True, note: str = "") -> None:
+        met = None
+        if target is not None and not math.isnan(value):
+            met = value >= target if higher_is_better else value <= target
+        rows.append({"metric": metric, "value": value, "unit": unit, "target": target,
+                     "higher_is_better": higher_is_better, "met": met, "note": note})
+
+    c, g, p = results["create"], results["get"], results["patch"]
+    row("create VM rate", c["rate_per_s"], "/s", targets["create_rate"],
+        note=f"{c['connections']} conns, {c['ok']} ok, {sum(c['errors'].values())} err")
+    row("create latency p50", c["p50_ms"], "ms")
+    row("create latency p99", c["p99_ms"], "ms")
+    row("get VM rate", g["rate_per_s"], "/s", targets["get_rate"],
+        note=f"{g['connections']} conns, {sum(g['errors'].values())} err")
+    row("get latency p50", g["p50_ms"], "ms")
+    row("get latency p99", g["p99_ms"], "ms")
+    row("merge-PATCH p99 @ fixed load", p["p99_ms"], "ms", targets["patch_p99_ms"], False,
+        note=f"offered {p['offered_per_s']:.0f}/s, got {p['achieved_per_s']:.0f}/s, "
+             f"{sum(p['errors'].values())} err")
+    row("merge-PATCH p50 @ fixed load", p["p50_ms"], "ms")
+    for label in ("json", "table"):
+        item = results["list"][label]
+        row(f"list {item['items']} VMs ({label}) median", item["median_s"] * 1000, "ms",
+            targets["list_ms"], False, note=f"{item['bytes'] / 1e6:.1f} MB")
+    w = results["watch"]
+    row(f"watch delivery p99 ({w['watchers']} watchers)", w["p99_ms"], "ms",
+        targets["watch_p99_ms"], False,
+        note=f"{w['delivered_events']}/{w['expected_events']} events delivered")
+    if w["delivered_events"] < w["expected_events"]:
+        rows[-1]["met"] = False  # a lost event fails the watch target whatever the latency
+    row("watch delivery p50", w["p50_ms"], "ms")
+    m = results["memory"]
+    row("server VmRSS after load", m["VmRSS"] / 1024, "MiB")
+    row("server VmHWM (peak RSS)", m["VmHWM"] / 1024, "MiB")
+    return rows
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    def fmt(value: float | None, unit: str) -> str:
+        if value is None:
+            return ""
+        if math.isnan(value):
+            return "n/a"
+        digits = 0 if (unit == "/s" or value >= 100) else 1
+        return f"{value:,.{digits}f} {unit}"
+
+    table = [("metric", "measured", "target", "status", "notes")]
+    for r in rows:
+        target = "" if r["target"] is None else \
+            (">= " if r["higher_is_better"] else "<= ") + fmt(r["target"], r["unit"])
+        status = {None: "", True: "met", False: "NOT MET"}[r["met"]]
+        table.append((r["metric"], fmt(r["value"], r["unit"]), target, status, r["note"]))
+    widths = [max(len(line[i]) for line in table) for i in range(5)]
+    lines = []
+    for n, line in enumerate(table):
+        lines.append("  ".join(cell.ljust(widths[i]) if i in (0, 3, 4) else cell.rjust(widths[i])
+                               for i, cell in enumerate(line)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="a small run (~30 s): fewer objects, shorter phases")
+    parser.add_argument("--connections", type=int, default=64,
+                        help="concurrent keep-alive connections for creates and gets")
+    parser.add_argument("--warmup", type=int, default=None, help="unmeasured creates first")
+    parser.add_argument("--create-seconds", type=float, default=None)
+    parser.add_argument("--create-max", type=int, default=None,
+                        help="stop the create phase after this many objects")
+    parser.add_argument("--list-size", type=int, default=None,
+                        help="VMs that must exist before the list phase (topped up)")
+    parser.add_argument("--get-seconds", type=float, default=None)
+    parser.add_argument("--patch-seconds", type=float, default=None)
+    parser.add_argument("--patch-rate", type=float, default=0.0,
+                        help="offered PATCH/s (default: half the measured create rate)")
+    parser.add_argument("--patch-connections", type=int, default=128)
+    parser.add_argument("--list-reps", type=int, default=None)
+    parser.add_argument("--watchers", type=int, default=100)
+    parser.add_argument("--watch-rate", type=float, default=50.0, help="writes/s while watched")
+    parser.add_argument("--watch-seconds", type=float, default=None)
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="record the server with py-spy during creates, gets and patches "
+                             "(raw collapsed stacks in DIR; summarise with profile_report.py)")
+    parser.add_argument("--profile-rate", type=int, default=200, help="py-spy samples/s")
+    parser.add_argument("--results-dir", type=Path, default=BENCH / "results")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when a target is not met (default: report only)")
+    parser.add_argument("--keep-data", action="store_true",
+                        help="keep the server's temp data dir (printed) after the run")
+    args = parser.parse_args(argv)
+    defaults = dict(warmup=300, create_seconds=10.0, create_max=10_000, list_size=10_000,
+                    get_seconds=8.0, patch_seconds=6.0, list_reps=5, watch_seconds=4.0)
+    quick = dict(warmup=100, create_seconds=3.0, create_max=3_000, list_size=2_000,
+                 get_seconds=3.0, patch_seconds=3.0, list_reps=3, watch_seconds=2.0)
+    for name, value in (quick if args.quick else defaults).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+TARGETS = {"create_rate": 1500.0, "get_rate": 5000.0, "patch_p99_ms": 50.0, "list_ms": 1000.0,
+           "watch_p99_ms": 100.0}
+
+
+def run_loop(coro: Awaitable[None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+    else:
+        uvloop.run(coro)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = dt.datetime.now(dt.timezone.utc)
+    tmp = Path(tempfile.mkdtemp(prefix="evroc-bench-"))
+    server = start_server(tmp / "data")
+    print(f"server pid {server.process.pid} at {server.url}, data in {tmp}", file=sys.stderr)
+    stats = ServerStats(server.process.pid)
+    profiler = Profiler(args.profile, server.process.pid, args.profile_rate)
+    bench = Bench(args, server.url, stats, profiler)
+    try:
+        t0 = time.perf_counter()
+        run_loop(bench.run())
+        bench.results["memory"] = stats.memory()
+        bench.results["server_cpu_total_s"] = stats.cpu_seconds()
+        bench.results["bench_wall_s"] = time.perf_counter() - t0
+    finally:
+        server.stop()
+        if not args.keep_data:
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+    rows = checks(bench.results, TARGETS)
+    report = {
+        "started": started.isoformat(), "quick": args.quick,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "targets": TARGETS, "summary": rows, "results": bench.results,
+        "profiles": profiler.files,
+    }
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out = args.results_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}{'-quick' if args.quick else ''}.json"
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print()
+    print(render(rows))
+    print()
+    for name in ("create", "get", "patch"):
+        r = bench.results[name]
+        print(f"{name}: server CPU {r['server_cpu_util']:.0%} of a core "
+              f"({1e6 * r['server_cpu_s'] / max(1, r['ok']):.0f} us/request), client CPU "
+              f"{r['client_cpu_util']:.0%}")
+    print(f"whole bench {bench.results['bench_wall_s']:.0f} s; results in {out}")
+    if profiler.files:
+        print("profiles: " + ", ".join(profiler.files.values())
+              + f"  (summarise: {sys.executable} bench/profile_report.py <file>)")
+    missed = [r["metric"] for r in rows if r["met"] is False]
+    if missed:
+        print("targets not met: " + "; ".join(missed))
+    return 1 if (missed and args.strict) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
