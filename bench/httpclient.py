@@ -135,10 +135,14 @@ class Connection(asyncio.Protocol):
             fut.set_result((self._status, body))
 
 
-async def connect(url: str) -> Connection:
+def _address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+async def connect(url: str) -> Connection:
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(Connection, parts.hostname, parts.port)
+    _, protocol = await loop.create_connection(Connection, *_address(url))
     return protocol
 
 
@@ -207,10 +211,8 @@ class WatchConnection(asyncio.Protocol):
 
 async def open_watch(url: str, path: str, on_line: Callable[[bytes, int], None],
                      headers: Iterable[tuple[str, str]] = ()) -> WatchConnection:
-    parts = urlsplit(url)
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(lambda: WatchConnection(on_line), parts.hostname,
-                                               parts.port)
+    _, protocol = await loop.create_connection(lambda: WatchConnection(on_line), *_address(url))
     assert protocol.transport is not None
-    protocol.transport.write(request_bytes("GET", path, parts.netloc, headers=headers))
+    protocol.transport.write(request_bytes("GET", path, urlsplit(url).netloc, headers=headers))
     return protocol

@@ -26,8 +26,10 @@ def _key(frame: str, by: str) -> str:
     return frame
 
 
-def load(path: Path, by: str = "function") -> tuple[Counter[str], Counter[str], Counter[str], int]:
-    """(self, inclusive, per-thread, total) sample counts."""
+def load(path: Path, by: str = "function",
+         thread: str = "") -> tuple[Counter[str], Counter[str], Counter[str], int]:
+    """(self, inclusive, per-thread, total) sample counts; `thread`: only stacks of threads
+    whose label contains it (e.g. MainThread, the event loop)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     threads: Counter[str] = Counter()
@@ -39,6 +41,8 @@ def load(path: Path, by: str = "function") -> tuple[Counter[str], Counter[str], 
         count = int(count_text)
         frames = stack.split(";")
         if frames and frames[0].startswith(("thread (", "process ")):
+            if thread and thread not in frames[0]:
+                continue
             threads[frames[0]] += count
             frames = frames[1:]
             while frames and frames[0].startswith(("thread (", "process ")):
@@ -52,11 +56,11 @@ def load(path: Path, by: str = "function") -> tuple[Counter[str], Counter[str], 
     return own, inclusive, threads, total
 
 
-def report(path: Path, top: int = 25, by: str = "function") -> str:
-    own, inclusive, threads, total = load(path, by)
+def report(path: Path, top: int = 25, by: str = "function", thread: str = "") -> str:
+    own, inclusive, threads, total = load(path, by, thread)
     if not total:
         return f"{path}: no samples"
-    out = [f"{path}: {total} samples"]
+    out = [f"{path}: {total} samples" + (f" in threads matching {thread!r}" if thread else "")]
     if threads:
         out.append("  by thread:")
         out += [f"    {100 * n / total:5.1f}%  {t}" for t, n in threads.most_common(6)]
@@ -73,9 +77,11 @@ def main() -> None:
     parser.add_argument("profiles", nargs="+", type=Path)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--by", choices=("function", "line"), default="function")
+    parser.add_argument("--thread", default="",
+                        help="only threads whose label contains this (needs py-spy --threads)")
     args = parser.parse_args()
     for path in args.profiles:
-        print(report(path, args.top, args.by))
+        print(report(path, args.top, args.by, args.thread))
         print()
 
 

@@ -36,7 +36,10 @@ def serve(args: argparse.Namespace) -> None:
           f"(data in {Path(args.data_dir).resolve()})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=args.access_log, loop="uvloop", http="httptools",
-                timeout_keep_alive=60, backlog=4096)
+                timeout_keep_alive=60, backlog=4096,
+                # Open watches would otherwise hold a graceful shutdown (Ctrl-C) for up to
+                # their timeout (30 min): give requests 3 s, then cancel what remains.
+                timeout_graceful_shutdown=3)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,57 +1,42 @@
-"""End to end with the official Python `kubernetes` client (v37) against a real server process.
+"""End to end with the official Python `kubernetes` client (v37): CRUD, status, errors,
+namespaces, catalog, dry run, DynamicClient discovery and server-side apply.
 
-Every test builds its client from a bare `Configuration(host=server.url)`: no kubeconfig.
-Tests share one server per module and keep apart by namespace; the few that need a fresh
-store or special flags start their own.
+Watches are in test_python_watch.py; shared helpers in test_python_support.py.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import subprocess
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.rest import ApiException
-from kubernetes.dynamic import DynamicClient
 
-from tests.conftest import Server, start_server
-
-GROUP = "compute.evroclabs.net"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-VMS = "virtualmachines"
-DISKS = "disks"
-
-
-# ---- clients and helpers -------------------------------------------------------------
-
-@dataclass
-class Clients:
-    api_client: client.ApiClient
-    custom: client.CustomObjectsApi
-    core: client.CoreV1Api
-    url: str
-
-    def dynamic(self) -> DynamicClient:
-        return DynamicClient(self.api_client)
-
-
-def make_clients(server: Server) -> Clients:
-    config = client.Configuration()
-    config.host = server.url
-    api_client = client.ApiClient(config)
-    return Clients(api_client, client.CustomObjectsApi(api_client),
-                   client.CoreV1Api(api_client), server.url)
+from tests.conftest import Server
+from tests.e2e.test_python_support import (
+    API_VERSION,
+    DISKS,
+    GROUP,
+    VERSION,
+    VMS,
+    Clients,
+    EventReader,
+    api_error,
+    create_vm,
+    disk_body,
+    get_vm,
+    make_clients,
+    new_namespace,
+    new_ssh_public_key,
+    raw_request,
+    stream,
+    summary,
+    vm_body,
+    vms_path,
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,121 +46,15 @@ def k8s(shared_server: Server) -> Iterator[Clients]:
     clients.api_client.close()
 
 
-_namespace_ids = itertools.count(1)
-
-
 @pytest.fixture
 def ns(k8s: Clients) -> str:
-    """A fresh namespace on the shared server for one test."""
-    name = f"py-{next(_namespace_ids)}-{int(time.time() * 1000) % 100000}"
-    k8s.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    return name
+    """A fresh namespace on the module's shared server, for one test."""
+    return new_namespace(k8s)
 
 
 @pytest.fixture(scope="module")
 def ssh_public_key(tmp_path_factory: pytest.TempPathFactory) -> str:
-    key = tmp_path_factory.mktemp("ssh") / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e@test", "-f",
-                    str(key)], check=True, capture_output=True)
-    return key.with_suffix(".pub").read_text().strip()
-
-
-def vm_body(name: str, *, labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": API_VERSION, "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {"vmVirtualResourcesRef": {"vmVirtualResourcesRefName": "a1a.s"},
-                 "diskRefs": [{"name": f"{name}-boot", "bootFrom": True}], **spec},
-    }
-    if labels:
-        body["metadata"]["labels"] = labels
-    return body
-
-
-def disk_body(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": "Disk", "metadata": {"name": name},
-            "spec": spec or {"diskImage": {"diskImageRef": {"name": "ubuntu.24-04.1"}}}}
-
-
-def create_vm(k8s: Clients, ns: str, name: str, **kwargs: Any) -> dict[str, Any]:
-    result: dict[str, Any] = k8s.custom.create_namespaced_custom_object(
-        GROUP, VERSION, ns, VMS, vm_body(name, **kwargs))
-    return result
-
-
-def get_vm(k8s: Clients, ns: str, name: str) -> dict[str, Any]:
-    result: dict[str, Any] = k8s.custom.get_namespaced_custom_object(GROUP, VERSION, ns, VMS,
-                                                                     name)
-    return result
-
-
-def api_error(call: Callable[[], Any]) -> tuple[ApiException, dict[str, Any]]:
-    """Run a call that must fail; the exception and its body as a Status."""
-    with pytest.raises(ApiException) as caught:
-        call()
-    problem = caught.value
-    body = json.loads(problem.body)
-    assert body["kind"] == "Status" and body["apiVersion"] == "v1", body
-    assert body["status"] == "Failure" and body["code"] == problem.status, body
-    return problem, body
-
-
-def raw_request(url: str, method: str, body: bytes,
-                content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=body, method=method,
-                                     headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as problem:
-        return problem.code, json.loads(problem.read())
-
-
-def vms_path(url: str, ns: str, name: str = "") -> str:
-    return f"{url}/apis/{GROUP}/{VERSION}/namespaces/{ns}/{VMS}" + (f"/{name}" if name else "")
-
-
-class EventReader:
-    """Read events from a watch generator on a thread so a test can wait with a deadline."""
-
-    def __init__(self, events: Iterator[dict[str, Any]]) -> None:
-        self.events = events
-        self.seen: list[dict[str, Any]] = []
-        self.ended = threading.Event()
-        self.error: BaseException | None = None
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for event in self.events:
-                with self._cond:
-                    self.seen.append(event)
-                    self._cond.notify_all()
-        except BaseException as problem:  # noqa: BLE001 - reported to the test
-            self.error = problem
-        finally:
-            self.ended.set()
-            with self._cond:
-                self._cond.notify_all()
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while len(self.seen) < count and not self.ended.is_set():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            return list(self.seen)
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-
-def summary(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return [(e["type"], e["raw_object"]["metadata"].get("name", "")) for e in events]
+    return new_ssh_public_key(tmp_path_factory.mktemp("ssh"))
 
 
 # ---- CRUD ----------------------------------------------------------------------------
@@ -217,6 +96,43 @@ def test_delete_then_get_is_404(k8s: Clients, ns: str) -> None:
     problem, body = api_error(lambda: k8s.custom.delete_namespaced_custom_object(
         GROUP, VERSION, ns, VMS, "gone"))
     assert problem.status == 404 and body["reason"] == "NotFound"
+
+
+def test_delete_preconditions_finalizers_and_collections(k8s: Clients, ns: str) -> None:
+    created = k8s.custom.create_namespaced_custom_object(GROUP, VERSION, ns, VMS, {
+        **vm_body("held"), "metadata": {"name": "held", "finalizers": ["example.com/hold"]}})
+    stale = client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version="1"))
+    problem, body = api_error(lambda: k8s.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "held", body=stale))
+    assert problem.status == 409 and body["reason"] == "Conflict"
+    wrong_uid = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid="not-the-uid"))
+    problem, body = api_error(lambda: k8s.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, ns, VMS, "held", body=wrong_uid))
+    assert problem.status == 409
+
+    w, events = stream(k8s, ns, resource_version=created["metadata"]["resourceVersion"])
+    reader = EventReader(events)
+    _, status, _ = k8s.custom.delete_namespaced_custom_object_with_http_info(
+        GROUP, VERSION, ns, VMS, "held", body=client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=created["metadata"]["uid"])))
+    assert status == 202
+    held = get_vm(k8s, ns, "held")
+    assert held["metadata"]["deletionTimestamp"]
+    assert held["metadata"]["finalizers"] == ["example.com/hold"]
+    k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, VMS, "held",
+                                              {"metadata": {"finalizers": None}})
+    seen = reader.wait_for(3)
+    w.stop()
+    assert summary(seen) == [("MODIFIED", "held"), ("MODIFIED", "held"), ("DELETED", "held")]
+    problem, _ = api_error(lambda: get_vm(k8s, ns, "held"))
+    assert problem.status == 404
+
+    for name, tier in (("c1", "x"), ("c2", "x"), ("c3", "y")):
+        create_vm(k8s, ns, name, labels={"tier": tier})
+    k8s.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, VMS,
+                                                          label_selector="tier=x")
+    left = k8s.custom.list_namespaced_custom_object(GROUP, VERSION, ns, VMS)
+    assert [item["metadata"]["name"] for item in left["items"]] == ["c3"]
 
 
 def test_list_with_label_and_field_selectors(k8s: Clients, ns: str) -> None:
@@ -633,16 +549,16 @@ def test_namespace_deletion_removes_its_objects(k8s: Clients) -> None:
     while time.monotonic() < deadline:
         try:
             k8s.core.read_namespace(name)
-        except ApiException as problem:
-            assert problem.status == 404
+        except ApiException as missing:
+            assert missing.status == 404
             gone = True
             break
         time.sleep(0.1)
     assert gone, "namespace still exists 15 s after delete"
     for plural, obj in ((VMS, "vm1"), (DISKS, "d1")):
-        problem, _ = api_error(lambda p=plural, o=obj: k8s.custom.get_namespaced_custom_object(
-            GROUP, VERSION, name, p, o))
-        assert problem.status == 404
+        with pytest.raises(ApiException) as caught:
+            k8s.custom.get_namespaced_custom_object(GROUP, VERSION, name, plural, obj)
+        assert caught.value.status == 404
     everywhere = k8s.custom.list_cluster_custom_object(GROUP, VERSION, VMS)
     assert all(item["metadata"]["namespace"] != name for item in everywhere["items"])
 
@@ -844,197 +760,3 @@ def test_apply_requires_field_manager_and_validates(k8s: Clients, ns: str) -> No
     assert problem.status == 400
     problem, _ = api_error(lambda: get_vm(k8s, ns, "ssa2"))
     assert problem.status == 404
-
-
-# ---- watch ---------------------------------------------------------------------------
-
-def stream(k8s: Clients, ns: str, w: watch.Watch | None = None, **kwargs: Any) -> \
-        tuple[watch.Watch, Iterator[dict[str, Any]]]:
-    w = w or watch.Watch()
-    kwargs.setdefault("timeout_seconds", 10)
-    return w, w.stream(k8s.custom.list_namespaced_custom_object, GROUP, VERSION, ns, VMS,
-                       **kwargs)
-
-
-def test_watch_synthetic_added_then_changes_from_a_thread(k8s: Clients, ns: str) -> None:
-    create_vm(k8s, ns, "w1")
-    create_vm(k8s, ns, "w2")
-    w, events = stream(k8s, ns)
-    reader = EventReader(events)
-    initial = reader.wait_for(2)
-    assert sorted(summary(initial)) == [("ADDED", "w1"), ("ADDED", "w2")]
-
-    def writer() -> None:
-        k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, VMS, "w1",
-                                                  {"spec": {"running": False}})
-        create_vm(k8s, ns, "w3")
-        k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, VMS, "w2")
-        k8s.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, ns, VMS, "w3", {"status": {"virtualMachineStatus": "Running"}})
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    thread.join(10)
-    seen = reader.wait_for(6)
-    w.stop()
-    assert summary(seen[2:]) == [("MODIFIED", "w1"), ("ADDED", "w3"), ("DELETED", "w2"),
-                                 ("MODIFIED", "w3")]
-    assert seen[2]["raw_object"]["spec"]["running"] is False
-    deleted = seen[4]["raw_object"]
-    assert deleted["kind"] == "VirtualMachine" and deleted["apiVersion"] == API_VERSION
-    assert seen[5]["raw_object"]["status"]["virtualMachineStatus"] == "Running"
-    revisions = [int(e["raw_object"]["metadata"]["resourceVersion"]) for e in seen[2:]]
-    assert revisions == sorted(revisions) and len(set(revisions)) == 4
-    assert reader.error is None
-
-
-def test_watch_from_list_resource_version_gets_only_later_events(k8s: Clients, ns: str) -> None:
-    create_vm(k8s, ns, "old")
-    listed = k8s.custom.list_namespaced_custom_object(GROUP, VERSION, ns, VMS)
-    create_vm(k8s, ns, "new")
-    k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, VMS, "old",
-                                              {"metadata": {"labels": {"x": "1"}}})
-    w, events = stream(k8s, ns, resource_version=listed["metadata"]["resourceVersion"])
-    reader = EventReader(events)
-    seen = reader.wait_for(2)
-    create_vm(k8s, ns, "newer")
-    seen = reader.wait_for(3)
-    w.stop()
-    assert summary(seen) == [("ADDED", "new"), ("MODIFIED", "old"), ("ADDED", "newer")]
-    # A watch in another namespace sees none of these.
-    w2, other = stream(k8s, "default", timeout_seconds=1,
-                       field_selector="metadata.name=new")
-    assert list(other) == []
-
-
-def test_watch_resume_from_last_seen_resource_version(k8s: Clients, ns: str) -> None:
-    create_vm(k8s, ns, "r1")
-    w, events = stream(k8s, ns)
-    reader = EventReader(events)
-    assert summary(reader.wait_for(1)) == [("ADDED", "r1")]
-    k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, VMS, "r1",
-                                              {"spec": {"running": False}})
-    seen = reader.wait_for(2)
-    assert summary(seen) == [("ADDED", "r1"), ("MODIFIED", "r1")]
-    last = w.resource_version
-    assert last == seen[-1]["raw_object"]["metadata"]["resourceVersion"]
-    w.stop()
-    create_vm(k8s, ns, "r2")  # wakes the stopped stream so it notices the stop
-    reader.join(5)
-    assert reader.ended.is_set()
-
-    # While nobody watches:
-    k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, VMS, "r1",
-                                              {"metadata": {"labels": {"m": "1"}}})
-    k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, VMS, "r2")
-    k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, VMS, "r1")
-
-    _, resumed = stream(k8s, ns, resource_version=last, timeout_seconds=1)
-    missed = list(resumed)
-    assert summary(missed) == [("ADDED", "r2"), ("MODIFIED", "r1"), ("DELETED", "r2"),
-                               ("DELETED", "r1")]
-    assert missed[1]["raw_object"]["metadata"]["labels"] == {"m": "1"}
-
-
-def test_label_selector_watch_turns_moves_into_added_and_deleted(k8s: Clients, ns: str) -> None:
-    create_vm(k8s, ns, "sel", labels={"app": "web"})
-    create_vm(k8s, ns, "other", labels={"app": "db"})
-    w, events = stream(k8s, ns, label_selector="app=web")
-    reader = EventReader(events)
-    assert summary(reader.wait_for(1)) == [("ADDED", "sel")]
-
-    def relabel(name: str, app: str) -> None:
-        k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, VMS, name,
-                                                  {"metadata": {"labels": {"app": app}}})
-
-    relabel("sel", "db")       # leaves the selector -> DELETED
-    relabel("other", "cache")  # never in the selector -> nothing
-    relabel("sel", "web")      # back in -> ADDED
-    k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, VMS, "sel",
-                                              {"spec": {"running": False}})  # MODIFIED
-    relabel("other", "web")    # enters -> ADDED
-    seen = reader.wait_for(5)
-    w.stop()
-    assert summary(seen) == [("ADDED", "sel"), ("DELETED", "sel"), ("ADDED", "sel"),
-                             ("MODIFIED", "sel"), ("ADDED", "other")]
-    # The DELETED event carries the object's new state (outside the selector).
-    assert seen[1]["raw_object"]["metadata"]["labels"] == {"app": "db"}
-
-
-def test_field_selector_watch_on_one_name(k8s: Clients, ns: str) -> None:
-    create_vm(k8s, ns, "one")
-    create_vm(k8s, ns, "two")
-    w, events = stream(k8s, ns, field_selector="metadata.name=two")
-    reader = EventReader(events)
-    assert summary(reader.wait_for(1)) == [("ADDED", "two")]
-    k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, VMS, "one")
-    k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, VMS, "two")
-    seen = reader.wait_for(2)
-    w.stop()
-    assert summary(seen) == [("ADDED", "two"), ("DELETED", "two")]
-
-
-def test_watch_timeout_ends_cleanly_and_bookmarks(k8s: Clients, ns: str) -> None:
-    create_vm(k8s, ns, "bm")
-    results: dict[str, Any] = {}
-
-    def short() -> None:
-        started = time.monotonic()
-        _, events = stream(k8s, ns, allow_watch_bookmarks=True, timeout_seconds=2)
-        results["short"] = (list(events), time.monotonic() - started)
-
-    thread = threading.Thread(target=short)
-    thread.start()
-    started = time.monotonic()
-    _, events = stream(k8s, ns, allow_watch_bookmarks=True, timeout_seconds=6)
-    long_events = list(events)
-    long_took = time.monotonic() - started
-    thread.join(10)
-    short_events, short_took = results["short"]
-    assert summary(short_events) == [("ADDED", "bm")]
-    assert 1.5 <= short_took < 4
-    assert 5.5 <= long_took < 9
-    kinds = [e["type"] for e in long_events]
-    assert kinds[0] == "ADDED" and "BOOKMARK" in kinds
-    bookmark = next(e for e in long_events if e["type"] == "BOOKMARK")["raw_object"]
-    assert bookmark["kind"] == "VirtualMachine" and bookmark["apiVersion"] == API_VERSION
-    assert int(bookmark["metadata"]["resourceVersion"]) >= \
-        int(long_events[0]["raw_object"]["metadata"]["resourceVersion"])
-
-
-def test_watch_without_bookmarks_sends_none(k8s: Clients, ns: str) -> None:
-    _, events = stream(k8s, ns, timeout_seconds=1)
-    assert list(events) == []
-
-
-def test_watch_from_compacted_revision_is_410(tmp_path: Path) -> None:
-    srv = start_server(tmp_path / "data", "--compact-interval", "0.5", "--compact-keep", "5")
-    try:
-        k8s = make_clients(srv)
-        for index in range(12):
-            create_vm(k8s, "default", f"c{index}")
-            k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, "default", VMS,
-                                                      f"c{index}", {"spec": {"running": False}})
-        time.sleep(1.5)
-        _, events = stream(k8s, "default", resource_version="1", timeout_seconds=5)
-        with pytest.raises(ApiException) as caught:
-            list(events)
-        assert caught.value.status == 410
-        # The same from a raw stream: one ERROR event with an Expired Status.
-        url = vms_path(srv.url, "default") + "?watch=true&resourceVersion=1&timeoutSeconds=2"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            lines = [json.loads(line) for line in response.read().splitlines() if line.strip()]
-        assert [line["type"] for line in lines] == ["ERROR"]
-        assert lines[0]["object"]["code"] == 410 and lines[0]["object"]["reason"] == "Expired"
-        # Recovery as documented: list, then watch from the list's resourceVersion.
-        listed = k8s.custom.list_namespaced_custom_object(GROUP, VERSION, "default", VMS)
-        assert len(listed["items"]) == 12
-        w, fresh = stream(k8s, "default", resource_version=listed["metadata"]["resourceVersion"])
-        reader = EventReader(fresh)
-        k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, "default", VMS, "c0")
-        seen = reader.wait_for(1)
-        w.stop()
-        assert summary(seen) == [("DELETED", "c0")]
-        k8s.api_client.close()
-    finally:
-        srv.stop()

@@ -7,6 +7,7 @@ labels), label keys and values and annotation keys follow the qualified-name rul
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,8 +31,17 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _ANNOTATIONS_MAX_BYTES = 256 * 1024
 
 
+_stamp_cache: tuple[int, str] = (0, "")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current time at the second, as Kubernetes stamps it; formatted once per second."""
+    global _stamp_cache
+    second = int(time.time())
+    if _stamp_cache[0] != second:
+        _stamp_cache = (second, datetime.fromtimestamp(second, timezone.utc)
+                        .strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return _stamp_cache[1]
 
 
 def dns1123_subdomain_errors(name: str) -> list[str]:

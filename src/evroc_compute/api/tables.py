@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from calendar import timegm
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 Cell = Callable[[dict[str, Any]], Any]
@@ -40,8 +41,11 @@ def condition_reason(kind: str) -> Cell:
     return lambda obj: _condition(obj, kind).get("reason")
 
 
+@lru_cache(maxsize=8192)
 def parse_rfc3339(stamp: str) -> float:
-    return float(timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")))
+    """Seconds since the epoch of `YYYY-MM-DDTHH:MM:SSZ` (fractions and offsets ignored)."""
+    return float(timegm((int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10]),
+                         int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19]), 0, 0, 0)))
 
 
 def human_duration(seconds: float) -> str:

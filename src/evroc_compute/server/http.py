@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,15 +121,46 @@ class StreamingResponse:
     content_type: bytes = JSON
     status: int = 200
 
-    async def send(self, send: Send) -> None:
+    async def send(self, send: Send, receive: Receive | None = None) -> None:
+        """Stream until the lines end or, given `receive`, until the client disconnects.
+
+        ASGI servers drop writes to a closed connection silently, so without watching
+        `receive` a watch whose client went away would hold its subscription (and block a
+        graceful shutdown) until its timeout.
+        """
         await send({"type": "http.response.start", "status": self.status,
                     "headers": [(b"content-type", self.content_type),
                                 (b"cache-control", b"no-cache, private")]})
+        pump = asyncio.ensure_future(self._pump(send))
+        tasks: list[asyncio.Future[None]] = [pump]
+        if receive is not None:
+            tasks.append(asyncio.ensure_future(_until_disconnect(receive)))
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # Graceful shutdown ran out of time: end the stream properly (below) so the
+            # client sees a clean end and re-watches, and log no traceback.
+            return
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        if not pump.cancelled():
+            pump.result()  # re-raise what went wrong while streaming
+
+    async def _pump(self, send: Send) -> None:
         try:
             async for line in self.lines:
                 await send({"type": "http.response.body", "body": line, "more_body": True})
         finally:
             await send({"type": "http.response.body", "body": b""})
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def json_response(value: Any, status: int = 200, content_type: bytes = JSON) -> Response:

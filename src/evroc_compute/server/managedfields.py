@@ -94,6 +94,8 @@ def field_set(obj: dict[str, Any], subresource: str = "") -> frozenset[FieldPath
 
 def _same(a: Any, b: Any) -> bool:
     # Stricter than ==, which would call True == 1 == 1.0 unchanged and hide real edits.
+    if a is b:
+        return True
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
@@ -335,6 +337,9 @@ def apply(
                 lost.setdefault(i, set()).add(path)
                 found.append((_print_manager(entries[i]), path))
                 conflicts.append((str(entries[i].get("manager", "")), _dotted(path)))
+    if found and not force and manager == _KUBECTL and all(
+            path in _last_applied_fields(live) for _, path in found):
+        force = True  # kube-apiserver's lastAppliedManager: CSA -> SSA upgrade, no conflict
     if found and not force:
         raise ApplyConflict(conflicts, _conflict_message(found))
     others = {i: paths - lost.get(i, set()) for i, paths in others.items()}
@@ -356,7 +361,32 @@ def apply(
     if own_index is None and applied_paths:
         new_entries.append(own_entry)
     merged.setdefault("metadata", {})["managedFields"] = new_entries
+    annotations = merged["metadata"].get("annotations")
+    if manager == _KUBECTL and isinstance(annotations, dict) and _LAST_APPLIED in annotations:
+        # kube-apiserver's lastAppliedUpdater: keep the client-side apply annotation in step
+        # so a later plain `kubectl apply` diffs against what was applied last.
+        config = copy.deepcopy(applied)
+        config_annotations = config.get("metadata", {}).get("annotations")
+        if isinstance(config_annotations, dict):
+            config_annotations.pop(_LAST_APPLIED, None)
+            if not config_annotations:
+                del config["metadata"]["annotations"]
+        annotations[_LAST_APPLIED] = json.dumps(config, separators=(",", ":")) + "\n"
     return merged
+
+
+_KUBECTL = "kubectl"
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _last_applied_fields(live: dict[str, Any]) -> frozenset[FieldPath]:
+    """The fields a client-side `kubectl apply` last set, from its annotation."""
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    try:
+        config = json.loads(annotations.get(_LAST_APPLIED) or "null")
+    except ValueError:
+        return frozenset()
+    return field_set(config) if isinstance(config, dict) else frozenset()
 
 
 def record_update(
@@ -371,7 +401,8 @@ def record_update(
     """managedFields for a non-apply write (create, PUT, patch, status write).
 
     Fields the write changed move to `manager`'s Update entry; other managers lose them.
-    Ownership always derives from `old`'s managedFields, never the request's.
+    Ownership always derives from `old`'s managedFields, never the request's. Entries that
+    do not change are returned as they are in `old`, which callers own (a private copy).
     """
     new_flat = _flatten(new, subresource)
     if old is None:
@@ -398,11 +429,11 @@ def record_update(
                 # Gaining fields is a fresh write by this manager: restamp time/apiVersion.
                 result.append(_new_entry(manager, "Update", api_version, now, subresource, owned))
             elif owned:
-                result.append(_with_paths(entry, owned) if owned != paths else copy.deepcopy(entry))
+                result.append(_with_paths(entry, owned) if owned != paths else entry)
             continue
         remaining = paths - changed
         if remaining == paths:
-            result.append(copy.deepcopy(entry))
+            result.append(entry)
         elif remaining:
             result.append(_with_paths(entry, remaining))
     if not own_found and gained:

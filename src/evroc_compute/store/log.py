@@ -89,6 +89,19 @@ class _Watcher:
                 self.after = row.revision
         return events
 
+    def drain(self) -> tuple[list[Event], bool]:
+        """Every live event already queued, without waiting; and whether the watch closed."""
+        events: list[Event] = []
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if item is None:
+                self.queue.put_nowait(None)
+                return events, True
+            if item.entry.revision > self.after:
+                self.after = item.entry.revision
+                events.append(item)
+        return events, False
+
     async def next(self) -> Event | None:
         """The next live event, None once closed. Cancel-safe: a timeout loses nothing."""
         while True:

@@ -61,7 +61,10 @@ def load(entry: Entry) -> dict[str, Any]:
 
 
 def object_response(raw: bytes, status: int = 200, warnings: list[str] = ()) -> Response:  # type: ignore[assignment]
-    headers = [(b"warning", f'299 - "{w}"'.encode()) for w in warnings]
+    # RFC 7234 warn-text is a quoted-string: client-go drops a warning whose inner quotes
+    # are not escaped, so kubectl would never show `unknown field "spec.foo"`.
+    headers = [(b"warning", '299 - "{}"'.format(
+        w.replace("\\", "\\\\").replace('"', '\\"')).encode()) for w in warnings]
     return Response(status, raw, headers=headers)
 
 
@@ -179,6 +182,11 @@ def merge_server_fields(target: Target, new: dict[str, Any], old: dict[str, Any]
 def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
     meta = {k: v for k, v in obj.get("metadata", {}).items()
             if k not in ("resourceVersion", "managedFields")}
+    # A change of ownership alone (a second applier of the same values) is a real write;
+    # a re-stamped time alone is not (as kube-apiserver ignores timestamp-only changes).
+    meta["managedFields"] = [{k: v for k, v in e.items() if k != "time"}
+                             for e in obj.get("metadata", {}).get("managedFields") or []
+                             if isinstance(e, dict)]
     return {**obj, "metadata": meta}
 
 
@@ -186,7 +194,11 @@ async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: d
                 *, manager: str, mode: str, applied: bool = False) -> Response:
     """Admit `new` as the next version of `entry` and store it (or answer dry-run)."""
     old = load(entry)
+    # An apply computed the new managedFields itself; merge_server_fields restores the old.
+    applied_fields = (new.get("metadata") or {}).get("managedFields") if applied else None
     merge_server_fields(target, new, old)
+    if applied:
+        new["metadata"]["managedFields"] = applied_fields or []
     new, warnings = admission.admit(target.kind, new, old, mode=mode, name=target.name)
     meta, old_meta = new["metadata"], old["metadata"]
     if old_meta.get("deletionTimestamp"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import jsonpatch
+import jsonpointer
 import orjson
 
 from evroc_compute.api.meta import now_rfc3339
@@ -55,13 +56,41 @@ def _apply_json_patch(obj: dict[str, Any], operations: Any) -> Any:
     if not isinstance(operations, list):
         raise errors.bad_request("a JSON patch must be a list of operations, e.g. "
                                  '[{"op": "replace", "path": "/spec/running", "value": false}]')
-    try:
-        return jsonpatch.JsonPatch(operations).apply(obj)
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,
-            KeyError) as problem:
-        raise errors.ApiError(422, "Invalid", f"the JSON patch could not be applied: {problem}",
-                              causes=[{"type": "FieldValueInvalid", "message": str(problem),
-                                       "field": ""}]) from None
+    if not all(isinstance(operation, dict) for operation in operations):
+        # kube-apiserver fails to decode such a patch: 400, not a 422 from applying it.
+        raise errors.bad_request("a JSON patch must be a list of operation objects, e.g. "
+                                 '[{"op": "replace", "path": "/spec/running", "value": false}]')
+    result: Any = obj
+    for index, operation in enumerate(operations):  # one at a time: errors name the operation
+        pointer = operation.get("path") if isinstance(operation, dict) else None
+        try:
+            result = jsonpatch.JsonPatch([operation]).apply(result)
+            continue
+        except jsonpatch.JsonPatchTestFailed:
+            actual = jsonpointer.resolve_pointer(result, str(pointer), None)
+            reason = (f"test failed: the value at {pointer} is {orjson.dumps(actual).decode()}, "
+                      f"not {orjson.dumps(operation.get('value')).decode()}")
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError,
+                KeyError) as problem:
+            # jsonpointer quotes the whole parent object ("member 'x' not found in {...}"):
+            # keep the first clause, never echo the object back.
+            reason = str(problem).split(" in {")[0].split(" in [")[0]
+        op = operation.get("op") if isinstance(operation, dict) else None
+        field = _field_path(pointer) if isinstance(pointer, str) else ""
+        raise errors.ApiError(422, "Invalid", f"the JSON patch could not be applied: operation "
+                              f"{index} ({op} {pointer}): {reason}",
+                              causes=[{"type": "FieldValueInvalid", "message": reason,
+                                       "field": field or f"patch[{index}]"}])
+    return result
+
+
+def _field_path(pointer: str) -> str:
+    """/spec/diskRefs/0/name -> spec.diskRefs[0].name, the form Status causes use."""
+    path = ""
+    for part in pointer.split("/")[1:]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        path += f"[{part}]" if part.isdigit() or part == "-" else (f".{part}" if path else part)
+    return path
 
 
 async def patch(ctx: Context, req: Request, target: Target) -> Response:

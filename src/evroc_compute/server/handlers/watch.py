@@ -128,6 +128,16 @@ async def _lines(ctx: Context, stream: Watch, synthetic: list[Entry], keep: Filt
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
+            if pending is None:  # a busy stream: everything queued goes out in one write
+                ready, closed = stream.drain()
+                chunk = [encoder.event(shown, e.entry) for e in ready
+                         if (shown := _transition(e, keep)) is not None]
+                if chunk:
+                    yield b"".join(chunk)
+                if closed:
+                    return
+                if ready:
+                    continue
             wait = min(remaining, ctx.bookmark_interval) if bookmarks else remaining
             if pending is None:
                 pending = asyncio.ensure_future(stream.next())
