@@ -67,6 +67,7 @@ async def _terminate(ctx: Context, name: str) -> None:
     from evroc_compute.server.handlers.delete import remove
 
     namespaced = [k for k in ctx.registry.kinds if k.namespaced]
+    empty_passes = 0
     try:
         while True:
             remaining: list[str] = []
@@ -88,14 +89,17 @@ async def _terminate(ctx: Context, name: str) -> None:
             ns = ctx.store.get(key)
             if ns is None:
                 return
-            if not remaining:
+            # A create admitted just before the namespace turned Terminating may still be
+            # committing: only a namespace seen empty twice, a poll apart, is really empty.
+            empty_passes = empty_passes + 1 if not remaining else 0
+            if empty_passes >= 2:
                 await ctx.store.delete(key, ns.revision)
                 return
             waiting = remaining[:5]
             message = f"waiting for {len(remaining)} object(s) with finalizers to be deleted: " \
                       f"{', '.join(waiting)}"
             current = ns.obj.get("status", {}).get("conditions", [{}])[0].get("message")
-            if current != message:
+            if remaining and current != message:
                 obj = load(ns)
                 _terminating(obj, message)
                 with contextlib.suppress(RevisionConflict, KeyNotFound):
