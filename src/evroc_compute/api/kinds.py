@@ -7,7 +7,7 @@ nothing else repeats a kind's name, plural, scope or field list.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from evroc_compute.api.meta import OBJECT_META
@@ -49,7 +49,6 @@ class Kind:
     semantic_check: SemanticCheck = _no_semantic_checks
     # Objects written at start-up (the catalog); they may be edited by admins afterwards.
     seed: tuple[dict[str, Any], ...] = ()
-    extra_verbs: tuple[str, ...] = field(default=())
 
     @property
     def singular(self) -> str:
@@ -58,10 +57,6 @@ class Kind:
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def group_version(self) -> str:
-        return self.api_version
 
     @property
     def qualified_resource(self) -> str:
@@ -125,13 +120,9 @@ class Registry:
     def __init__(self, kinds: list[Kind]) -> None:
         self.kinds = tuple(kinds)
         self._by_resource = {(k.group, k.version, k.plural): k for k in kinds}
-        self._by_gvk = {(k.api_version, k.kind): k for k in kinds}
 
     def resource(self, group: str, version: str, plural: str) -> Kind | None:
         return self._by_resource.get((group, version, plural))
-
-    def by_kind(self, api_version: str, kind: str) -> Kind | None:
-        return self._by_gvk.get((api_version, kind))
 
     def group_versions(self) -> dict[str, list[str]]:
         """group -> versions, in registration order, core group excluded."""

@@ -77,7 +77,7 @@ class App:
         await store.open()
         self.ctx = Context(self.registry, store, self.bookmark_interval)
         await self._seed(store)
-        namespaces.resume_terminations(self.ctx)
+        await namespaces.resume_terminations(self.ctx)
         self._background.append(asyncio.create_task(
             store.compact_forever(self.compact_interval, self.compact_keep), name="compactor"))
         self._background.append(asyncio.create_task(_freeze_long_lived(), name="gc-freeze"))

@@ -104,11 +104,6 @@ def unsupported_media_type(content_type: str, accepted: Iterable[str]) -> ApiErr
                     f" - accepted media types include: {', '.join(accepted)}")
 
 
-def not_acceptable(accept: str) -> ApiError:
-    return ApiError(406, "NotAcceptable", f"only the following media types are accepted: "
-                    f"application/json, application/yaml (asked for {accept})")
-
-
 def too_large(limit: int) -> ApiError:
     return ApiError(413, "RequestEntityTooLarge",
                     f"Request entity too large: limit is {limit} bytes; split the object or "

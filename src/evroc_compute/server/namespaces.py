@@ -16,7 +16,7 @@ import orjson
 
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.server import errors
-from evroc_compute.server.handlers.common import Context, Target, load, object_response
+from evroc_compute.server.handlers.common import NAMESPACE_KEY_PREFIX, Context, Target, load, object_response
 from evroc_compute.server.http import Response
 from evroc_compute.store.base import Entry, KeyNotFound, RevisionConflict, StoreError
 
@@ -57,8 +57,10 @@ def start_termination(ctx: Context, name: str) -> None:
     task.add_done_callback(tasks.discard)
 
 
-def resume_terminations(ctx: Context) -> None:
-    for entry in ctx.store._resources.get("/core/namespaces/", {}).values():
+async def resume_terminations(ctx: Context) -> None:
+    """Namespaces a previous run was deleting: carry on."""
+    entries, _ = await ctx.store.list(NAMESPACE_KEY_PREFIX)
+    for entry in entries:
         if entry.obj["metadata"].get("deletionTimestamp"):
             start_termination(ctx, entry.obj["metadata"]["name"])
 
@@ -85,7 +87,7 @@ async def _terminate(ctx: Context, name: str) -> None:
                             held = True  # changed meanwhile: the next pass sees it again
                     if held:
                         remaining.append(f"{kind.plural}/{meta['name']}")
-            key = f"/core/namespaces/{name}"
+            key = NAMESPACE_KEY_PREFIX + name
             ns = ctx.store.get(key)
             if ns is None:
                 return

@@ -25,9 +25,9 @@ from evroc_compute.store.base import (
     KeyExists,
     KeyNotFound,
     RevisionConflict,
+    Store,
     StoreUnavailable,
 )
-from evroc_compute.store.log import LogStore
 
 NAMESPACE_KEY_PREFIX = "/core/namespaces/"
 SERVER_OWNED_METADATA = ("uid", "creationTimestamp", "generation", "deletionTimestamp",
@@ -37,7 +37,7 @@ SERVER_OWNED_METADATA = ("uid", "creationTimestamp", "generation", "deletionTime
 @dataclass
 class Context:
     registry: Registry
-    store: LogStore
+    store: Store
     bookmark_interval: float = 5.0
     caches: dict[str, Any] = field(default_factory=dict)
 
