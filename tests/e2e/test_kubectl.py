@@ -37,6 +37,14 @@ VM_COLUMNS = ["NAME", "READY", "REASON", "VIRTUALMACHINESTATUS", "IP", "PUBLIC I
 
 # ---- fixtures -------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kubectl honours HTTP(S)_PROXY; the server is on loopback."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        if var in os.environ:
+            monkeypatch.delenv(var)
+
+
 @pytest.fixture(scope="module")
 def k(shared_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
     """kubectl for the module's server (one discovery cache for the whole module)."""
@@ -118,8 +126,9 @@ def jsonpath(k: Kubectl, ns: str, what: str, expr: str) -> str:
     return k("get", "-n", ns, what, "-o", f"jsonpath={expr}")
 
 
-def get_json(k: Kubectl, ns: str, what: str) -> dict[str, Any]:
-    return json.loads(k("get", "-n", ns, what, "-o", "json"))  # type: ignore[no-any-return]
+def get_json(k: Kubectl, ns: str, what: str, *, show_managed: bool = False) -> dict[str, Any]:
+    extra = ("--show-managed-fields",) if show_managed else ()
+    return json.loads(k("get", "-n", ns, what, "-o", "json", *extra))  # type: ignore[no-any-return]
 
 
 def assert_not_found(k: Kubectl, ns: str, resource: str, name: str, plural: str) -> None:
@@ -296,6 +305,21 @@ def test_switching_from_client_side_to_server_side_apply(k: Kubectl, ns: str) ->
                    check=False)
     assert result.returncode != 0
     assert 'conflict with "ops-team"' in result.stderr and ".spec.placementGroup" in result.stderr
+
+
+def test_after_switching_to_server_side_apply_dropped_fields_are_removed(
+        k: Kubectl, ns: str) -> None:
+    """kubectl hands client-side-apply ownership over by rewriting managedFields; once it has,
+    a field left out of the next server-side apply is removed, as in Kubernetes."""
+    obj = vm("upgrade-2", labels={"app": "web"})
+    apply(k, ns, obj)
+    apply(k, ns, obj, extra=("--server-side",))
+    managers = {e["manager"] for e in get_json(k, ns, "vm/upgrade-2", show_managed=True)[
+        "metadata"]["managedFields"]}
+    assert "kubectl-client-side-apply" not in managers
+    del obj["metadata"]["labels"]
+    apply(k, ns, obj, extra=("--server-side",))
+    assert "labels" not in get_json(k, ns, "vm/upgrade-2")["metadata"]
 
 
 # ---- get ------------------------------------------------------------------------------
@@ -723,7 +747,8 @@ def test_server_dry_run_persists_nothing(k: Kubectl, ns: str) -> None:
 
 # ---- validation -----------------------------------------------------------------------
 
-ELEVEN_DISKS = [{"name": "d0", "bootFrom": True}, *({"name": f"d{i}"} for i in range(1, 11))]
+ELEVEN_DISKS: list[dict[str, Any]] = [{"name": "d0", "bootFrom": True},
+                                      *({"name": f"d{i}"} for i in range(1, 11))]
 INVALID = {
     "two-boot-disks": (
         vm("two-boot", disks=[{"name": "a", "bootFrom": True}, {"name": "b", "bootFrom": True}]),
@@ -833,6 +858,25 @@ def test_namespace_lifecycle(k: Kubectl) -> None:
     k("delete", "namespace", name)
 
 
+def test_namespace_deletion_waits_for_finalizers(k: Kubectl) -> None:
+    name = "proj-held"
+    k("create", "namespace", name)
+    apply(k, name, vm("free"), pg("held-pg", finalizers=["example.com/hold"]))
+    assert k("delete", "namespace", name, "--wait=false") == f'namespace "{name}" deleted\n'
+
+    k("wait", "--for=delete", "-n", name, "vm/free", "--timeout=10s")
+    assert table(k("get", "namespace", name))[1][:2] == [name, "Terminating"]
+    assert jsonpath(k, name, "pg/held-pg", "{.metadata.deletionTimestamp}")
+    refused = k.run("apply", "-n", name, "-f", "-", input=manifest(pg("late")), check=False)
+    assert refused.returncode != 0 and "terminat" in refused.stderr.lower()
+
+    k("patch", "-n", name, "pg/held-pg", "--type", "json",
+      "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')
+    out = k("wait", "--for=delete", f"namespace/{name}", "--timeout=15s")
+    assert out == f"namespace/{name} condition met\n"
+    assert k.run("get", "namespace", name, check=False).returncode == 1
+
+
 def test_creating_in_a_missing_namespace_fails(k: Kubectl) -> None:
     result = k.run("apply", "-n", "x", "-f", "-", input=manifest(vm("lost")), check=False)
     assert result.returncode != 0
@@ -849,10 +893,3 @@ def test_namespace_names_are_validated(k: Kubectl) -> None:
     default = k.run("delete", "namespace", "default", check=False)
     assert default.returncode != 0 and "forbidden" in default.stderr.lower()
 
-
-@pytest.fixture(autouse=True)
-def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """kubectl honours HTTP(S)_PROXY; the server is on loopback."""
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        if var in os.environ:
-            monkeypatch.delenv(var)

@@ -194,11 +194,16 @@ async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: d
                 *, manager: str, mode: str, applied: bool = False) -> Response:
     """Admit `new` as the next version of `entry` and store it (or answer dry-run)."""
     old = load(entry)
-    # An apply computed the new managedFields itself; merge_server_fields restores the old.
-    applied_fields = (new.get("metadata") or {}).get("managedFields") if applied else None
+    # An apply computed the new managedFields itself; any other write may replace them by
+    # sending a list (kubectl does, to hand client-side-apply ownership to server-side
+    # apply). merge_server_fields restores the stored ones, so keep the request's first.
+    sent_fields = (new.get("metadata") or {}).get("managedFields")
     merge_server_fields(target, new, old)
     if applied:
-        new["metadata"]["managedFields"] = applied_fields or []
+        new["metadata"]["managedFields"] = sent_fields or []
+    elif isinstance(sent_fields, list) and sent_fields != old["metadata"].get("managedFields", []):
+        _check_managed_fields(target, sent_fields)
+        old = {**old, "metadata": {**old["metadata"], "managedFields": sent_fields}}
     new, warnings = admission.admit(target.kind, new, old, mode=mode, name=target.name)
     meta, old_meta = new["metadata"], old["metadata"]
     if old_meta.get("deletionTimestamp"):
@@ -216,7 +221,7 @@ async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: d
             subresource=target.subresource)
     if not meta["managedFields"]:
         del meta["managedFields"]
-    if _comparable(new) == _comparable(old):
+    if _comparable(new) == _comparable(entry.obj):
         return object_response(entry.raw, warnings=warnings)  # a no-op writes nothing
     if old_meta.get("deletionTimestamp") and not meta.get("finalizers"):
         if is_dry_run(req):
@@ -234,6 +239,18 @@ async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: d
     except StoreUnavailable as problem:
         raise _unavailable(problem) from None
     return object_response(stored.raw, warnings=warnings)
+
+
+def _check_managed_fields(target: Target, entries: list[Any]) -> None:
+    for index, entry in enumerate(entries):
+        if not (isinstance(entry, dict) and isinstance(entry.get("manager"), str)
+                and entry.get("operation") in ("Apply", "Update")
+                and entry.get("fieldsType", "FieldsV1") == "FieldsV1"
+                and isinstance(entry.get("fieldsV1", {}), dict)):
+            raise errors.invalid(target.kind, target.name, [admission.FieldError(
+                f"metadata.managedFields[{index}]", "FieldValueInvalid",
+                "Invalid value: each entry needs a manager, an operation (Apply or Update) "
+                "and fieldsV1 ownership")])
 
 
 async def finalize(ctx: Context, target: Target, entry: Entry, last: dict[str, Any],
