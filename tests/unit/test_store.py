@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -234,3 +235,68 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
     assert not missing, f"{len(missing)} acknowledged writes lost"
 
 
+
+
+async def test_a_read_at_a_revision_being_compacted_is_refused_not_partial(
+        store: LogStore) -> None:
+    for i in range(5):
+        await store.create(PREFIX + f"o{i}", vm(f"o{i}"))
+    snapshot = store.revision
+    for i in range(5):
+        entry = store.get(PREFIX + f"o{i}")
+        assert entry is not None
+        await store.update(entry.key, vm(f"o{i}", x=1), entry.revision)
+    compaction = asyncio.create_task(store.compact(keep=1))
+    await asyncio.sleep(0)  # compaction holds the log while it deletes history
+    try:
+        entries, _ = await store.list(PREFIX, revision=snapshot)
+    except Compacted:
+        pass
+    else:
+        assert len(entries) == 5
+    await compaction
+
+
+async def test_a_cancelled_writer_still_settles_its_key(store: LogStore) -> None:
+    """A caller that gives up does not un-queue its write: a second create sees the first."""
+    first = asyncio.create_task(store.create(PREFIX + "a", vm("a", v=1)))
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(KeyExists):
+        await store.create(PREFIX + "a", vm("a", v=2))
+    assert store.get(PREFIX + "a").obj["spec"]["v"] == 1  # type: ignore[union-attr]
+
+
+async def test_closing_waits_for_the_commit_in_progress(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LogStore(SQLiteLog(tmp_path / "store.db"))
+    await store.open()
+    commit = store.backend.append
+
+    def slow_commit(rows: Any) -> None:
+        time.sleep(0.3)
+        commit(rows)
+
+    monkeypatch.setattr(store.backend, "append", slow_commit)
+    writer = asyncio.create_task(store.create(PREFIX + "a", vm("a")))
+    await asyncio.sleep(0.05)
+    await store.close()
+    assert writer.done() and writer.result().revision == 1
+    reopened = LogStore(SQLiteLog(tmp_path / "store.db"))
+    await reopened.open()
+    assert reopened.get(PREFIX + "a") is not None
+    await reopened.close()
+
+
+async def test_listing_uses_key_order_across_adds_and_deletes(store: LogStore) -> None:
+    for name in ("b", "d"):
+        await store.create(PREFIX + name, vm(name))
+    assert [e.key[-1] for e in (await store.list(PREFIX))[0]] == ["b", "d"]
+    await store.create(PREFIX + "a", vm("a"))
+    gone = store.get(PREFIX + "d")
+    assert gone is not None
+    await store.delete(gone.key, gone.revision)
+    await store.create(PREFIX + "c", vm("c"))
+    assert [e.key[-1] for e in (await store.list(PREFIX))[0]] == ["a", "b", "c"]
+    assert [e.key[-1] for e in (await store.list(PREFIX, start_after=PREFIX + "a",
+                                                 limit=1))[0]] == ["b"]

@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import logging
 from typing import Any
 
@@ -43,6 +45,9 @@ MAX_WATCH_BACKLOG = 100_000
 
 # Queued writes: (row to insert, entry to publish, previous entry, the caller's future).
 _Batch = list[tuple[Row, Entry, Entry | None, "asyncio.Future[Entry]"]]
+
+
+_Rows = list[Row]
 
 
 def _resource_of(key: str) -> str:
@@ -80,14 +85,22 @@ class _Watcher:
         """Logged events after `after` up to the live point; call once, before `next`."""
         # Subscribed before this (in LogStore.watch), so nothing falls between the two.
         live_from = self.store.revision
-        events: list[Event] = []
-        if self.after < live_from:
-            rows = await self.store._read(self.store.backend.rows_after, self.prefix, self.after,
-                                          live_from)
-            for row in rows:
-                events.append(await self.store._event_from_row(row))
-                self.after = row.revision
+        if self.after >= live_from:
+            return []
+        rows, prevs = await self.store._read_checked(self.after, self.store._replay_rows,
+                                                     self.prefix, self.after, live_from)
+        events = []
+        for row in rows:
+            prev = prevs.get(row.prev_revision)
+            kind: EventType = "DELETED" if row.deleted else "ADDED" if row.created \
+                else "MODIFIED"
+            events.append(Event(kind, _entry(row), _entry(prev) if prev else None))
+            self.after = row.revision
         return events
+
+    def idle(self) -> bool:
+        """Nothing published is waiting here: a bookmark at the store's revision is true."""
+        return self.queue.empty()
 
     def drain(self) -> tuple[list[Event], bool]:
         """Every live event already queued, without waiting; and whether the watch closed."""
@@ -126,7 +139,10 @@ class LogStore:
         self._wake = asyncio.Event()
         self._watchers: dict[str, list[_Watcher]] = {}
         self._writer: asyncio.Task[None] | None = None
+        self._committing = False
         self._read_lock = asyncio.Lock()
+        # Key order per resource, kept until a key is added or removed (lists sort once).
+        self._sorted_keys: dict[str, list[str]] = {}
 
     async def open(self) -> None:
         rows, revision, compacted = await asyncio.to_thread(self.backend.load)
@@ -139,7 +155,7 @@ class LogStore:
 
     async def close(self) -> None:
         if self._writer:
-            while self._queue:
+            while self._queue or self._committing:  # never cancel a commit midway
                 await asyncio.sleep(0.001)
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -169,27 +185,35 @@ class LogStore:
         if revision > self._revision:
             raise FutureRevision(revision, self._revision)
         if revision in (0, self._revision):
-            current = self._revision
-            objects = self._resources.get(_resource_of(prefix), {})
-            keys = sorted(k for k in objects if k.startswith(prefix) and k > start_after)
-            if limit:
-                keys = keys[:limit]
-            return [objects[k] for k in keys], current
-        rows = await self._read(self.backend.rows_at, prefix, revision, start_after, limit)
+            resource = _resource_of(prefix)
+            objects = self._resources.get(resource, {})
+            keys = self._sorted_keys.get(resource)
+            if keys is None:
+                keys = self._sorted_keys[resource] = sorted(objects)
+            first = bisect.bisect_right(keys, max(start_after, prefix))
+            found = []
+            for key in itertools.islice(keys, first, None):
+                if not key.startswith(prefix):
+                    break
+                found.append(objects[key])
+                if len(found) == limit:
+                    break
+            return found, self._revision
+        rows = await self._read_checked(revision, self.backend.rows_at, prefix, revision,
+                                        start_after, limit)
         return [_entry(r) for r in rows], revision
 
-    async def _read(self, fn: Any, *args: Any) -> Any:
+    async def _read_checked(self, revision: int, fn: Any, *args: Any) -> Any:
+        """Read the log at `revision`, refusing it if compaction got there first."""
         async with self._read_lock:
+            if revision < self._compacted:
+                raise Compacted(revision, self._compacted)
             return await asyncio.to_thread(fn, *args)
 
-    async def _event_from_row(self, row: Row) -> Event:
-        entry = _entry(row)
-        prev = None
-        if row.prev_revision:
-            prev_row = await self._read(self.backend.row, row.prev_revision)
-            prev = _entry(prev_row) if prev_row else None
-        kind: EventType = "DELETED" if row.deleted else "ADDED" if row.created else "MODIFIED"
-        return Event(kind, entry, prev)
+    def _replay_rows(self, prefix: str, after: int, upto: int) -> tuple[_Rows, dict[int, Row]]:
+        """Rows after `after` and the rows they replaced, in one trip to the worker thread."""
+        rows = self.backend.rows_after(prefix, after, upto)
+        return rows, self.backend.rows([r.prev_revision for r in rows if r.prev_revision])
 
     # ---- writes -----------------------------------------------------------------------
 
@@ -219,6 +243,7 @@ class LogStore:
                                    deleted=True)
 
     async def _settle(self, key: str) -> None:
+        """Wait until no write to `key` is queued or committing."""
         while (pending := self._inflight.get(key)) is not None:
             await asyncio.wait([pending])
 
@@ -236,11 +261,9 @@ class LogStore:
         self._inflight[key] = future
         self._queue.append((row, entry, prev, future))
         self._wake.set()
-        try:
-            return await future
-        finally:
-            if self._inflight.get(key) is future:
-                del self._inflight[key]
+        # Shielded: a caller that goes away does not un-queue a write that may still commit;
+        # the writer settles the future and clears `_inflight` either way.
+        return await asyncio.shield(future)
 
     async def _write_loop(self) -> None:
         while True:
@@ -249,23 +272,36 @@ class LogStore:
             batch, self._queue = self._queue, []
             if not batch:
                 continue
+            self._committing = True
             try:
                 await asyncio.to_thread(self.backend.append, [item[0] for item in batch])
             except Exception as problem:  # disk full, I/O error: nothing was applied
                 log.error("store write of %d rows failed: %s", len(batch), problem)
-                for *_, future in batch:
+                for row, _, _, future in batch:
+                    self._settled(row.key, future)
                     if not future.done():
                         future.set_exception(StoreUnavailable(str(problem)))
+                        future.exception()  # retrieved: a departed caller is no error
                 continue
+            finally:
+                self._committing = False
             self._publish(batch)
+
+    def _settled(self, key: str, future: asyncio.Future[Entry]) -> None:
+        if self._inflight.get(key) is future:
+            del self._inflight[key]
 
     def _publish(self, batch: _Batch) -> None:
         for row, entry, prev, future in batch:
-            objects = self._resources.setdefault(_resource_of(row.key), {})
+            resource = _resource_of(row.key)
+            objects = self._resources.setdefault(resource, {})
             if row.deleted:
                 objects.pop(row.key, None)
+                self._sorted_keys.pop(resource, None)
                 kind: EventType = "DELETED"
             else:
+                if row.key not in objects:
+                    self._sorted_keys.pop(resource, None)
                 objects[row.key] = entry
                 kind = "ADDED" if row.created else "MODIFIED"
             self._revision = row.revision
@@ -275,6 +311,7 @@ class LogStore:
                 for watcher in list(watchers):
                     if row.key.startswith(watcher.prefix):
                         watcher.push(event)
+            self._settled(row.key, future)
             if not future.done():
                 future.set_result(entry)
 
@@ -298,8 +335,9 @@ class LogStore:
         target = self._revision - keep
         if target <= self._compacted:
             return self._compacted
-        await self._read(self.backend.compact, target)
-        self._compacted = target
+        async with self._read_lock:  # no log read runs while history is deleted
+            self._compacted = target  # later readers of older revisions get Compacted
+            await asyncio.to_thread(self.backend.compact, target)
         return target
 
     async def compact_forever(self, interval: float, keep: int) -> None:

@@ -95,10 +95,15 @@ class SQLiteLog:
             f"SELECT {_COLUMNS} FROM log WHERE id > ? AND id <= ? AND name >= ? AND name < ? "
             "ORDER BY id", (after, upto, prefix, _prefix_end(prefix))).fetchall()]
 
-    def row(self, revision: int) -> Row | None:
-        found = self._reader.execute(f"SELECT {_COLUMNS} FROM log WHERE id = ?",
-                                     (revision,)).fetchone()
-        return _row(found) if found else None
+    def rows(self, revisions: list[int]) -> dict[int, Row]:
+        found: dict[int, Row] = {}
+        for start in range(0, len(revisions), 500):  # SQLite's bound-parameter limit
+            chunk = revisions[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for t in self._reader.execute(f"SELECT {_COLUMNS} FROM log WHERE id IN ({marks})",
+                                          chunk):
+                found[t[0]] = _row(t)
+        return found
 
     def compact(self, target: int) -> int:
         """Drop rows superseded at or before `target` and tombstones at or before it."""
