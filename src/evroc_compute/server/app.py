@@ -92,8 +92,6 @@ class App:
                 target = Target(kind, None, obj["metadata"]["name"])
                 if store.get(target.key) is None:
                     new_object_metadata(obj, target)
-                    if kind.plural == "namespaces":
-                        obj["status"] = {"phase": "Active"}
                     await store.create(target.key, obj)
 
     async def stop(self) -> None:
@@ -102,7 +100,7 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.ctx:
-            for task in list(self.ctx.caches.get("namespace-tasks", ())):
+            for task in list(self.ctx.caches.get("namespace-tasks", {}).values()):
                 task.cancel()
             await self.ctx.store.close()
 

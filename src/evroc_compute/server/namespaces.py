@@ -8,7 +8,6 @@ is empty. The work restarts from the stored state if the server restarts midway.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -16,9 +15,17 @@ import orjson
 
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.server import errors
-from evroc_compute.server.handlers.common import NAMESPACE_KEY_PREFIX, Context, Target, load, object_response
+from evroc_compute.server.handlers.common import (
+    NAMESPACE_KEY_PREFIX,
+    Context,
+    Target,
+    load,
+    object_response,
+    remove,
+    store_errors,
+)
 from evroc_compute.server.http import Response
-from evroc_compute.store.base import Entry, KeyNotFound, RevisionConflict, StoreError
+from evroc_compute.store.base import Entry, StoreError
 
 log = logging.getLogger(__name__)
 PROTECTED = frozenset({"default"})
@@ -41,20 +48,27 @@ async def delete(ctx: Context, target: Target, entry: Entry, dry_run: bool) -> R
                                "be deleted", kind=target.kind, name=target.name)
     obj = load(entry)
     if obj["metadata"].get("deletionTimestamp"):
+        if not dry_run:
+            start_termination(ctx, target.name)  # no-op while it runs; revives a failed one
         return object_response(entry.raw)
     _terminating(obj, "deleting the objects in this namespace")
     if dry_run:
         return object_response(orjson.dumps(obj))
-    stored = await ctx.store.update(target.key, obj, entry.revision)
+    with store_errors(target):
+        stored = await ctx.store.update(target.key, obj, entry.revision)
     start_termination(ctx, target.name)
     return object_response(stored.raw)
 
 
 def start_termination(ctx: Context, name: str) -> None:
-    tasks: set[asyncio.Task[None]] = ctx.caches.setdefault("namespace-tasks", set())
+    tasks: dict[str, asyncio.Task[None]] = ctx.caches.setdefault("namespace-tasks", {})
+    running = tasks.get(name)
+    if running is not None and not running.done():
+        return
     task = asyncio.create_task(_terminate(ctx, name), name=f"terminate-namespace-{name}")
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
+    tasks[name] = task
+    task.add_done_callback(lambda done: tasks.pop(name, None) if tasks.get(name) is done
+                           else None)
 
 
 async def resume_terminations(ctx: Context) -> None:
@@ -65,49 +79,51 @@ async def resume_terminations(ctx: Context) -> None:
             start_termination(ctx, entry.obj["metadata"]["name"])
 
 
-async def _terminate(ctx: Context, name: str) -> None:
-    from evroc_compute.server.handlers.delete import remove
+async def _delete_contents(ctx: Context, name: str) -> list[str]:
+    """Delete what can go now; return the objects still held by finalizers."""
+    remaining: list[str] = []
+    for kind in ctx.registry.kinds:
+        if not kind.namespaced:
+            continue
+        entries, _ = await ctx.store.list(kind.key_prefix(name))
+        for entry in entries:
+            meta = entry.obj["metadata"]
+            held = bool(meta.get("deletionTimestamp"))
+            if not held:
+                try:
+                    held = (await remove(ctx, Target(kind, name, meta["name"]), entry,
+                                         False))[0] == 202
+                except errors.ApiError:
+                    held = True  # changed meanwhile: the next pass sees it again
+            if held:
+                remaining.append(f"{kind.plural}/{meta['name']}")
+    return remaining
 
-    namespaced = [k for k in ctx.registry.kinds if k.namespaced]
-    empty_passes = 0
-    try:
-        while True:
-            remaining: list[str] = []
-            for kind in namespaced:
-                entries, _ = await ctx.store.list(kind.key_prefix(name))
-                for entry in entries:
-                    meta = entry.obj["metadata"]
-                    held = bool(meta.get("deletionTimestamp"))
-                    if not held:
-                        try:
-                            code, _ = await remove(ctx, Target(kind, name, meta["name"]), entry,
-                                                   False)
-                            held = code == 202
-                        except (errors.ApiError, StoreError):
-                            held = True  # changed meanwhile: the next pass sees it again
-                    if held:
-                        remaining.append(f"{kind.plural}/{meta['name']}")
-            key = NAMESPACE_KEY_PREFIX + name
+
+async def _terminate(ctx: Context, name: str) -> None:
+    key = NAMESPACE_KEY_PREFIX + name
+    while True:
+        try:
+            remaining = await _delete_contents(ctx, name)
             ns = ctx.store.get(key)
             if ns is None:
                 return
-            # A create admitted just before the namespace turned Terminating may still be
-            # committing: only a namespace seen empty twice, a poll apart, is really empty.
-            empty_passes = empty_passes + 1 if not remaining else 0
-            if empty_passes >= 2:
+            # Creates admitted before the namespace turned Terminating may still be committing.
+            if not remaining and not ctx.creating.get(name):
                 await ctx.store.delete(key, ns.revision)
                 return
-            waiting = remaining[:5]
-            message = f"waiting for {len(remaining)} object(s) with finalizers to be deleted: " \
-                      f"{', '.join(waiting)}"
-            current = ns.obj.get("status", {}).get("conditions", [{}])[0].get("message")
-            if remaining and current != message:
+            message = (f"waiting for {len(remaining)} object(s) with finalizers to be deleted: "
+                       f"{', '.join(remaining[:5])}") if remaining else \
+                "waiting for objects being created to be deleted"
+            if ns.obj.get("status", {}).get("conditions", [{}])[0].get("message") != message:
                 obj = load(ns)
                 _terminating(obj, message)
-                with contextlib.suppress(RevisionConflict, KeyNotFound):
-                    await ctx.store.update(key, obj, ns.revision)
-            await asyncio.sleep(POLL_SECONDS)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("terminating namespace %s failed; it resumes at the next start", name)
+                await ctx.store.update(key, obj, ns.revision)
+        except asyncio.CancelledError:
+            raise
+        except (StoreError, errors.ApiError) as problem:  # transient: try again next pass
+            log.warning("terminating namespace %s: %s; retrying", name, problem)
+        except Exception:
+            log.exception("terminating namespace %s failed; it resumes at the next start", name)
+            return
+        await asyncio.sleep(POLL_SECONDS)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import secrets
 import string
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +42,7 @@ class Context:
     store: Store
     bookmark_interval: float = 5.0
     caches: dict[str, Any] = field(default_factory=dict)
+    creating: dict[str, int] = field(default_factory=dict)  # namespace -> creates in flight
 
 
 @dataclass(frozen=True)
@@ -125,22 +128,47 @@ def new_object_metadata(obj: dict[str, Any], target: Target) -> None:
         meta["generation"] = 1
     if target.kind.namespaced:
         meta["namespace"] = target.namespace
-    if target.kind.status is not None and target.kind.plural != "namespaces":
+    if target.kind.plural == "namespaces":
+        obj["status"] = {"phase": "Active"}  # as kube-apiserver: `kubectl get ns` shows Active
+    elif target.kind.status is not None:
         obj.pop("status", None)  # status is written only through /status
 
 
-async def store_create(ctx: Context, target: Target, obj: dict[str, Any]) -> Entry:
+def list_body(kind: Kind, meta: dict[str, Any], raws: list[bytes]) -> bytes:
+    """A `<Kind>List` with the stored JSON of each item spliced in, never re-serialised."""
+    head = orjson.dumps({"apiVersion": kind.api_version, "kind": f"{kind.kind}List",
+                         "metadata": meta})
+    return b"".join((head[:-1], b',"items":[', b",".join(raws), b"]}"))
+
+
+@contextmanager
+def store_errors(target: Target) -> Iterator[None]:
+    """Store outcomes as the Statuses a client expects."""
     try:
-        return await ctx.store.create(target.key, obj)
+        yield
     except KeyExists:
         raise errors.already_exists(target.kind, target.name) from None
+    except KeyNotFound:
+        raise errors.not_found(target.kind, target.name) from None
+    except RevisionConflict:
+        raise errors.conflict(target.kind, target.name) from None
     except StoreUnavailable as problem:
-        raise _unavailable(problem) from None
+        raise errors.unavailable(f"the write was not applied: storage is unavailable ({problem});"
+                                 " retry when the server's disk has space again") from None
 
 
-def _unavailable(problem: Exception) -> errors.ApiError:
-    return errors.unavailable(f"the write was not applied: storage is unavailable ({problem}); "
-                              "retry when the server's disk has space again")
+async def store_create(ctx: Context, target: Target, obj: dict[str, Any]) -> Entry:
+    # Counted while in flight, so a namespace being deleted waits for creates it admitted.
+    creating = ctx.creating
+    namespace = target.namespace or ""
+    creating[namespace] = creating.get(namespace, 0) + 1
+    try:
+        with store_errors(target):
+            return await ctx.store.create(target.key, obj)
+    finally:
+        creating[namespace] -= 1
+        if not creating[namespace]:
+            del creating[namespace]
 
 
 def check_resource_version(target: Target, obj: dict[str, Any], entry: Entry) -> None:
@@ -230,14 +258,8 @@ async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: d
     if is_dry_run(req):
         meta["resourceVersion"] = old_meta.get("resourceVersion")
         return object_response(orjson.dumps(new), warnings=warnings)
-    try:
+    with store_errors(target):
         stored = await ctx.store.update(target.key, new, entry.revision)
-    except RevisionConflict:
-        raise errors.conflict(target.kind, target.name) from None
-    except KeyNotFound:
-        raise errors.not_found(target.kind, target.name) from None
-    except StoreUnavailable as problem:
-        raise _unavailable(problem) from None
     return object_response(stored.raw, warnings=warnings)
 
 
@@ -256,24 +278,30 @@ def _check_managed_fields(target: Target, entries: list[Any]) -> None:
 async def finalize(ctx: Context, target: Target, entry: Entry, last: dict[str, Any],
                    warnings: list[str] = ()) -> Response:  # type: ignore[assignment]
     """The last finalizer is gone: store the final state, then remove the object."""
-    try:
-        stored = await ctx.store.update(target.key, last, entry.revision)
-        gone = await ctx.store.delete(target.key, stored.revision)
-    except RevisionConflict:
-        raise errors.conflict(target.kind, target.name) from None
-    except KeyNotFound:
-        raise errors.not_found(target.kind, target.name) from None
-    except StoreUnavailable as problem:
-        raise _unavailable(problem) from None
+    with store_errors(target):
+        await ctx.store.update(target.key, last, entry.revision)
+        # Unconditional: finalizers cannot come back once deleting, so no later write may
+        # keep the object (a racing label patch would otherwise strand it).
+        gone = await ctx.store.delete(target.key, 0)
     return object_response(gone.raw, warnings=warnings)
 
 
-async def delete_entry(ctx: Context, target: Target, entry: Entry) -> Entry:
-    try:
-        return await ctx.store.delete(target.key, entry.revision)
-    except RevisionConflict:
-        raise errors.conflict(target.kind, target.name) from None
-    except KeyNotFound:
-        raise errors.not_found(target.kind, target.name) from None
-    except StoreUnavailable as problem:
-        raise _unavailable(problem) from None
+async def remove(ctx: Context, target: Target, entry: Entry, dry_run: bool) -> tuple[int, bytes]:
+    """Delete now, or mark for deletion while finalizers remain: (status code, body)."""
+    obj = load(entry)
+    meta = obj["metadata"]
+    if meta.get("finalizers"):
+        if meta.get("deletionTimestamp"):
+            return 202, entry.raw
+        meta["deletionTimestamp"] = now_rfc3339()
+        meta["deletionGracePeriodSeconds"] = 0
+        if dry_run:
+            return 202, orjson.dumps(obj)
+        with store_errors(target):
+            stored = await ctx.store.update(target.key, obj, entry.revision)
+        return 202, stored.raw
+    if dry_run:
+        return 200, entry.raw
+    with store_errors(target):
+        gone = await ctx.store.delete(target.key, entry.revision)
+    return 200, gone.raw

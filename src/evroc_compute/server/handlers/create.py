@@ -39,8 +39,6 @@ async def create(ctx: Context, req: Request, target: Target) -> Response:
     ensure_namespace(ctx, target, creating=True)
     new_object_metadata(obj, target)
     obj, warnings = admission.admit(target.kind, obj, None, mode=mode, name=name)
-    if target.kind.group == "" and target.kind.plural == "namespaces":
-        obj["status"] = {"phase": "Active"}  # as kube-apiserver: `kubectl get ns` shows Active
     meta = obj["metadata"]
     meta["managedFields"] = managedfields.record_update(
         None, obj, manager=manager, api_version=target.kind.api_version, now=now_rfc3339())

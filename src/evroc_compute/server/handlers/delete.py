@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.server import errors, namespaces
 from evroc_compute.server.handlers.common import (
     Context,
     Target,
     current,
-    delete_entry,
     is_dry_run,
-    load,
+    list_body,
     object_response,
+    remove,
 )
 from evroc_compute.server.handlers.list import select
 from evroc_compute.server.http import Request, Response
-from evroc_compute.store.base import Entry, RevisionConflict
+from evroc_compute.store.base import Entry
 
 PROPAGATION = ("Orphan", "Background", "Foreground")
+RETRIES = 5
 
 
 def delete_options(req: Request) -> dict[str, Any]:
@@ -35,6 +33,11 @@ def delete_options(req: Request) -> dict[str, Any]:
     if policy and policy not in PROPAGATION:
         raise errors.bad_request(f'propagationPolicy must be one of Orphan, Background or '
                                  f'Foreground, not "{policy}"', field="propagationPolicy")
+    pre = options.get("preconditions")
+    if pre is not None and not (isinstance(pre, dict) and all(
+            isinstance(pre.get(k), (str, type(None))) for k in ("uid", "resourceVersion"))):
+        raise errors.bad_request('preconditions must be an object like {"uid": "...", '
+                                 '"resourceVersion": "..."}', field="preconditions")
     dry = options.get("dryRun") or []
     if dry not in ([], ["All"]):
         raise errors.bad_request('dryRun must be ["All"]', field="dryRun")
@@ -55,36 +58,23 @@ def check_preconditions(target: Target, entry: Entry, options: dict[str, Any]) -
                               f"{meta.get('resourceVersion')}")
 
 
-async def remove(ctx: Context, target: Target, entry: Entry, dry_run: bool) -> tuple[int, bytes]:
-    """Delete now, or mark for deletion while finalizers remain: (status code, body)."""
-    obj = load(entry)
-    meta = obj["metadata"]
-    if meta.get("finalizers"):
-        if meta.get("deletionTimestamp"):
-            return 202, entry.raw
-        meta["deletionTimestamp"] = now_rfc3339()
-        meta["deletionGracePeriodSeconds"] = 0
-        if dry_run:
-            return 202, orjson.dumps(obj)
-        try:
-            stored = await ctx.store.update(target.key, obj, entry.revision)
-        except RevisionConflict:
-            raise errors.conflict(target.kind, target.name) from None
-        return 202, stored.raw
-    if dry_run:
-        return 200, entry.raw
-    gone = await delete_entry(ctx, target, entry)
-    return 200, gone.raw
-
-
 async def delete(ctx: Context, req: Request, target: Target) -> Response:
     options = delete_options(req)
-    entry = current(ctx, target)
-    check_preconditions(target, entry, options)
-    if target.kind.plural == "namespaces":
-        return await namespaces.delete(ctx, target, entry, options["dryRun"])
-    code, body = await remove(ctx, target, entry, options["dryRun"])
-    return object_response(body, code)
+    for attempt in range(RETRIES):
+        entry = current(ctx, target)
+        check_preconditions(target, entry, options)
+        try:
+            if target.kind.plural == "namespaces":
+                return await namespaces.delete(ctx, target, entry, options["dryRun"])
+            code, body = await remove(ctx, target, entry, options["dryRun"])
+            return object_response(body, code)
+        except errors.ApiError as problem:
+            # Without preconditions a delete is unconditional: a write that landed between
+            # our read and our delete is no reason to refuse it.
+            if problem.reason != "Conflict" or options.get("preconditions") or \
+                    attempt == RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def delete_collection(ctx: Context, req: Request, target: Target) -> Response:
@@ -96,8 +86,10 @@ async def delete_collection(ctx: Context, req: Request, target: Target) -> Respo
     for entry in entries:
         item = Target(target.kind, entry.obj["metadata"].get("namespace"),
                       entry.obj["metadata"]["name"])
-        _, body = await remove(ctx, item, entry, options["dryRun"])
-        deleted.append(body)
-    head = orjson.dumps({"apiVersion": target.kind.api_version, "kind": f"{target.kind.kind}List",
-                         "metadata": {"resourceVersion": str(ctx.store.revision)}})
-    return Response(200, b"".join((head[:-1], b',"items":[', b",".join(deleted), b"]}")))
+        try:
+            deleted.append((await remove(ctx, item, entry, options["dryRun"]))[1])
+        except errors.ApiError as problem:
+            if problem.code not in (404, 409):  # gone or changed meanwhile: skip it
+                raise
+    return Response(200, list_body(target.kind, {"resourceVersion": str(ctx.store.revision)},
+                                   deleted))

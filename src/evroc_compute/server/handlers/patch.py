@@ -148,7 +148,12 @@ async def apply(ctx: Context, req: Request, target: Target, mode: str) -> Respon
                                        "message": f'conflict with "{owner}"', "field": field}
                                       for owner, field in clash.conflicts]) from None
         if entry is None:
-            return await _create_by_apply(ctx, req, target, new, mode)
+            try:
+                return await _create_by_apply(ctx, req, target, new, mode)
+            except errors.ApiError as problem:  # another apply created it first: merge into it
+                if problem.reason != "AlreadyExists" or attempt == RETRIES - 1:
+                    raise
+                continue
         check_resource_version(target, applied, entry)
         try:
             return await write(ctx, req, target, entry, new, manager=manager, mode=mode,

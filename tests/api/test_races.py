@@ -1,0 +1,131 @@
+"""Concurrent requests against the real app, in process: races a client can cause."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evroc_compute.server.app import App
+from evroc_compute.store.sqlite import SQLiteLog
+
+DISKS = "/apis/compute.evroclabs.net/v1alpha1/namespaces/default/disks"
+NAMESPACES = "/api/v1/namespaces"
+MERGE = "application/merge-patch+json"
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[App]:
+    instance = App(tmp_path, compact_interval=3600)
+    await instance.start()
+    yield instance
+    await instance.stop()
+
+
+async def call(app: App, method: str, path: str, body: Any = None,
+               content_type: str = "application/json", query: str = "") -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else b""
+    scope = {"type": "http", "method": method, "path": path, "query_string": query.encode(),
+             "headers": [(b"content-type", content_type.encode())]}
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": data, "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    out: dict[str, Any] = {"body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            out["status"] = message["status"]
+        else:
+            out["body"] += message.get("body", b"")
+
+    await app(scope, receive, send)
+    return out["status"], json.loads(out["body"]) if out["body"] else None
+
+
+def disk(name: str, **meta: Any) -> dict[str, Any]:
+    return {"apiVersion": "compute.evroclabs.net/v1alpha1", "kind": "Disk",
+            "metadata": {"name": name, **meta},
+            "spec": {"diskImage": {"diskImageRef": {"name": "ubuntu.24-04.1"}}}}
+
+
+async def test_an_unconditional_delete_is_not_refused_by_a_racing_patch(app: App) -> None:
+    await call(app, "POST", DISKS, disk("d"))
+    patched, deleted = await asyncio.gather(
+        call(app, "PATCH", f"{DISKS}/d", {"metadata": {"labels": {"a": "b"}}}, MERGE),
+        call(app, "DELETE", f"{DISKS}/d"))
+    assert patched[0] == 200 and deleted[0] == 200
+    assert (await call(app, "GET", f"{DISKS}/d"))[0] == 404
+
+
+async def test_removing_the_last_finalizer_deletes_even_with_a_racing_patch(app: App) -> None:
+    await call(app, "POST", DISKS, disk("f", finalizers=["example.com/hold"]))
+    assert (await call(app, "DELETE", f"{DISKS}/f"))[0] == 202
+    await asyncio.gather(
+        call(app, "PATCH", f"{DISKS}/f", {"metadata": {"finalizers": None}}, MERGE),
+        call(app, "PATCH", f"{DISKS}/f", {"metadata": {"labels": {"x": "y"}}}, MERGE))
+    assert (await call(app, "GET", f"{DISKS}/f"))[0] == 404
+
+
+async def test_concurrent_server_side_apply_creates_both_succeed(app: App) -> None:
+    body = disk("ssa")
+    results = await asyncio.gather(*(
+        call(app, "PATCH", f"{DISKS}/ssa", body, "application/apply-patch+yaml",
+             query="fieldManager=m") for _ in range(2)))
+    assert sorted(status for status, _ in results) == [200, 201]
+
+
+async def test_namespace_termination_survives_a_transient_store_failure(
+        app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    await call(app, "POST", NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
+                                         "metadata": {"name": "p"}})
+    commit = SQLiteLog.append
+    failures = [1]
+
+    def flaky(self: SQLiteLog, rows: Any) -> None:
+        if failures[0] and any(r.deleted and r.key == "/core/namespaces/p" for r in rows):
+            failures[0] -= 1
+            raise OSError("database or disk is full")
+        commit(self, rows)
+
+    monkeypatch.setattr(SQLiteLog, "append", flaky)
+    assert (await call(app, "DELETE", f"{NAMESPACES}/p"))[0] == 200
+    for _ in range(50):
+        if (await call(app, "GET", f"{NAMESPACES}/p"))[0] == 404:
+            break
+        await asyncio.sleep(0.1)
+    assert (await call(app, "GET", f"{NAMESPACES}/p"))[0] == 404
+
+
+async def test_a_create_in_flight_when_its_namespace_is_deleted_is_not_left_behind(
+        app: App) -> None:
+    await call(app, "POST", NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
+                                         "metadata": {"name": "q"}})
+    created, _ = await asyncio.gather(
+        call(app, "POST", "/apis/compute.evroclabs.net/v1alpha1/namespaces/q/disks", disk("d")),
+        call(app, "DELETE", f"{NAMESPACES}/q"))
+    for _ in range(50):
+        if (await call(app, "GET", f"{NAMESPACES}/q"))[0] == 404:
+            break
+        await asyncio.sleep(0.1)
+    status, _ = await call(app, "GET", "/apis/compute.evroclabs.net/v1alpha1/namespaces/q/disks/d")
+    assert created[0] in (201, 403) and status == 404
+    listed = (await call(app, "GET", "/apis/compute.evroclabs.net/v1alpha1/disks"))[1]
+    assert all(i["metadata"]["namespace"] != "q" for i in listed["items"])
+
+
+async def test_two_deletes_of_one_namespace_are_both_answered(app: App) -> None:
+    await call(app, "POST", NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
+                                         "metadata": {"name": "r"}})
+    results = await asyncio.gather(*(call(app, "DELETE", f"{NAMESPACES}/r") for _ in range(2)))
+    assert [status for status, _ in results] == [200, 200], results
