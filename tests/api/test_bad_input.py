@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from evroc_compute.api.meta import validate_metadata
 from tests.api.client import GROUP, Http, disk, disk_path, vm, vm_path
 from tests.conftest import Server
 
@@ -257,3 +258,305 @@ def test_bad_continue_token_and_limit_are_400(http: Http) -> None:
 def test_default_namespace_cannot_be_deleted(http: Http) -> None:
     reply = http.request("DELETE", "/api/v1/namespaces/default")
     assert reply.status == 403 and "may not be deleted" in reply.body["message"]
+
+
+# ---- metadata of the wrong type: a 422 naming the field, once, never a 500 ----------------
+
+WRONG_TYPE_METADATA: list[tuple[str, dict[str, Any], str, str]] = [
+    ("labels a number", {"labels": 5}, "metadata.labels", "must be of type object"),
+    ("labels a string", {"labels": "x"}, "metadata.labels", "must be of type object"),
+    ("labels a list", {"labels": [1]}, "metadata.labels", "must be of type object"),
+    ("label value a number", {"labels": {"app": 1}}, "metadata.labels.app",
+     "must be of type string"),
+    ("annotations a list", {"annotations": [1]}, "metadata.annotations", "must be of type object"),
+    ("annotation value a list", {"annotations": {"a": [1]}}, "metadata.annotations.a",
+     "must be of type string"),
+    ("finalizers a number", {"finalizers": 5}, "metadata.finalizers", "must be of type array"),
+    ("finalizer a number", {"finalizers": [5]}, "metadata.finalizers[0]", "must be of type string"),
+    ("name a number", {"name": 5}, "metadata.name", "must be of type string"),
+    ("name a list", {"name": ["a"]}, "metadata.name", "must be of type string"),
+]
+
+
+@pytest.mark.parametrize(("metadata", "field", "words"), [c[1:] for c in WRONG_TYPE_METADATA],
+                         ids=[c[0] for c in WRONG_TYPE_METADATA])
+def test_metadata_of_the_wrong_type_is_422_once(http: Http, metadata: dict[str, Any], field: str,
+                                                words: str) -> None:
+    body = vm("wrong-meta")
+    body["metadata"].update(metadata)
+    reply = http.request("POST", vm_path(), body)
+    assert reply.status == 422, reply.raw
+    assert reply.body["reason"] == "Invalid"
+    fields = [c["field"] for c in reply.body["details"]["causes"]]
+    assert fields.count(field) == 1, fields
+    assert words in reply.body["message"]
+    assert http.request("GET", vm_path(name="wrong-meta")).status == 404
+
+
+@pytest.mark.parametrize(("part", "value"), [("labels", 5), ("labels", "x"), ("labels", [1]),
+                                             ("annotations", [1]), ("finalizers", 5)],
+                         ids=["labels 5", "labels x", "labels [1]", "annotations [1]",
+                              "finalizers 5"])
+def test_merge_patch_of_metadata_with_the_wrong_type_is_422(http: Http, part: str,
+                                                             value: Any) -> None:
+    http.request("POST", disk_path(), disk("patch-meta"))
+    before = http.request("GET", disk_path(name="patch-meta")).body
+    reply = http.request("PATCH", disk_path(name="patch-meta"), {"metadata": {part: value}},
+                         content_type="application/merge-patch+json")
+    assert reply.status == 422, reply.raw
+    assert [c["field"] for c in reply.body["details"]["causes"]] == [f"metadata.{part}"]
+    assert http.request("GET", disk_path(name="patch-meta")).body == before
+
+
+@pytest.mark.parametrize(("metadata", "field"), [
+    ({"name": "a", "labels": {1: "a"}}, "metadata.labels"),
+    ({"name": "a", "annotations": {1: "a"}}, "metadata.annotations"),
+    ({"name": "a", "labels": None, "annotations": None, "finalizers": None}, None),
+], ids=["label key an int", "annotation key an int", "nulls are unset"])
+def test_validate_metadata_survives_non_string_keys(metadata: dict[Any, Any],
+                                                    field: str | None) -> None:
+    # Not reachable over HTTP (YAML with such keys is a 400 at decoding): defence in depth.
+    found = validate_metadata(metadata, namespaced=True, namespace_kind=False)
+    assert [e.field for e in found] == ([field] if field else [])
+
+
+# ---- names, labels, finalizers: no trailing newline slips past the patterns -------------
+
+def _vm_meta(**metadata: Any) -> dict[str, Any]:
+    body = vm("trailing-nl")
+    body["metadata"].update(metadata)
+    return body
+
+
+TRAILING_NEWLINES: list[tuple[str, str, dict[str, Any], str]] = [
+    ("object name", vm_path(), vm("nl\n"), "metadata.name"),
+    ("namespace name", "/api/v1/namespaces",
+     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns\n"}}, "metadata.name"),
+    ("label value", vm_path(), _vm_meta(labels={"app": "web\n"}), "metadata.labels"),
+    ("label key", vm_path(), _vm_meta(labels={"app\n": "web"}), "metadata.labels"),
+    ("label key prefix", vm_path(), _vm_meta(labels={"example.com\n/app": "web"}),
+     "metadata.labels"),
+    ("annotation key", vm_path(), _vm_meta(annotations={"note\n": "x"}), "metadata.annotations"),
+    ("finalizer", vm_path(), _vm_meta(finalizers=["example.com/keep\n"]),
+     "metadata.finalizers[0]"),
+    ("zone", vm_path(), vm("trailing-nl", placement={"zone": "se-sto-a\n"}),
+     "spec.placement.zone"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [c[1:] for c in TRAILING_NEWLINES],
+                         ids=[c[0] for c in TRAILING_NEWLINES])
+def test_a_trailing_newline_is_invalid(http: Http, path: str, body: dict[str, Any],
+                                       field: str) -> None:
+    reply = http.request("POST", path, body)
+    assert reply.status == 422, reply.raw
+    assert reply.body["reason"] == "Invalid"
+    assert field in [c["field"] for c in reply.body["details"]["causes"]]
+
+
+# ---- bodies JSON cannot carry: a 400 at decoding, never a 500 when stored ----------------
+
+def _disk_yaml(metadata: str) -> bytes:
+    return (b"apiVersion: compute.evroclabs.net/v1alpha1\nkind: Disk\nmetadata:\n"
+            b"  name: yaml-odd\n" + metadata.encode() +
+            b"spec: {diskImage: {diskImageRef: {name: ubuntu.24-04.1}}}\n")
+
+
+_LAUGHS = "".join(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]\n"
+                  for i in range(1, 10))
+_DEEP = "[" * 150 + "]" * 150
+
+NOT_JSON: list[tuple[str, bytes, str, str | None]] = [
+    ("integer mapping key", _disk_yaml("  labels: {1: a}\n"), "mapping key 1 is not a string",
+     "metadata.labels"),
+    ("boolean mapping key", _disk_yaml("  annotations: {true: a}\n"),
+     "mapping key True is not a string", "metadata.annotations"),
+    ("binary", _disk_yaml("  ownerReferences: [{a: !!binary aGVsbG8=}]\n"), "binary data",
+     "metadata.ownerReferences[0].a"),
+    ("integer beyond 64 bits", _disk_yaml("  ownerReferences: [{a: 100000000000000000000000}]\n"),
+     "does not fit in 64 bits", "metadata.ownerReferences[0].a"),
+    ("integer of 5000 digits", _disk_yaml(f"  ownerReferences: [{{a: {'9' * 5000}}}]\n"),
+     "error decoding YAML", None),
+    ("nan", _disk_yaml("  ownerReferences: [{a: .nan}]\n"), "not a number JSON can represent",
+     "metadata.ownerReferences[0].a"),
+    ("infinity", _disk_yaml("  ownerReferences: [{a: -.inf}]\n"),
+     "not a number JSON can represent", "metadata.ownerReferences[0].a"),
+    ("set", _disk_yaml("  annotations: !!set {a, b}\n"), "a set value cannot be represented",
+     "metadata.annotations"),
+    ("alias expansion", _disk_yaml(f"  ownerReferences:\n  - l0: &l0 [x]\n{_LAUGHS}"),
+     "too many values", None),
+    ("recursive alias", _disk_yaml("  ownerReferences: &r [*r]\n"), "nested deeper than 100",
+     None),
+    ("nested too deep", _disk_yaml(f"  ownerReferences: [{{a: {_DEEP}}}]\n"),
+     "nested deeper than 100", None),
+    ("nested far too deep", _disk_yaml(f"  ownerReferences: [{{a: {'[' * 5000}{']' * 5000}}}]\n"),
+     "nested deeper than 100", None),
+]
+
+
+@pytest.mark.parametrize(("raw", "words", "field"), [c[1:] for c in NOT_JSON],
+                         ids=[c[0] for c in NOT_JSON])
+def test_yaml_that_json_cannot_carry_is_400(http: Http, raw: bytes, words: str,
+                                            field: str | None) -> None:
+    reply = http.request("POST", disk_path(), raw=raw, content_type="application/yaml")
+    assert reply.status == 400, reply.raw
+    assert reply.body["reason"] == "BadRequest"
+    assert words in reply.body["message"]
+    if field is not None:
+        assert [c["field"] for c in reply.body["details"]["causes"]] == [field]
+    assert http.request("GET", disk_path(name="yaml-odd")).status == 404
+
+
+def test_json_nested_too_deep_is_400(http: Http) -> None:
+    body = disk("json-deep")
+    nested: Any = {}
+    for _ in range(150):
+        nested = {"a": nested}
+    body["metadata"]["ownerReferences"] = [nested]
+    reply = http.request("POST", disk_path(), body)
+    assert reply.status == 400, reply.raw
+    assert reply.body["reason"] == "BadRequest"
+    assert "nested deeper than 100 levels" in reply.body["message"]
+    assert reply.body["details"]["causes"][0]["field"].startswith("metadata.ownerReferences[0].a")
+    assert http.request("GET", disk_path(name="json-deep")).status == 404
+
+
+def test_yaml_timestamps_stay_the_strings_written(http: Http) -> None:
+    raw = _disk_yaml("  labels: {day: 2020-01-01}\n"
+                     "  annotations: {at: 2001-12-14t21:59:43.10-05:00, explicit: !!timestamp "
+                     "2002-12-14}\n").replace(b"yaml-odd", b"yaml-dates")
+    reply = http.request("POST", disk_path(), raw=raw, content_type="application/yaml")
+    assert reply.status == 201, reply.raw
+    assert reply.body["metadata"]["labels"] == {"day": "2020-01-01"}
+    assert reply.body["metadata"]["annotations"] == {"at": "2001-12-14t21:59:43.10-05:00",
+                                                     "explicit": "2002-12-14"}
+
+
+# ---- protobuf: every malformed message is a 400 -------------------------------------------
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1
+    out = b""
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if not value:
+            return out + bytes([low])
+        out += bytes([low | 0x80])
+
+
+def _pb(number: int, value: int | bytes) -> bytes:
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    return _varint(number << 3 | 2) + _varint(len(value)) + value
+
+
+def _namespace_pb(name: bytes, created: int | None = None) -> bytes:
+    meta = _pb(1, name)
+    if created is not None:
+        meta += _pb(8, _pb(1, created))
+    return b"k8s\x00" + _pb(1, _pb(1, b"v1") + _pb(2, b"Namespace")) + _pb(2, _pb(1, meta))
+
+
+@pytest.mark.parametrize("raw", [
+    _namespace_pb(b"pb-huge", 2**62),
+    _namespace_pb(b"pb-year-10000", 253402300800),
+    _namespace_pb(b"pb-before-year-1", -(2**63)),
+    _namespace_pb(b"pb-\xff"),
+    _namespace_pb(b"pb-truncated")[:-3],
+], ids=["timestamp 2**62", "year 10000", "before year 1", "name not UTF-8", "truncated"])
+def test_malformed_protobuf_is_400(http: Http, raw: bytes) -> None:
+    reply = http.request("POST", "/api/v1/namespaces", raw=raw,
+                         content_type="application/vnd.kubernetes.protobuf")
+    assert reply.status == 400, reply.raw
+    assert reply.body["reason"] == "BadRequest"
+    assert "error decoding protobuf body" in reply.body["message"]
+
+
+def test_protobuf_timestamps_in_range_decode(http: Http) -> None:
+    for name, created in ((b"pb-epoch-minus-1", -1), (b"pb-2023", 1_700_000_000)):
+        reply = http.request("POST", "/api/v1/namespaces", raw=_namespace_pb(name, created),
+                             content_type="application/vnd.kubernetes.protobuf")
+        assert reply.status == 201, reply.raw
+
+
+# ---- query parameters: integers as Go parses them ------------------------------------------
+
+BAD_INTEGER_PARAMS: list[tuple[str, dict[str, str], str]] = [
+    ("watch timeout a word", {"watch": "true", "timeoutSeconds": "abc"}, "timeoutSeconds"),
+    ("watch timeout nan", {"watch": "true", "timeoutSeconds": "nan"}, "timeoutSeconds"),
+    ("watch timeout a fraction", {"watch": "true", "timeoutSeconds": "1.5"}, "timeoutSeconds"),
+    ("watch timeout negative", {"watch": "true", "timeoutSeconds": "-1"}, "timeoutSeconds"),
+    ("limit with underscores", {"limit": "1_0"}, "limit"),
+    ("limit with blanks", {"limit": " 5"}, "limit"),
+    ("limit beyond int64", {"limit": "9223372036854775808"}, "limit"),
+    ("resourceVersion with underscores", {"resourceVersion": "1_0"}, "resourceVersion"),
+]
+
+
+@pytest.mark.parametrize("query,field", [c[1:] for c in BAD_INTEGER_PARAMS],
+                         ids=[c[0] for c in BAD_INTEGER_PARAMS])
+def test_bad_integer_query_parameters_are_400(http: Http, query: dict[str, str],
+                                              field: str) -> None:
+    reply = http.request("GET", vm_path(), **query)
+    assert reply.status == 400, reply.raw
+    assert reply.body["reason"] == "BadRequest"
+    assert [c["field"] for c in reply.body["details"]["causes"]] == [field]
+
+
+# ---- unknown metadata fields: unknown like any other -----------------------------------------
+
+@pytest.mark.parametrize("name", ["foo", "clusterName"])
+def test_unknown_metadata_fields_are_rejected_or_pruned(http: Http, name: str) -> None:
+    body = disk(f"meta-{name.lower()}")
+    body["metadata"][name] = "x"
+    strict = http.request("POST", disk_path(), body, fieldValidation="Strict")
+    assert strict.status == 400, strict.raw
+    assert strict.body["reason"] == "BadRequest"
+    assert f'unknown field "metadata.{name}"' in strict.body["message"]
+    assert [c["field"] for c in strict.body["details"]["causes"]] == [f"metadata.{name}"]
+    for mode, warned in (("Warn", True), ("Ignore", False)):
+        body["metadata"]["name"] = f"meta-{name.lower()}-{mode.lower()}"
+        reply = http.request("POST", disk_path(), body, fieldValidation=mode)
+        assert reply.status == 201, reply.raw
+        assert (f"metadata.{name}" in reply.headers.get("warning", "")) is warned
+        stored = http.request("GET", disk_path(name=body["metadata"]["name"])).body
+        assert name not in reply.body["metadata"] and name not in stored["metadata"]
+    patch = http.request("PATCH", disk_path(name=f"meta-{name.lower()}-warn"),
+                         {"metadata": {name: "y"}}, content_type="application/merge-patch+json",
+                         fieldValidation="Strict")
+    assert patch.status == 400 and patch.body["details"]["causes"][0]["field"] == f"metadata.{name}"
+
+
+def test_known_metadata_fields_pass_strict_validation(http: Http) -> None:
+    body = disk("")
+    body["metadata"] = {
+        "generateName": "known-", "labels": {"app": "db"}, "annotations": {"note": "x"},
+        "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+                             "uid": "9b3c0e8e-0000-0000-0000-000000000000"}],
+        "deletionGracePeriodSeconds": 30, "creationTimestamp": "2020-01-01T00:00:00Z",
+        "selfLink": "/apis/compute.evroclabs.net/v1alpha1/namespaces/default/disks/x",
+        "managedFields": [{"manager": "me", "operation": "Update", "apiVersion": "v1",
+                           "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}}}]}
+    reply = http.request("POST", disk_path(), body, fieldValidation="Strict")
+    assert reply.status == 201, reply.raw
+    assert reply.body["metadata"]["name"].startswith("known-")
+    assert "warning" not in reply.headers
+
+
+# ---- a resourceVersion from the future: one 504, with the cause client-go looks for ------
+
+@pytest.mark.parametrize("query", [
+    {"resourceVersion": "999999999"},
+    {"resourceVersion": "999999999", "resourceVersionMatch": "Exact"},
+    {"resourceVersion": "999999999", "watch": "true"},
+], ids=["list", "list exact", "watch"])
+def test_too_large_resource_version_is_504(http: Http, query: dict[str, str]) -> None:
+    reply = http.request("GET", vm_path(), **query)
+    assert reply.status == 504, reply.raw
+    status = reply.body
+    assert status["reason"] == "Timeout"
+    assert status["message"].startswith("Too large resource version: 999999999, current: ")
+    assert status["details"]["causes"] == [{"type": "ResourceVersionTooLarge",
+                                            "message": "Too large resource version"}]
+    assert status["details"]["retryAfterSeconds"] == 1
+    assert reply.headers["retry-after"] == "1"

@@ -61,7 +61,10 @@ def admit(kind: Kind, obj: dict[str, Any], old: dict[str, Any] | None, *, mode: 
     field_errors: list[FieldError] = []
     unknown: list[str] = []
     kind.validator(obj, "", field_errors, unknown)
-    unknown = [u for u in unknown if not u.startswith("metadata.")]
+    # Unknown metadata fields are unknown like any other: rejected under Strict, pruned
+    # otherwise, never stored. selfLink is known (old clients send it) but never stored,
+    # as in Kubernetes since 1.20.
+    obj["metadata"].pop("selfLink", None)
     warnings: list[str] = []
     if unknown:
         if mode == "Strict":
@@ -73,8 +76,11 @@ def admit(kind: Kind, obj: dict[str, Any], old: dict[str, Any] | None, *, mode: 
         if mode == "Warn":
             warnings = [f'unknown field "{u}"' for u in unknown]
         obj = prune(obj, kind.schema)
-    field_errors += validate_metadata(obj["metadata"], namespaced=kind.namespaced,
-                                      namespace_kind=kind.plural == "namespaces")
+    # The schema already reported metadata parts of the wrong type: one error per field.
+    reported = {e.field for e in field_errors}
+    field_errors += [e for e in validate_metadata(obj["metadata"], namespaced=kind.namespaced,
+                                                  namespace_kind=kind.plural == "namespaces")
+                     if e.field not in reported]
     if not field_errors:
         field_errors += kind.semantic_check(obj, old)
     if field_errors:

@@ -116,3 +116,11 @@ def forbidden(message: str, *, kind: Kind | None = None, name: str = "") -> ApiE
 
 def unavailable(message: str) -> ApiError:
     return ApiError(503, "ServiceUnavailable", message, retry_after=1)
+
+
+def too_large_resource_version(requested: int, current: int) -> ApiError:
+    """A resourceVersion newer than the store's: 504, with the cause client-go looks for
+    (`IsTooLargeResourceVersion`), so reflectors fall back to a fresh list."""
+    return ApiError(504, "Timeout", f"Too large resource version: {requested}, current: {current}",
+                    causes=[{"type": "ResourceVersionTooLarge",
+                             "message": "Too large resource version"}], retry_after=1)

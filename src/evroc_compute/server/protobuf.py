@@ -66,7 +66,17 @@ def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
 def _str(value: int | bytes) -> str:
     if not isinstance(value, bytes):
         raise ProtobufError("expected a string")
-    return value.decode("utf-8")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as problem:
+        raise ProtobufError(f"a string is not valid UTF-8: {problem}") from None
+
+
+def _int64(value: int | bytes) -> int:
+    """A varint read as protobuf int64 (negative numbers travel as two's complement)."""
+    if not isinstance(value, int):
+        raise ProtobufError("expected an integer")
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def _msg(value: int | bytes) -> bytes:
@@ -75,14 +85,25 @@ def _msg(value: int | bytes) -> bytes:
     return value
 
 
+# metav1.Time covers years 0001 to 9999, as RFC 3339 does.
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MIN_SECONDS = int((datetime.datetime(1, 1, 1, tzinfo=datetime.UTC) - _EPOCH).total_seconds())
+_MAX_SECONDS = int((datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
+                    - _EPOCH).total_seconds())
+
+
 def _time(data: bytes) -> str:
     seconds = 0
     for number, value in _fields(data):
-        if number == 1 and isinstance(value, int):
-            seconds = value
+        if number == 1:
+            seconds = _int64(value)
     if not seconds:
         return ""
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        raise ProtobufError(f"timestamp out of range: {seconds} seconds since 1970 is not "
+                            "within the years 0001 to 9999")
+    stamp = _EPOCH + datetime.timedelta(seconds=seconds)
+    return f"{stamp.year:04d}-{stamp:%m-%dT%H:%M:%SZ}"
 
 
 def _map_entry(data: bytes) -> tuple[str, str]:
@@ -116,14 +137,14 @@ def _object_meta(data: bytes) -> dict[str, Any]:
             text = _str(value)
             if text:
                 meta[strings[number]] = text
-        elif number == 7 and isinstance(value, int) and value:
-            meta["generation"] = value
+        elif number == 7 and _int64(value):
+            meta["generation"] = _int64(value)
         elif number in (8, 9):
             stamp = _time(_msg(value))
             if stamp:
                 meta["creationTimestamp" if number == 8 else "deletionTimestamp"] = stamp
-        elif number == 10 and isinstance(value, int):
-            meta["deletionGracePeriodSeconds"] = value
+        elif number == 10:
+            meta["deletionGracePeriodSeconds"] = _int64(value)
         elif number in (11, 12):
             key, val = _map_entry(_msg(value))
             meta.setdefault("labels" if number == 11 else "annotations", {})[key] = val
@@ -157,7 +178,19 @@ DECODERS: dict[tuple[str, str], Callable[[bytes], dict[str, Any]]] = {
 
 
 def decode(body: bytes) -> dict[str, Any]:
-    """A protobuf-encoded object as the dict its JSON form would decode to."""
+    """A protobuf-encoded object as the dict its JSON form would decode to.
+
+    Every failure to decode is a ProtobufError (UnsupportedKind for a kind not handled).
+    """
+    try:
+        return _decode(body)
+    except ProtobufError:
+        raise
+    except (ValueError, OverflowError, OSError, RecursionError) as problem:
+        raise ProtobufError(str(problem) or type(problem).__name__) from None
+
+
+def _decode(body: bytes) -> dict[str, Any]:
     if not body.startswith(MAGIC):
         raise ProtobufError("the body does not start with the Kubernetes protobuf prefix k8s\\0")
     api_version = kind = ""

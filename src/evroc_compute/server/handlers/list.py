@@ -8,17 +8,19 @@ one list reads the same revision (410 once that revision is compacted).
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from evroc_compute.server import errors, tables
-from evroc_compute.server.handlers.common import Context, Target, ensure_namespace
+from evroc_compute.server.handlers.common import Context, Target, ensure_namespace, list_body
 from evroc_compute.server.http import Request, Response
 from evroc_compute.server.selectors import SelectorError, parse_field_selector, parse_label_selector
 from evroc_compute.store.base import Compacted, Entry, FutureRevision
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 FIELDS = frozenset({"metadata.name", "metadata.namespace"})
 Filter = Callable[[Entry], bool]
 
@@ -39,16 +41,25 @@ def parse_filter(req: Request) -> tuple[Filter | None, str | None]:
     return keep, fields.exact("metadata.name")
 
 
-def _int_param(req: Request, name: str) -> int:
+_INT64_MAX = 2**63 - 1
+
+
+def int_param(req: Request, name: str) -> int:
+    """A non-negative int64 query parameter (0 when absent), or a 400 naming it.
+
+    Only an optional sign and ASCII digits, as Go's strconv.ParseInt reads them (Python's
+    int() would also take "1_000" or " 5 ").
+    """
     raw = req.query.get(name, "")
     if not raw:
         return 0
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.bad_request(f'{name} must be an integer, not "{raw}"', field=name) from None
+    if not _INTEGER.fullmatch(raw):
+        raise errors.bad_request(f'{name} must be an integer, not "{raw}"', field=name)
+    value = int(raw)
     if value < 0:
         raise errors.bad_request(f"{name} must not be negative", field=name)
+    if value > _INT64_MAX:
+        raise errors.bad_request(f"{name} must be at most {_INT64_MAX}", field=name)
     return value
 
 
@@ -69,11 +80,10 @@ def parse_resource_version(req: Request) -> int | None:
     raw = req.query.get("resourceVersion")
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
+    if not _INTEGER.fullmatch(raw):
         raise errors.bad_request(f'resourceVersion must be an integer string, not "{raw}"',
-                                 field="resourceVersion") from None
+                                 field="resourceVersion")
+    value = int(raw)
     if value < 0:
         raise errors.bad_request("resourceVersion must not be negative", field="resourceVersion")
     return value
@@ -82,7 +92,7 @@ def parse_resource_version(req: Request) -> int | None:
 async def select(ctx: Context, target: Target, req: Request) -> tuple[list[Entry], int, str]:
     """The entries a list request asks for, the revision read at, and the continue token."""
     keep, exact_name = parse_filter(req)
-    limit = _int_param(req, "limit")
+    limit = int_param(req, "limit")
     token = req.query.get("continue", "")
     requested = parse_resource_version(req)
     start_after, revision = "", 0
@@ -96,8 +106,7 @@ async def select(ctx: Context, target: Target, req: Request) -> tuple[list[Entry
         if match == "Exact" or (limit and match != "NotOlderThan"):
             revision = requested
         elif requested > ctx.store.revision:
-            raise errors.ApiError(504, "Timeout", f"Too large resource version: {requested}, "
-                                  f"current: {ctx.store.revision}", retry_after=1)
+            raise errors.too_large_resource_version(requested, ctx.store.revision)
     prefix = target.kind.key_prefix(target.namespace)
     if exact_name and target.namespace is not None and not token and not revision:
         entry = ctx.store.get(target.kind.key(target.namespace, exact_name))
@@ -112,8 +121,7 @@ async def select(ctx: Context, target: Target, req: Request) -> tuple[list[Entry
                                  "continue parameter.") from None
         raise errors.gone_too_old(revision) from None
     except FutureRevision as problem:
-        raise errors.ApiError(504, "Timeout", f"Too large resource version: {problem.requested}, "
-                              f"current: {problem.current}", retry_after=1) from None
+        raise errors.too_large_resource_version(problem.requested, problem.current) from None
 
 
 async def _page(ctx: Context, prefix: str, revision: int, start_after: str, limit: int,
@@ -147,7 +155,4 @@ async def list_objects(ctx: Context, req: Request, target: Target) -> Response:
     meta: dict[str, Any] = {"resourceVersion": str(revision)}
     if token:
         meta["continue"] = token
-    head = orjson.dumps({"apiVersion": target.kind.api_version, "kind": f"{target.kind.kind}List",
-                         "metadata": meta})
-    body = b"".join((head[:-1], b',"items":[', b",".join(e.raw for e in entries), b"]}"))
-    return Response(200, body)
+    return Response(200, list_body(target.kind, meta, [e.raw for e in entries]))

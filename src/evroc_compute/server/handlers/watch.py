@@ -17,7 +17,12 @@ import orjson
 
 from evroc_compute.server import errors, tables
 from evroc_compute.server.handlers.common import Context, Target, ensure_namespace
-from evroc_compute.server.handlers.list import Filter, parse_filter, parse_resource_version
+from evroc_compute.server.handlers.list import (
+    Filter,
+    int_param,
+    parse_filter,
+    parse_resource_version,
+)
 from evroc_compute.server.http import Request, StreamingResponse
 from evroc_compute.store.base import Compacted, Entry, Event, FutureRevision, Watch
 
@@ -35,7 +40,8 @@ def _error_line(error: errors.ApiError) -> bytes:
 async def watch(ctx: Context, req: Request, target: Target) -> StreamingResponse:
     ensure_namespace(ctx, target, creating=False)
     keep, _ = parse_filter(req)
-    timeout = float(req.query.get("timeoutSeconds") or DEFAULT_TIMEOUT)
+    # As in kube-apiserver, 0 (or absent) means the server's default.
+    timeout = float(int_param(req, "timeoutSeconds") or DEFAULT_TIMEOUT)
     bookmarks = req.query.get("allowWatchBookmarks", "").lower() in ("true", "1")
     initial_events = req.query.get("sendInitialEvents", "").lower() in ("true", "1")
     requested = parse_resource_version(req)
@@ -54,8 +60,7 @@ async def watch(ctx: Context, req: Request, target: Target) -> StreamingResponse
     except Compacted:
         return StreamingResponse(_single(_error_line(errors.gone_too_old(after))))
     except FutureRevision as problem:
-        raise errors.ApiError(504, "Timeout", f"Too large resource version: {problem.requested}, "
-                              f"current: {problem.current}", retry_after=1) from None
+        raise errors.too_large_resource_version(problem.requested, problem.current) from None
     encoder = _Encoder(target, wanted, req.query.get("includeObject", "Metadata"))
     content_type = b"application/json;as=Table;v=v1;g=meta.k8s.io" if wanted == "Table" \
         else b"application/json"
@@ -120,7 +125,12 @@ async def _lines(ctx: Context, stream: Watch, synthetic: list[Entry], keep: Filt
                 yield encoder.event("ADDED", entry)
         if initial_revision:
             yield encoder.bookmark(initial_revision, initial_end=True)
-        for event in await stream.replay():
+        try:
+            replayed = await stream.replay()
+        except Compacted as gone:  # compaction overtook us between subscribing and replaying
+            yield _error_line(errors.gone_too_old(gone.requested))
+            return
+        for event in replayed:
             shown = _transition(event, keep)
             if shown is not None:
                 yield encoder.event(shown, event.entry)
@@ -143,7 +153,10 @@ async def _lines(ctx: Context, stream: Watch, synthetic: list[Entry], keep: Filt
                 pending = asyncio.ensure_future(stream.next())
             done, _ = await asyncio.wait([pending], timeout=wait)
             if not done:  # the pending read stays: nothing is lost to the timeout
-                if bookmarks and time.monotonic() < deadline:
+                # A bookmark promises every event up to its revision was sent: only when no
+                # event is queued here or already picked up by the pending read.
+                if bookmarks and time.monotonic() < deadline and not pending.done() \
+                        and stream.idle():
                     yield encoder.bookmark(ctx.store.revision)
                 continue
             live, pending = pending.result(), None
