@@ -134,9 +134,3 @@ class Registry:
 
     def in_group_version(self, group: str, version: str) -> list[Kind]:
         return [k for k in self.kinds if k.group == group and k.version == version]
-
-
-def default_registry() -> Registry:
-    from evroc_compute.api import catalog, compute, core, networking
-
-    return Registry([*core.KINDS, *compute.KINDS, *catalog.KINDS, *networking.KINDS])

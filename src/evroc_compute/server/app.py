@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 
 from evroc_compute import __version__
-from evroc_compute.api.kinds import Registry, default_registry
+from evroc_compute.api.kinds import Registry
+from evroc_compute.api.registry import default_registry
 from evroc_compute.server import errors, namespaces
 from evroc_compute.server.discovery import Discovery
 from evroc_compute.server.handlers.common import Context, Target, ensure_namespace

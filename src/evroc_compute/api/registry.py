@@ -1,0 +1,10 @@
+"""The kinds this server serves: every group's kinds in one Registry."""
+
+from __future__ import annotations
+
+from evroc_compute.api import catalog, compute, core, networking
+from evroc_compute.api.kinds import Registry
+
+
+def default_registry() -> Registry:
+    return Registry([*core.KINDS, *compute.KINDS, *catalog.KINDS, *networking.KINDS])
