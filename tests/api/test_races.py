@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,95 @@ async def test_bookmarks_never_run_ahead_of_undelivered_events(tmp_path: Path) -
             assert version > claimed, f"{event['type']} at {version} after {claimed} was claimed"
         claimed = max(claimed, version)
     assert events == 600 and bookmarks > 0
+
+
+async def test_a_selective_watch_on_a_busy_collection_still_gets_bookmarks(
+        tmp_path: Path) -> None:
+    """Events a selector filters out still advance the watch: bookmarks keep flowing, so a
+    client can resume after compaction without a full relist."""
+    app = App(tmp_path, compact_interval=3600, bookmark_interval=0.1)
+    await app.start()
+    await call(app, "POST", DISKS, disk("busy"))
+    assert app.ctx is not None
+    start = app.ctx.store.revision
+    lines: list[bytes] = []
+    started = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal started
+        if not started:
+            started = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            lines.extend(line for line in message["body"].split(b"\n") if line)
+
+    scope = {"type": "http", "method": "GET", "path": DISKS, "headers": [],
+             "query_string": f"watch=true&allowWatchBookmarks=true&timeoutSeconds=2"
+                             f"&labelSelector=app%3Dx&resourceVersion={start}".encode()}
+    watching = asyncio.create_task(app(scope, receive, send))
+    for i in range(80):
+        await call(app, "PATCH", f"{DISKS}/busy", {"metadata": {"labels": {"n": str(i)}}}, MERGE)
+        await asyncio.sleep(0.02)
+    await watching
+    await app.stop()
+    marks = [int(json.loads(line)["object"]["metadata"]["resourceVersion"]) for line in lines
+             if json.loads(line)["type"] == "BOOKMARK"]
+    assert len(marks) >= 5 and marks[-1] > start + 40, marks
+
+
+def slow_commits(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    commit = SQLiteLog.append
+
+    def slow(self: SQLiteLog, rows: Any) -> None:
+        time.sleep(seconds)
+        commit(self, rows)
+
+    monkeypatch.setattr(SQLiteLog, "append", slow)
+
+
+async def test_a_create_racing_the_terminating_update_is_deleted_with_its_namespace(
+        app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert app.ctx is not None
+    store: Any = app.ctx.store
+    await call(app, "POST", NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
+                                         "metadata": {"name": "q"}})
+    q_disks = "/apis/compute.evroclabs.net/v1alpha1/namespaces/q/disks"
+    assert (await call(app, "POST", q_disks, disk("a1")))[0] == 201
+    slow_commits(monkeypatch, 0.05)
+    deleting = asyncio.create_task(call(app, "DELETE", f"{NAMESPACES}/q"))
+    while not store._committing:  # the Terminating update is being committed now
+        await asyncio.sleep(0)
+    await call(app, "POST", q_disks, disk("a2"))
+    await deleting
+    for _ in range(50):
+        if (await call(app, "GET", f"{NAMESPACES}/q"))[0] == 404:
+            break
+        await asyncio.sleep(0.1)
+    assert (await call(app, "GET", f"{NAMESPACES}/q"))[0] == 404
+    listed = (await call(app, "GET", "/apis/compute.evroclabs.net/v1alpha1/disks"))[1]
+    assert [i["metadata"]["name"] for i in listed["items"]
+            if i["metadata"]["namespace"] == "q"] == []
+
+
+async def test_delete_collection_deletes_objects_patched_meanwhile(
+        app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(20):
+        await call(app, "POST", DISKS, disk(f"d{i}"))
+    slow_commits(monkeypatch, 0.005)
+
+    async def patcher() -> None:
+        for round_ in range(3):
+            for i in range(20):
+                await call(app, "PATCH", f"{DISKS}/d{i}",
+                           {"metadata": {"labels": {"r": str(round_)}}}, MERGE)
+
+    patching = asyncio.create_task(patcher())
+    await asyncio.sleep(0.02)
+    status, _ = await call(app, "DELETE", DISKS)
+    await patching
+    assert status == 200
+    assert (await call(app, "GET", DISKS))[1]["items"] == []

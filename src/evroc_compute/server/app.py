@@ -186,7 +186,7 @@ class App:
         if parts[1:] == ["v3"]:
             return Response(200, self.openapi.index)
         document = self.openapi.documents.get("/".join(parts[2:])) if len(parts) > 2 else None
-        if parts[1] != "v3" or document is None:
+        if len(parts) < 2 or parts[1] != "v3" or document is None:
             raise errors.ApiError(404, "NotFound", f"the OpenAPI document /{'/'.join(parts)} does "
                                   "not exist; this server serves OpenAPI v3 at /openapi/v3")
         return Response(200, document, headers=[

@@ -124,6 +124,9 @@ class StreamingResponse:
             async for line in self.lines:
                 await send({"type": "http.response.body", "body": line, "more_body": True})
         finally:
+            aclose = getattr(self.lines, "aclose", None)
+            if aclose is not None:  # release the watch now, not when the GC finds it
+                await aclose()
             await send({"type": "http.response.body", "body": b""})
 
 

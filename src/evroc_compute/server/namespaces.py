@@ -104,12 +104,15 @@ async def _terminate(ctx: Context, name: str) -> None:
     key = NAMESPACE_KEY_PREFIX + name
     while True:
         try:
+            # Creates admitted before the namespace turned Terminating may still be
+            # committing: one in flight when this pass began may have landed after the
+            # pass listed its kind, so only a pass that began and ended with none counts.
+            busy = ctx.creating.get(name)
             remaining = await _delete_contents(ctx, name)
             ns = ctx.store.get(key)
             if ns is None:
                 return
-            # Creates admitted before the namespace turned Terminating may still be committing.
-            if not remaining and not ctx.creating.get(name):
+            if not remaining and not busy and not ctx.creating.get(name):
                 await ctx.store.delete(key, ns.revision)
                 return
             message = (f"waiting for {len(remaining)} object(s) with finalizers to be deleted: "

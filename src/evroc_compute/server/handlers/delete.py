@@ -58,23 +58,27 @@ def check_preconditions(target: Target, entry: Entry, options: dict[str, Any]) -
                               f"{meta.get('resourceVersion')}")
 
 
-async def delete(ctx: Context, req: Request, target: Target) -> Response:
-    options = delete_options(req)
+async def delete_latest(ctx: Context, target: Target, options: dict[str, Any]) -> tuple[int, bytes]:
+    """Delete what is stored now: re-read and retry when a write lands in between, unless
+    the client's preconditions pinned a version. Returns (status code, body)."""
     for attempt in range(RETRIES):
         entry = current(ctx, target)
         check_preconditions(target, entry, options)
         try:
             if target.kind.plural == "namespaces":
-                return await namespaces.delete(ctx, target, entry, options["dryRun"])
-            code, body = await remove(ctx, target, entry, options["dryRun"])
-            return object_response(body, code)
+                response = await namespaces.delete(ctx, target, entry, options["dryRun"])
+                return response.status, response.body
+            return await remove(ctx, target, entry, options["dryRun"])
         except errors.ApiError as problem:
-            # Without preconditions a delete is unconditional: a write that landed between
-            # our read and our delete is no reason to refuse it.
             if problem.reason != "Conflict" or options.get("preconditions") or \
                     attempt == RETRIES - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+async def delete(ctx: Context, req: Request, target: Target) -> Response:
+    code, body = await delete_latest(ctx, target, delete_options(req))
+    return object_response(body, code)
 
 
 async def delete_collection(ctx: Context, req: Request, target: Target) -> Response:
@@ -87,9 +91,9 @@ async def delete_collection(ctx: Context, req: Request, target: Target) -> Respo
         item = Target(target.kind, entry.obj["metadata"].get("namespace"),
                       entry.obj["metadata"]["name"])
         try:
-            deleted.append((await remove(ctx, item, entry, options["dryRun"]))[1])
+            deleted.append((await delete_latest(ctx, item, options))[1])
         except errors.ApiError as problem:
-            if problem.code not in (404, 409):  # gone or changed meanwhile: skip it
+            if problem.code != 404:  # already gone: nothing to report
                 raise
     return Response(200, list_body(target.kind, {"resourceVersion": str(ctx.store.revision)},
                                    deleted))

@@ -116,9 +116,27 @@ def _transition(event: Event, keep: Filter | None) -> str | None:
 async def _lines(ctx: Context, stream: Watch, synthetic: list[Entry], keep: Filter | None,
                  encoder: _Encoder, timeout: float, bookmarks: bool,
                  initial_revision: int) -> AsyncIterator[bytes]:
-    """initial_revision: with sendInitialEvents, the snapshot's revision (else 0)."""
+    """initial_revision: with sendInitialEvents, the snapshot's revision (else 0).
+
+    Bookmarks, when allowed, go out every bookmark interval: at the revision of the last
+    event taken off the stream (sent or filtered out, so a selective watch on a busy
+    collection still advances), or at the store's revision when nothing is pending here.
+    """
     deadline = time.monotonic() + timeout
     pending: asyncio.Future[Event | None] | None = None
+    processed = 0  # revision of the last event taken off the stream
+    bookmarked_at = time.monotonic()
+
+    def shown_lines(events: list[Event]) -> list[bytes]:
+        nonlocal processed
+        lines = []
+        for event in events:
+            processed = event.entry.revision
+            shown = _transition(event, keep)
+            if shown is not None:
+                lines.append(encoder.event(shown, event.entry))
+        return lines
+
     try:
         for entry in synthetic:
             if keep is None or keep(entry):
@@ -130,18 +148,19 @@ async def _lines(ctx: Context, stream: Watch, synthetic: list[Entry], keep: Filt
         except Compacted as gone:  # compaction overtook us between subscribing and replaying
             yield _error_line(errors.gone_too_old(gone.requested))
             return
-        for event in replayed:
-            shown = _transition(event, keep)
-            if shown is not None:
-                yield encoder.event(shown, event.entry)
+        for line in shown_lines(replayed):
+            yield line
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 return
+            if bookmarks and processed and now - bookmarked_at >= ctx.bookmark_interval:
+                yield encoder.bookmark(processed)
+                bookmarked_at = now
             if pending is None:  # a busy stream: everything queued goes out in one write
                 ready, closed = stream.drain()
-                chunk = [encoder.event(shown, e.entry) for e in ready
-                         if (shown := _transition(e, keep)) is not None]
+                chunk = shown_lines(ready)
                 if chunk:
                     yield b"".join(chunk)
                 if closed:
@@ -153,18 +172,18 @@ async def _lines(ctx: Context, stream: Watch, synthetic: list[Entry], keep: Filt
                 pending = asyncio.ensure_future(stream.next())
             done, _ = await asyncio.wait([pending], timeout=wait)
             if not done:  # the pending read stays: nothing is lost to the timeout
-                # A bookmark promises every event up to its revision was sent: only when no
-                # event is queued here or already picked up by the pending read.
+                # A bookmark at the store's revision promises every event up to it was
+                # sent: only when nothing is queued here or picked up by the pending read.
                 if bookmarks and time.monotonic() < deadline and not pending.done() \
                         and stream.idle():
                     yield encoder.bookmark(ctx.store.revision)
+                    bookmarked_at = time.monotonic()
                 continue
             live, pending = pending.result(), None
             if live is None:
                 return
-            shown = _transition(live, keep)
-            if shown is not None:
-                yield encoder.event(shown, live.entry)
+            for line in shown_lines([live]):
+                yield line
     finally:
         if pending is not None:
             pending.cancel()
