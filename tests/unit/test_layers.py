@@ -14,6 +14,7 @@ ALLOWED = {
     "api": set(),
     "store": set(),
     "server": {"api", "store"},
+    "controllers": {"api"},  # and, when it exists, the API client; never the server or store
 }
 
 
