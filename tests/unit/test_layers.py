@@ -14,7 +14,8 @@ ALLOWED = {
     "api": set(),
     "store": set(),
     "server": {"api", "store"},
-    "controllers": {"api"},  # and, when it exists, the API client; never the server or store
+    "client": {"api", "server"},  # the in-process client is the one door into the server
+    "controllers": {"api", "client"},  # never the server or the store
 }
 
 

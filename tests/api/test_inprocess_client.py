@@ -1,0 +1,97 @@
+"""The in-process client gets exactly what an HTTP client gets: admission, CAS, watch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evroc_compute.api.compute import DISK, VIRTUAL_MACHINE
+from evroc_compute.api.core import NAMESPACE
+from evroc_compute.client.base import ClientError, WatchEvent
+from evroc_compute.client.inprocess import InProcessClient
+from evroc_compute.server.app import App
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[InProcessClient]:
+    app = App(tmp_path, compact_interval=3600, bookmark_interval=0.05)
+    await app.start()
+    yield InProcessClient(app, "test-controller")
+    await app.stop()
+
+
+def vm(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "compute.evroclabs.net/v1alpha1", "kind": "VirtualMachine",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"vmVirtualResourcesRef": {"vmVirtualResourcesRefName": "a1a.s"},
+                     "diskRefs": [{"name": f"{name}-boot", "bootFrom": True}], **spec}}
+
+
+async def test_crud_goes_through_admission_and_records_the_field_manager(
+        client: InProcessClient) -> None:
+    created = await client.create(VIRTUAL_MACHINE, vm("a"))
+    assert created["spec"]["running"] is True  # defaulted by admission
+    assert created["metadata"]["managedFields"][0]["manager"] == "test-controller"
+    fetched = await client.get(VIRTUAL_MACHINE, "default", "a")
+    assert fetched["metadata"]["uid"] == created["metadata"]["uid"]
+    patched = await client.patch(VIRTUAL_MACHINE, "default", "a", {"spec": {"running": False}})
+    assert patched["metadata"]["generation"] == 2
+    items, version = await client.list(VIRTUAL_MACHINE, "default")
+    assert [i["metadata"]["name"] for i in items] == ["a"] and int(version) > 0
+    await client.delete(VIRTUAL_MACHINE, "default", "a")
+    with pytest.raises(ClientError) as missing:
+        await client.get(VIRTUAL_MACHINE, "default", "a")
+    assert missing.value.not_found and missing.value.reason == "NotFound"
+
+
+async def test_invalid_objects_and_stale_updates_are_refused_as_for_http(
+        client: InProcessClient) -> None:
+    with pytest.raises(ClientError) as invalid:
+        await client.create(VIRTUAL_MACHINE, vm("b", running="yes"))
+    assert invalid.value.code == 422
+    assert invalid.value.status["details"]["causes"][0]["field"] == "spec.running"
+    created = await client.create(VIRTUAL_MACHINE, vm("c"))
+    await client.patch(VIRTUAL_MACHINE, "default", "c", {"metadata": {"labels": {"x": "y"}}})
+    with pytest.raises(ClientError) as stale:
+        await client.update(VIRTUAL_MACHINE, created)
+    assert stale.value.conflict
+
+
+async def test_status_is_written_through_the_status_subresource(client: InProcessClient) -> None:
+    await client.create(VIRTUAL_MACHINE, vm("d"))
+    written = await client.patch(VIRTUAL_MACHINE, "default", "d",
+                                 {"status": {"virtualMachineStatus": "Running"}},
+                                 subresource="status")
+    assert written["status"]["virtualMachineStatus"] == "Running"
+    assert written["metadata"]["generation"] == 1
+
+
+async def test_watch_delivers_events_and_bookmarks(client: InProcessClient) -> None:
+    _, version = await client.list(DISK, "default")
+    seen: list[WatchEvent] = []
+
+    async def consume() -> None:
+        async for event in client.watch(DISK, "default", resource_version=version,
+                                        timeout_seconds=1):
+            seen.append(event)
+
+    watching = asyncio.create_task(consume())
+    await asyncio.sleep(0.05)
+    await client.create(DISK, {"apiVersion": "compute.evroclabs.net/v1alpha1", "kind": "Disk",
+                               "metadata": {"name": "w", "namespace": "default"},
+                               "spec": {"diskSize": {"amount": 1, "unit": "GB"}}})
+    await client.delete(DISK, "default", "w")
+    await watching
+    kinds = [e.type for e in seen if e.type != "BOOKMARK"]
+    assert kinds == ["ADDED", "DELETED"]
+    assert any(e.type == "BOOKMARK" for e in seen)
+    assert int(seen[-1].resource_version) >= int(version)
+
+
+async def test_cluster_scoped_kinds(client: InProcessClient) -> None:
+    namespaces, _ = await client.list(NAMESPACE)
+    assert "default" in [n["metadata"]["name"] for n in namespaces]
