@@ -16,10 +16,9 @@ from typing import Any
 
 from evroc_compute.api.kinds import Kind
 from evroc_compute.client.base import Client, ClientError
+from evroc_compute.controllers.runtime import Key
 
 log = logging.getLogger(__name__)
-
-Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped kinds
 Handler = Callable[[str, dict[str, Any]], None]
 
 
