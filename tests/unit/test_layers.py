@@ -15,7 +15,8 @@ ALLOWED = {
     "store": set(),
     "server": {"api", "store"},
     "client": {"api", "server"},  # the in-process client is the one door into the server
-    "controllers": {"api", "client"},  # never the server or the store
+    "controllers": {"api", "client", "scheduler"},  # never the server or the store
+    "scheduler": {"api"},
 }
 
 
