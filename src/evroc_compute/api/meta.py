@@ -70,6 +70,10 @@ def dns1123_label_errors(name: str) -> list[str]:
 
 
 def qualified_name_errors(key: str) -> list[str]:
+    if key.count("/") > 1:
+        return ["a qualified name must consist of alphanumeric characters, '-', '_' or '.', and "
+                "must start and end with an alphanumeric character, with an optional DNS "
+                "subdomain prefix and '/' (e.g. 'example.com/MyName')"]
     prefix, _, name = key.rpartition("/")
     problems = []
     if "/" in key and not prefix:

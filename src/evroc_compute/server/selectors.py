@@ -13,10 +13,11 @@ records and matching is a plain loop over them with no re-parsing or allocation.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from evroc_compute.api import meta
 
 __all__ = [
     "FieldRequirement",
@@ -46,23 +47,6 @@ DOES_NOT_EXIST = "!"
 GREATER_THAN = "gt"
 LESS_THAN = "lt"
 
-_NAME_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
-_DNS1123_SUBDOMAIN_RE = re.compile(
-    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-)
-_NAME_MSG = (
-    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with "
-    "an alphanumeric character (e.g. 'MyName', or 'my.name', or '123-abc')"
-)
-_VALUE_MSG = (
-    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' "
-    "or '.', and must start and end with an alphanumeric character "
-    "(e.g. 'MyValue', or 'my_value', or '12345')"
-)
-_SUBDOMAIN_MSG = (
-    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
-    "or '.', and must start and end with an alphanumeric character (e.g. 'example.com')"
-)
 _OPERATORS_MSG = "in, notin, =, ==, !=, gt, lt"
 
 
@@ -118,40 +102,9 @@ class LabelSelector:
         return True
 
 
-def _label_key_errors(key: str) -> list[str]:
-    # Mirrors validation.IsQualifiedName so the messages match kube-apiserver's.
-    parts = key.split("/")
-    if len(parts) > 2:
-        return [
-            (f"a qualified name {_NAME_MSG} with an optional DNS subdomain prefix and '/' "
-            "(e.g. 'example.com/MyName')")
-        ]
-    errors: list[str] = []
-    name = parts[-1]
-    if len(parts) == 2:
-        prefix = parts[0]
-        if not prefix:
-            errors.append("prefix part must be non-empty")
-        elif len(prefix) > 253:
-            errors.append("prefix part must be no more than 253 characters")
-        elif not _DNS1123_SUBDOMAIN_RE.fullmatch(prefix):
-            errors.append(f"prefix part {_SUBDOMAIN_MSG}")
-    if not name:
-        errors.append("name part must be non-empty")
-    elif len(name) > 63:
-        errors.append("name part must be no more than 63 characters")
-    if not _NAME_RE.fullmatch(name):
-        errors.append(f"name part {_NAME_MSG}")
-    return errors
-
-
-def _label_value_errors(value: str) -> list[str]:
-    errors: list[str] = []
-    if len(value) > 63:
-        errors.append("must be no more than 63 characters")
-    if value and not _NAME_RE.fullmatch(value):
-        errors.append(_VALUE_MSG)
-    return errors
+# Label keys and values are validated by the same rules as metadata.labels (api/meta.py).
+_label_key_errors = meta.qualified_name_errors
+_label_value_errors = meta.label_value_errors
 
 
 # Token kinds produced by the lexer; identifiers carry their text, symbols are themselves.
