@@ -54,6 +54,27 @@ async def call(app: App, method: str, path: str, body: Any = None,
     return out["status"], json.loads(out["body"]) if out["body"] else None
 
 
+async def watch_into(app: App, query: str, lines: list[bytes]) -> None:
+    """Watch the default namespace's disks until the server ends the stream."""
+    started = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal started
+        if not started:
+            started = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            lines.extend(line for line in message["body"].split(b"\n") if line)
+
+    scope = {"type": "http", "method": "GET", "path": DISKS, "headers": [],
+             "query_string": f"watch=true&{query}".encode()}
+    await app(scope, receive, send)
+
+
 def disk(name: str, **meta: Any) -> dict[str, Any]:
     return {"apiVersion": "compute.evroclabs.net/v1alpha1", "kind": "Disk",
             "metadata": {"name": name, **meta},
@@ -138,24 +159,8 @@ async def test_bookmarks_never_run_ahead_of_undelivered_events(tmp_path: Path) -
     app = App(tmp_path, compact_interval=3600, bookmark_interval=0.002)
     await app.start()
     lines: list[bytes] = []
-    started = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal started
-        if not started:
-            started = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.sleep(3600)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body" and message.get("body"):
-            lines.extend(line for line in message["body"].split(b"\n") if line)
-
-    scope = {"type": "http", "method": "GET", "path": DISKS, "headers": [],
-             "query_string": b"watch=true&allowWatchBookmarks=true&timeoutSeconds=3"
-                             b"&resourceVersion=1"}
-    watching = asyncio.create_task(app(scope, receive, send))
+    watching = asyncio.create_task(watch_into(
+        app, "allowWatchBookmarks=true&timeoutSeconds=3&resourceVersion=1", lines))
 
     async def writer(k: int) -> None:
         for i in range(150):
@@ -187,24 +192,9 @@ async def test_a_selective_watch_on_a_busy_collection_still_gets_bookmarks(
     assert app.ctx is not None
     start = app.ctx.store.revision
     lines: list[bytes] = []
-    started = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal started
-        if not started:
-            started = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.sleep(3600)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body" and message.get("body"):
-            lines.extend(line for line in message["body"].split(b"\n") if line)
-
-    scope = {"type": "http", "method": "GET", "path": DISKS, "headers": [],
-             "query_string": f"watch=true&allowWatchBookmarks=true&timeoutSeconds=2"
-                             f"&labelSelector=app%3Dx&resourceVersion={start}".encode()}
-    watching = asyncio.create_task(app(scope, receive, send))
+    watching = asyncio.create_task(watch_into(
+        app, f"allowWatchBookmarks=true&timeoutSeconds=2&labelSelector=app%3Dx"
+             f"&resourceVersion={start}", lines))
     for i in range(80):
         await call(app, "PATCH", f"{DISKS}/busy", {"metadata": {"labels": {"n": str(i)}}}, MERGE)
         await asyncio.sleep(0.02)

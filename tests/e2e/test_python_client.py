@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.conftest import Server
 from tests.e2e.test_python_support import (
     API_VERSION,
     DISKS,
@@ -28,8 +27,6 @@ from tests.e2e.test_python_support import (
     create_vm,
     disk_body,
     get_vm,
-    make_clients,
-    new_namespace,
     new_ssh_public_key,
     raw_request,
     stream,
@@ -37,19 +34,6 @@ from tests.e2e.test_python_support import (
     vm_body,
     vms_path,
 )
-
-
-@pytest.fixture(scope="module")
-def k8s(shared_server: Server) -> Iterator[Clients]:
-    clients = make_clients(shared_server)
-    yield clients
-    clients.api_client.close()
-
-
-@pytest.fixture
-def ns(k8s: Clients) -> str:
-    """A fresh namespace on the module's shared server, for one test."""
-    return new_namespace(k8s)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
-from tests.conftest import Server, start_server
+from tests.conftest import start_server
 from tests.e2e.test_python_support import (
     API_VERSION,
     GROUP,
@@ -28,25 +27,10 @@ from tests.e2e.test_python_support import (
     EventReader,
     create_vm,
     make_clients,
-    new_namespace,
     stream,
     summary,
     vms_path,
 )
-
-
-@pytest.fixture(scope="module")
-def k8s(shared_server: Server) -> Iterator[Clients]:
-    clients = make_clients(shared_server)
-    yield clients
-    clients.api_client.close()
-
-
-@pytest.fixture
-def ns(k8s: Clients) -> str:
-    """A fresh namespace on the module's shared server, for one test."""
-    return new_namespace(k8s)
-
 
 # ---- watch ---------------------------------------------------------------------------
 
