@@ -22,7 +22,12 @@ from evroc_compute.api.kinds import Registry
 from evroc_compute.api.registry import default_registry
 from evroc_compute.server import errors, namespaces
 from evroc_compute.server.discovery import Discovery
-from evroc_compute.server.handlers.common import Context, Target, ensure_namespace
+from evroc_compute.server.handlers.common import (
+    Context,
+    Target,
+    ensure_namespace,
+    new_object_metadata,
+)
 from evroc_compute.server.handlers.create import create
 from evroc_compute.server.handlers.delete import delete, delete_collection
 from evroc_compute.server.handlers.get import get
@@ -85,8 +90,6 @@ class App:
 
     async def _seed(self, store: LogStore) -> None:
         """Write the catalog and `default` namespace if absent; admins' edits are kept."""
-        from evroc_compute.server.handlers.common import new_object_metadata
-
         for kind in self.registry.kinds:
             for seed in kind.seed:
                 obj = copy.deepcopy(seed)
@@ -101,7 +104,7 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.ctx:
-            for task in list(self.ctx.caches.get("namespace-tasks", {}).values()):
+            for task in list(self.ctx.namespace_tasks.values()):
                 task.cancel()
             await self.ctx.store.close()
 

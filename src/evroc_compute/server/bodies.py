@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import yaml
 
-from evroc_compute.server import errors
+from evroc_compute.server import errors, protobuf
 
 
 def decode(body: bytes, content_type: str) -> Any:
@@ -42,10 +42,8 @@ def decode(body: bytes, content_type: str) -> Any:
                                      "levels") from None
         _check_json_values(value, len(body))
         return value
-    if content_type == "application/vnd.kubernetes.protobuf":
+    if content_type == protobuf.MEDIA_TYPE:
         # `kubectl create namespace` (a typed client) sends protobuf and never retries as JSON.
-        from evroc_compute.server import protobuf
-
         try:
             return protobuf.decode(body)
         except protobuf.UnsupportedKind as problem:

@@ -61,7 +61,7 @@ async def delete(ctx: Context, target: Target, entry: Entry, dry_run: bool) -> R
 
 
 def start_termination(ctx: Context, name: str) -> None:
-    tasks: dict[str, asyncio.Task[None]] = ctx.caches.setdefault("namespace-tasks", {})
+    tasks = ctx.namespace_tasks
     running = tasks.get(name)
     if running is not None and not running.done():
         return

@@ -8,10 +8,11 @@ short of the store.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import string
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,7 @@ class Context:
     registry: Registry
     store: Store
     bookmark_interval: float = 5.0
-    caches: dict[str, Any] = field(default_factory=dict)
+    namespace_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     creating: dict[str, int] = field(default_factory=dict)  # namespace -> creates in flight
 
 
@@ -63,7 +64,7 @@ def load(entry: Entry) -> dict[str, Any]:
     return result
 
 
-def object_response(raw: bytes, status: int = 200, warnings: list[str] = ()) -> Response:  # type: ignore[assignment]
+def object_response(raw: bytes, status: int = 200, warnings: Sequence[str] = ()) -> Response:
     # RFC 7234 warn-text is a quoted-string: client-go drops a warning whose inner quotes
     # are not escaped, so kubectl would never show `unknown field "spec.foo"`.
     headers = [(b"warning", '299 - "{}"'.format(
@@ -171,6 +172,15 @@ async def store_create(ctx: Context, target: Target, obj: dict[str, Any]) -> Ent
             del creating[namespace]
 
 
+def check_namespace(target: Target, meta: dict[str, Any]) -> None:
+    """A namespace in the body must be the one on the URL (unset means the URL's)."""
+    sent = meta.get("namespace")
+    if target.kind.namespaced and sent and sent != target.namespace:
+        raise errors.bad_request(
+            f"the namespace of the provided object ({sent}) does not match the namespace "
+            f"sent on the request ({target.namespace})", field="metadata.namespace")
+
+
 def check_resource_version(target: Target, obj: dict[str, Any], entry: Entry) -> None:
     wanted = (obj.get("metadata") or {}).get("resourceVersion")
     if wanted and wanted != str(entry.revision):
@@ -276,7 +286,7 @@ def _check_managed_fields(target: Target, entries: list[Any]) -> None:
 
 
 async def finalize(ctx: Context, target: Target, entry: Entry, last: dict[str, Any],
-                   warnings: list[str] = ()) -> Response:  # type: ignore[assignment]
+                   warnings: Sequence[str] = ()) -> Response:
     """The last finalizer is gone: store the final state, then remove the object."""
     with store_errors(target):
         await ctx.store.update(target.key, last, entry.revision)

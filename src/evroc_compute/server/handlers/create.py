@@ -9,6 +9,7 @@ from evroc_compute.server import admission, errors, managedfields
 from evroc_compute.server.handlers.common import (
     Context,
     Target,
+    check_namespace,
     ensure_namespace,
     field_manager,
     generated_name,
@@ -26,12 +27,7 @@ async def create(ctx: Context, req: Request, target: Target) -> Response:
     manager = field_manager(req)
     obj = admission.check_identity(target.kind, req.decode_body())
     meta = obj["metadata"]
-    if target.kind.namespaced:
-        sent = meta.get("namespace")
-        if sent and sent != target.namespace:
-            raise errors.bad_request(
-                f"the namespace of the provided object ({sent}) does not match the namespace "
-                f"sent on the request ({target.namespace})", field="metadata.namespace")
+    check_namespace(target, meta)
     if not meta.get("name") and isinstance(meta.get("generateName"), str):
         meta["name"] = generated_name(meta["generateName"])
     name = meta.get("name") if isinstance(meta.get("name"), str) else ""

@@ -7,6 +7,7 @@ from evroc_compute.server import admission, errors
 from evroc_compute.server.handlers.common import (
     Context,
     Target,
+    check_namespace,
     check_resource_version,
     current,
     field_manager,
@@ -22,10 +23,7 @@ async def update(ctx: Context, req: Request, target: Target) -> Response:
     if meta.get("name") and meta["name"] != target.name:
         raise errors.bad_request(f'the name of the object ({meta["name"]}) does not match the '
                                  f"name on the URL ({target.name})", field="metadata.name")
-    if target.kind.namespaced and meta.get("namespace") not in (None, target.namespace):
-        raise errors.bad_request(
-            f"the namespace of the provided object ({meta['namespace']}) does not match the "
-            f"namespace sent on the request ({target.namespace})", field="metadata.namespace")
+    check_namespace(target, meta)
     entry = current(ctx, target)
     if not meta.get("resourceVersion"):
         raise errors.invalid(target.kind, target.name, [FieldError(
