@@ -46,8 +46,12 @@ class Server:
                 self.kill()
 
 
-def start_server(data_dir: Path, *extra: str, port: int | None = None) -> Server:
+def start_server(data_dir: Path, *extra: str, port: int | None = None,
+                 controllers: bool = False) -> Server:
+    """The server in its own process; without `controllers`, API only (tests write status)."""
     port = port or free_port()
+    if not controllers and "--fleet" not in extra:
+        extra = (*extra, "--no-controllers")
     log_path = data_dir.parent / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(

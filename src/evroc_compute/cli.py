@@ -28,10 +28,15 @@ def kubeconfig(server: str, cluster: str = "") -> str:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from evroc_compute.server.app import App
+    from evroc_compute.cloud import Cloud
+    from evroc_compute.hosts.fleet import FleetError, default_fleet, load_fleet
 
-    app = App(Path(args.data_dir), compact_interval=args.compact_interval,
-              compact_keep=args.compact_keep)
+    try:
+        fleet = load_fleet(Path(args.fleet)) if args.fleet else default_fleet()
+    except FleetError as problem:
+        sys.exit(f"evroc-compute: {problem}")
+    app = Cloud(Path(args.data_dir), fleet=fleet, controllers=not args.no_controllers,
+                compact_interval=args.compact_interval, compact_keep=args.compact_keep)
     print(f"evroc-compute serving on http://{args.host}:{args.port} "
           f"(data in {Path(args.data_dir).resolve()})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
@@ -54,6 +59,11 @@ def main(argv: list[str] | None = None) -> None:
                      help="seconds between store compactions")
     run.add_argument("--compact-keep", type=int, default=1000,
                      help="revisions of history kept by compaction")
+    run.add_argument("--fleet", default="",
+                     help="a YAML fleet file (hosts, timing, faults' back-off); default: the "
+                          "built-in simulated fleet of three zones with realistic timing")
+    run.add_argument("--no-controllers", action="store_true",
+                     help="serve the API only: no controllers, scheduler or hosts")
     run.add_argument("--log-level", default="warning")
     run.add_argument("--access-log", action="store_true")
     config = commands.add_parser("kubeconfig", help="print a kubeconfig for the local server")

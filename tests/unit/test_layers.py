@@ -17,6 +17,7 @@ ALLOWED = {
     "client": {"api", "server"},  # the in-process client is the one door into the server
     "controllers": {"api", "client", "scheduler"},  # never the server or the store
     "scheduler": {"api"},
+    "hosts": {"api", "client", "controllers"},  # agents and drivers, below the cloud wiring
 }
 
 

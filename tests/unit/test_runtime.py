@@ -152,7 +152,7 @@ async def test_a_key_added_twice_before_processing_is_reconciled_once(
         await until(lambda: len(script.calls) == len(reconciled))
         await settle()
     assert script.keys() == reconciled
-    assert controller.metrics == {"reconciled": len(reconciled), "requeued": 0, "errors": 0, "terminal": 0}
+    assert controller.metrics == {"reconciled": len(reconciled), "requeued": 0, "errors": 0, "terminal": 0, "conflicts": 0}
 
 
 async def test_a_key_added_during_reconcile_is_reconciled_again_after(clock: FakeClock) -> None:
@@ -305,7 +305,7 @@ async def test_a_crash_in_one_key_is_caught_logged_and_counted_and_the_others_go
         queue.add(B)
         await until(lambda: script.keys() == [A, B])
         await settle()
-    assert controller.metrics == {"reconciled": 1, "requeued": 0, "errors": 1, "terminal": 0}
+    assert controller.metrics == {"reconciled": 1, "requeued": 0, "errors": 1, "terminal": 0, "conflicts": 0}
     failure = next(record for record in caplog.records if record.levelno == logging.ERROR)
     assert "vms" in failure.getMessage() and "team-a/vm-a" in failure.getMessage()
     assert failure.exc_info is not None and isinstance(failure.exc_info[1], ZeroDivisionError)
@@ -326,7 +326,7 @@ async def test_terminal_errors_are_not_retried(clock: FakeClock, caplog: pytest.
         await settle()
         assert queue.num_requeues(A) == 0
     assert len(script.calls) == 2
-    assert controller.metrics == {"reconciled": 0, "requeued": 0, "errors": 1, "terminal": 1}
+    assert controller.metrics == {"reconciled": 0, "requeued": 0, "errors": 1, "terminal": 1, "conflicts": 0}
     assert "must be at least the image's 20Gi" in caplog.text
 
 
@@ -349,7 +349,7 @@ async def test_requeue_after_is_honoured(clock: FakeClock, requeue_after: float)
         await until(lambda: len(script.calls) == 2)
         await settle()
     assert script.times() == pytest.approx([started, started + requeue_after])
-    assert controller.metrics == {"reconciled": 2, "requeued": 1, "errors": 0, "terminal": 0}
+    assert controller.metrics == {"reconciled": 2, "requeued": 1, "errors": 0, "terminal": 0, "conflicts": 0}
 
 
 def test_a_negative_requeue_after_is_refused() -> None:

@@ -201,6 +201,14 @@ def check_vm(new: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError
                                           value, f"not a valid SSH public key: {problem}"))
     errors += _zone_errors("spec.placement.zone", _get(new, "spec", "placement", "zone"))
     if old is not None:
+        group_before, group_after = _get(old, "spec", "placementGroup"), \
+            _get(new, "spec", "placementGroup")
+        stopped = _get(old, "spec", "running") is False and \
+            _get(old, "status", "virtualMachineStatus") in ("Stopped", None)
+        if group_before != group_after and not stopped:
+            errors.append(forbidden(
+                "spec.placementGroup", "placement group membership changes only while the VM is "
+                "stopped; set spec.running to false, wait for Stopped, then change it"))
         before = _get(old, "spec", "osSettings", "cloudInitUserData")
         after = _get(new, "spec", "osSettings", "cloudInitUserData")
         if before != after:

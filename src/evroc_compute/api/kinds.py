@@ -47,6 +47,8 @@ class Kind:
     categories: tuple[str, ...] = ()
     columns: tuple[Column, ...] = ()
     semantic_check: SemanticCheck = _no_semantic_checks
+    # stored object -> why it may not be deleted now (None when it may), e.g. an address in use.
+    delete_check: Callable[[dict[str, Any]], FieldError | None] = lambda obj: None
     # Objects written at start-up (the catalog); they may be edited by admins afterwards.
     seed: tuple[dict[str, Any], ...] = ()
 

@@ -45,6 +45,21 @@ def now_rfc3339() -> str:
     return _stamp_cache[1]
 
 
+def format_time(t: float) -> str:
+    """A precise time as RFC 3339 with microseconds (Kubernetes' MicroTime), for leases and back-off."""
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: object) -> float | None:
+    """Seconds since the epoch of an RFC 3339 time (with or without fraction), None if not one."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def dns1123_subdomain_errors(name: str) -> list[str]:
     problems = []
     if len(name) > 253:

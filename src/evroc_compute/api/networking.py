@@ -7,7 +7,16 @@ from typing import Any
 
 from evroc_compute.api.compute import conditions
 from evroc_compute.api.kinds import Column, Kind
-from evroc_compute.api.schema import FieldError, array, integer, invalid, obj, required, string
+from evroc_compute.api.schema import (
+    FieldError,
+    array,
+    forbidden,
+    integer,
+    invalid,
+    obj,
+    required,
+    string,
+)
 from evroc_compute.api.tables import age, condition_status, path
 
 GROUP = "networking.evroclabs.net"
@@ -24,6 +33,10 @@ PUBLIC_IP = Kind(
                conditions=conditions("The state of the public IP over time."),
                publicIPv4Address=string("The allocated public IPv4 address."),
                usedBy=string("The VirtualMachine using this address, if any.")),
+    delete_check=lambda obj: forbidden(
+        "status.usedBy", f'it is in use by VirtualMachine "{obj["status"]["usedBy"]}"; delete the '
+        "VM or remove the address from its spec.networking first")
+        if (obj.get("status") or {}).get("usedBy") else None,
     columns=(
         Column("Address", "string", path("status", "publicIPv4Address"), "The address."),
         Column("Used By", "string", path("status", "usedBy"), "The VM using it."),

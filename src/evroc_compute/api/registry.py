@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from evroc_compute.api import catalog, compute, core, networking
+from evroc_compute.api import catalog, compute, core, infra, networking
 from evroc_compute.api.kinds import Registry
 
 
 def default_registry() -> Registry:
-    return Registry([*core.KINDS, *compute.KINDS, *catalog.KINDS, *networking.KINDS])
+    return Registry([*core.KINDS, *compute.KINDS, *catalog.KINDS, *networking.KINDS, *infra.KINDS])

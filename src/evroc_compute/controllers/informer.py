@@ -20,6 +20,7 @@ from evroc_compute.controllers.runtime import Key
 
 log = logging.getLogger(__name__)
 Handler = Callable[[str, dict[str, Any]], None]
+IndexFunc = Callable[[dict[str, Any]], list[str]]
 
 
 def key_of(obj: dict[str, Any]) -> Key:
@@ -37,12 +38,41 @@ class Informer:
         self.relists = 0
         self._handlers: list[Handler] = []
         self._version = ""
+        self._index_funcs: dict[str, IndexFunc] = {}
+        self._indexes: dict[str, dict[str, set[Key]]] = {}
+        self._indexed: dict[str, dict[Key, list[str]]] = {}
 
     def add_handler(self, handler: Handler) -> None:
         self._handlers.append(handler)
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.cache.get((namespace, name))
+
+    def add_index(self, name: str, func: IndexFunc) -> None:
+        """Index the cache by `func(obj)`'s values (add before the informer runs)."""
+        self._index_funcs[name] = func
+        self._indexes[name] = {}
+        self._indexed[name] = {}
+
+    def by_index(self, name: str, value: str) -> list[dict[str, Any]]:
+        """The cached objects whose index `name` includes `value`."""
+        keys = self._indexes[name].get(value, ())
+        return [self.cache[k] for k in sorted(keys) if k in self.cache]
+
+    def _reindex(self, key: Key, obj: dict[str, Any] | None) -> None:
+        for name, func in self._index_funcs.items():
+            index, indexed = self._indexes[name], self._indexed[name]
+            for value in indexed.pop(key, ()):
+                members = index.get(value)
+                if members is not None:
+                    members.discard(key)
+                    if not members:
+                        del index[value]
+            if obj is not None:
+                values = func(obj)
+                indexed[key] = values
+                for value in values:
+                    index.setdefault(value, set()).add(key)
 
     def _emit(self, kind: str, obj: dict[str, Any]) -> None:
         for handler in self._handlers:
@@ -56,6 +86,11 @@ class Informer:
         fresh = {key_of(item): item for item in items}
         gone = [obj for key, obj in self.cache.items() if key not in fresh]
         previous, self.cache = self.cache, fresh
+        for key in previous:
+            if key not in fresh:
+                self._reindex(key, None)
+        for key, obj in fresh.items():
+            self._reindex(key, obj)
         for obj in gone:
             self._emit("DELETED", obj)
         for key, obj in fresh.items():
@@ -81,8 +116,10 @@ class Informer:
             key = key_of(event.object)
             if event.type == "DELETED":
                 self.cache.pop(key, None)
+                self._reindex(key, None)
             else:
                 self.cache[key] = event.object
+                self._reindex(key, event.object)
             self._emit(event.type, event.object)
 
     async def run(self) -> None:

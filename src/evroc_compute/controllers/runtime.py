@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
+from evroc_compute.client.base import ClientError
+
 logger = logging.getLogger(__name__)
 
 Key: TypeAlias = tuple[str, str]
@@ -303,9 +305,10 @@ class Reconciler(Protocol):
     async def reconcile(self, key: Key) -> Result: ...
 
 
-METRICS = ("reconciled", "requeued", "errors", "terminal")
+METRICS = ("reconciled", "requeued", "errors", "terminal", "conflicts")
 """reconciled: successful reconciles; requeued: of those, the ones that asked to be looked at
-again; errors: failures retried with back-off (crashes included); terminal: failures not retried."""
+again; errors: failures retried with back-off (crashes included); terminal: failures not retried;
+conflicts: writes refused because the object changed meanwhile (retried with back-off, quietly)."""
 
 
 class Controller:
@@ -368,7 +371,13 @@ class Controller:
             logger.error("controller %s: %s: terminal error, not retried: %s",
                          self.name, format_key(key), error)
             return
-        except Exception:
+        except Exception as error:
+            if isinstance(error, ClientError) and error.conflict:
+                # Acted on a stale cache: expected under concurrency; look again shortly.
+                self.metrics["conflicts"] += 1
+                self.queue.add_rate_limited(key)
+                logger.debug("controller %s: %s: conflict, retrying", self.name, format_key(key))
+                return
             self.metrics["errors"] += 1
             retries = self.queue.num_requeues(key)
             self.queue.add_rate_limited(key)

@@ -47,8 +47,9 @@ host left after the first three rules fails the same later rule (then the senten
 the VM needs and the most any of those hosts has free, or that each already runs a member of
 the spread group).
 
-Scoring spreads load: among the hosts that pass every filter, the one whose utilisation after
-placing the VM is lowest wins, utilisation being the larger of its vCPU and memory fractions;
+Scoring spreads load: among the hosts that pass every filter, a VM without GPUs goes to a host
+without GPUs when one fits (GPU hosts are kept for the VMs only they can run); then the one
+whose utilisation after placing the VM is lowest wins, utilisation being the larger of its vCPU and memory fractions;
 ties go to the host whose name sorts first, so the decision never depends on the order of the
 hosts given.  `Placed.score` is the fraction left free by that measure (1 - utilisation): higher
 means emptier.
@@ -410,6 +411,11 @@ def _with_group_zone(request: Request, hosts: Sequence[HostState]) -> Request:
     return request if zone is None else dataclasses.replace(request, group_zone=zone)
 
 
+def _wastes_gpus(request: Request, host: HostState) -> bool:
+    """A VM without GPUs on a GPU host takes capacity only GPU VMs can use."""
+    return not request.resources.gpus and bool(host.capacity.gpus)
+
+
 def choose(request: Request, hosts: Sequence[HostState]) -> Decision:
     """The host for `request` among `hosts` (unique names), or why there is none.
 
@@ -419,6 +425,7 @@ def choose(request: Request, hosts: Sequence[HostState]) -> Decision:
     request = _with_group_zone(request, hosts)
     best: HostState | None = None
     best_used = math.inf
+    best_order: tuple[bool, float, str] = (True, math.inf, "")
     rejected_hosts: list[tuple[HostState, str]] = []
     rank: dict[str, int] = {}
     for host in hosts:
@@ -429,8 +436,9 @@ def choose(request: Request, hosts: Sequence[HostState]) -> Decision:
             rank.setdefault(label, i)
             continue
         used = utilisation_after(request.resources, host)
-        if best is None or used < best_used or (used == best_used and host.name < best.name):
-            best, best_used = host, used
+        order = (_wastes_gpus(request, host), used, host.name)
+        if best is None or order < best_order:
+            best, best_used, best_order = host, used, order
     if best is not None:
         return Placed(best.name, 1.0 - best_used)
     return _unschedulable(request, rejected_hosts, rank)

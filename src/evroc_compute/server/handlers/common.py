@@ -300,6 +300,14 @@ async def remove(ctx: Context, target: Target, entry: Entry, dry_run: bool) -> t
     """Delete now, or mark for deletion while finalizers remain: (status code, body)."""
     obj = load(entry)
     meta = obj["metadata"]
+    refusal = target.kind.delete_check(obj)
+    if refusal is not None and not meta.get("deletionTimestamp"):
+        why = refusal.detail.removeprefix("Forbidden: ")
+        raise errors.ApiError(409, "Conflict", f'{target.kind.qualified_resource} '
+                              f'"{target.name}" cannot be deleted: {why}',
+                              name=target.name, kind=target.kind, causes=[{
+                                  "type": refusal.type, "message": refusal.detail,
+                                  "field": refusal.field}])
     if meta.get("finalizers"):
         if meta.get("deletionTimestamp"):
             return 202, entry.raw

@@ -1,0 +1,97 @@
+"""The whole cloud in one process: the API server, the control plane and the simulated fleet.
+
+`Cloud` is the ASGI application `serve` runs.  At start the API server opens its store; then the
+fleet's Host objects are registered (existing ones are left as the operator edited them) and
+the process campaigns for the controller lease.  The leader runs the controllers, the scheduler
+and the simulated hosts' agent, all through an in-process client that goes through the same
+handlers (admission, concurrency) as kubectl.  With `controllers=False` the server only serves
+the API (status is whatever clients write), which the API-level tests use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from evroc_compute.api.infra import HOST
+from evroc_compute.client.base import ClientError
+from evroc_compute.client.inprocess import InProcessClient
+from evroc_compute.controllers.leader import LeaderElector
+from evroc_compute.controllers.manager import Manager
+from evroc_compute.hosts.agent import SimAgent
+from evroc_compute.hosts.fleet import Fleet, default_fleet
+from evroc_compute.server.app import App
+from evroc_compute.server.http import Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+LEADER_LEASE = "evroc-compute-controllers"
+
+
+class Cloud:
+    def __init__(self, data_dir: Path, *, fleet: Fleet | None = None, controllers: bool = True,
+                 **app_options: Any) -> None:
+        self.app = App(data_dir, **app_options)
+        self.fleet = fleet or default_fleet()
+        self.controllers = controllers
+        self.client = InProcessClient(self.app, "evroc-compute-controllers")
+        self.identity = f"{socket.gethostname()}-{os.getpid()}"
+        self.manager: Manager | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.app.start()
+        if not self.controllers:
+            return
+        await self.register_hosts()
+        elector = LeaderElector(self.client, LEADER_LEASE, self.identity)
+        self._task = asyncio.create_task(elector.run(self._lead), name="leader-election")
+
+    async def register_hosts(self) -> None:
+        for host in self.fleet.hosts:
+            try:
+                await self.client.create(HOST, host.to_object())
+            except ClientError as problem:
+                if problem.code != 409:
+                    raise
+
+    async def _lead(self) -> None:
+        manager = self.manager = Manager(self.client, self.fleet.settings)
+        agent = SimAgent(self.client, manager.world, self.fleet.settings)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(manager.run())
+                await manager.world.synced.wait()
+                group.create_task(agent.run())
+        finally:
+            agent.stop()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.app.stop()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as problem:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(problem)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,154 @@
+"""The controller manager: one World of informers, the controllers, and the events between them.
+
+Each controller is level-triggered and has its own work queue; the handlers here only decide
+which keys an event concerns (a Disk's change concerns the VMs that use it, an instance's
+change its VM, ...).  Everything runs in the server's event loop and talks to the API through
+the client it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from evroc_compute.client.base import Client
+from evroc_compute.controllers.disk import DiskController
+from evroc_compute.controllers.hosts import HostMonitor
+from evroc_compute.controllers.hotswap import HotswapController
+from evroc_compute.controllers.placementgroup import PlacementGroupController
+from evroc_compute.controllers.publicip import PublicIPController
+from evroc_compute.controllers.runtime import Controller, Key, WorkQueue
+from evroc_compute.controllers.scheduling import Scheduler
+from evroc_compute.controllers.settings import Settings
+from evroc_compute.controllers.vm import VMController
+from evroc_compute.controllers.world import World, get, key_of, public_ip_ref
+
+
+class Manager:
+    def __init__(self, client: Client, settings: Settings, world: World | None = None) -> None:
+        self.client, self.settings = client, settings
+        self.world = world or World(client)
+        w = self.world
+        self.vm = VMController(client, w, settings)
+        self.disk = DiskController(client, w, settings)
+        self.hotswap = HotswapController(client, w)
+        self.public_ip = PublicIPController(client, w, settings)
+        self.group = PlacementGroupController(client, w)
+        self.scheduler = Scheduler(client, w, settings)
+        self.monitor = HostMonitor(client, w, settings, self._host_changed)
+        self.queues: dict[str, WorkQueue] = {}
+        self.controllers = [self._controller("vm", self.vm, 8),
+                            self._controller("disk", self.disk, 4),
+                            self._controller("hotswap", self.hotswap, 2),
+                            self._controller("publicip", self.public_ip, 2),
+                            self._controller("placementgroup", self.group, 2)]
+        self._refs: dict[Key, dict[str, set[str]]] = {}
+        w.vms.add_handler(self._on_vm)
+        w.disks.add_handler(self._on_disk)
+        w.attachments.add_handler(self._on_attachment)
+        w.instances.add_handler(self._on_instance)
+        w.instances.add_handler(self.scheduler.on_instance)
+        w.hosts.add_handler(lambda event, host: self._host_changed(host["metadata"]["name"]))
+        w.public_ips.add_handler(self._on_public_ip)
+        w.groups.add_handler(self._on_group)
+        w.images.add_handler(lambda event, image: self._requeue_all("disk", w.disks.cache))
+        w.profiles.add_handler(lambda event, profile: self._requeue_all("vm", w.vms.cache))
+
+    def _controller(self, name: str, reconciler: Any, workers: int) -> Controller:
+        queue = self.queues[name] = WorkQueue()
+        return Controller(name, reconciler, queue, workers=workers)
+
+    def _add(self, queue: str, *keys: Key) -> None:
+        for key in keys:
+            self.queues[queue].add(key)
+
+    def _requeue_all(self, queue: str, cache: dict[Key, Any]) -> None:
+        self._add(queue, *cache)
+
+    # ---- who an event concerns --------------------------------------------------------
+
+    def _on_vm(self, event: str, vm: dict[str, Any]) -> None:
+        key = key_of(vm)
+        namespace = key[0]
+        now = {"disk": {r.get("name") for r in get(vm, "spec", "diskRefs") or []},
+               "publicip": {public_ip_ref(vm)}, "group": {get(vm, "spec", "placementGroup")}}
+        before = self._refs.pop(key, {})
+        if event == "DELETED":
+            self.vm.release(vm)
+        else:
+            self._refs[key] = {k: {n for n in v if n} for k, v in now.items()}
+        for kind, queue in (("disk", "disk"), ("publicip", "publicip"), ("group", "placementgroup")):
+            names = {n for n in now[kind] | before.get(kind, set()) if n}
+            self._add(queue, *((namespace, n) for n in names))
+        self._add("vm", key)
+        self._add("hotswap", *(key_of(a) for a in self.world.attachments.by_index(
+            "vm", f"{namespace}/{key[1]}")))
+
+    def _on_disk(self, event: str, disk: dict[str, Any]) -> None:
+        namespace, name = key_of(disk)
+        self._add("disk", (namespace, name))
+        self._add("vm", *(key_of(vm) for vm in self.world.vms.by_index("disk", f"{namespace}/{name}")))
+        self._add("hotswap", *(key_of(a) for a in self.world.attachments.by_index(
+            "disk", f"{namespace}/{name}")))
+
+    def _on_attachment(self, event: str, attachment: dict[str, Any]) -> None:
+        namespace, _ = key_of(attachment)
+        disk = get(attachment, "spec", "diskRef")
+        self._add("hotswap", key_of(attachment), *(key_of(a) for a in self.world.attachments.by_index(
+            "disk", f"{namespace}/{disk}")))
+        self._add("vm", (namespace, get(attachment, "spec", "vmRef")))
+        self._add("disk", (namespace, disk))
+
+    def _on_instance(self, event: str, instance: dict[str, Any]) -> None:
+        key = key_of(instance)
+        self._add("vm", key)
+        self._add("disk", *((key[0], d["name"]) for d in get(instance, "spec", "disks") or []))
+        self._add("hotswap", *(key_of(a) for a in self.world.attachments.by_index(
+            "vm", f"{key[0]}/{key[1]}")))
+        vm = self.world.vms.get(*key)
+        group = get(vm, "spec", "placementGroup")
+        if group:
+            self._add("placementgroup", (key[0], group))
+
+    def _on_public_ip(self, event: str, pip: dict[str, Any]) -> None:
+        namespace, name = key_of(pip)
+        if event == "DELETED":
+            self.public_ip.release(pip)
+        else:
+            self._add("publicip", (namespace, name))
+        self._add("vm", *(key_of(vm) for vm in self.world.vms.by_index(
+            "publicip", f"{namespace}/{name}")))
+
+    def _on_group(self, event: str, group: dict[str, Any]) -> None:
+        namespace, name = key_of(group)
+        if event != "DELETED":
+            self._add("placementgroup", (namespace, name))
+        self._add("vm", *(key_of(vm) for vm in self.world.vms.by_index(
+            "group", f"{namespace}/{name}")))
+
+    def _host_changed(self, host: str) -> None:
+        self._add("vm", *(key_of(i) for i in self.world.instances.by_index("host", host)))
+        self.scheduler.retry_all()
+
+    # ---- running ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Sync the caches, take back recorded addresses, then reconcile until cancelled."""
+        await self.world.start()
+        self.vm.prime()
+        self.public_ip.prime()
+        for queue, cache in (("vm", self.world.vms.cache), ("disk", self.world.disks.cache),
+                             ("hotswap", self.world.attachments.cache),
+                             ("publicip", self.world.public_ips.cache),
+                             ("placementgroup", self.world.groups.cache)):
+            self._requeue_all(queue, cache)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for controller in self.controllers:
+                    group.create_task(controller.run())
+                group.create_task(self.scheduler.run())
+                group.create_task(self.monitor.run())
+        finally:
+            for controller in self.controllers:
+                controller.stop()
+            await self.world.stop()
