@@ -299,12 +299,12 @@ def test_switching_from_client_side_to_server_side_apply(k: Kubectl, ns: str) ->
     assert json.loads(last)["spec"]["vmVirtualResourcesRef"]["vmVirtualResourcesRefName"] == "a1a.m"
     # A field set by someone else (not in the last-applied configuration) still conflicts.
     k("patch", "-n", ns, "vm/upgrade-1", "--type", "merge", "--field-manager", "ops-team",
-      "-p", '{"spec":{"placementGroup":"pg-a"}}')
-    obj["spec"]["placementGroup"] = "pg-b"
+      "-p", '{"spec":{"placement":{"zone":"se-sto-a"}}}')
+    obj["spec"]["placement"] = {"zone": "se-sto-b"}
     result = k.run("apply", "-n", ns, "--server-side", "-f", "-", input=manifest(obj),
                    check=False)
     assert result.returncode != 0
-    assert 'conflict with "ops-team"' in result.stderr and ".spec.placementGroup" in result.stderr
+    assert 'conflict with "ops-team"' in result.stderr and ".spec.placement.zone" in result.stderr
 
 
 def test_after_switching_to_server_side_apply_dropped_fields_are_removed(

@@ -55,7 +55,7 @@ def claim_problem(world: World, attachment: dict[str, Any]) -> Problem | None:
         return Problem("VMNotFound", f'VirtualMachine "{vm_name}" does not exist; create it or '
                        "delete this attachment")
     disk = world.disks.get(namespace, disk_name)
-    if disk is None or deleting(disk):
+    if disk is None or (deleting(disk) and not (reported(world, attachment) or {}).get("attached")):
         return Problem("DiskNotFound", f'Disk "{disk_name}" does not exist')
     ready = condition(disk, "Ready")
     if not ready or ready.get("status") != "True":

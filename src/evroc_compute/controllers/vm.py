@@ -62,7 +62,7 @@ def resources_of(profile: dict[str, Any]) -> dict[str, Any]:
 
 
 def disk_facts(name: str, disk: dict[str, Any] | None) -> DiskFacts:
-    if disk is None or deleting(disk):
+    if disk is None:  # a disk being deleted still exists: its finalizer holds it while used
         return DiskFacts(name=name, exists=False, ready=False, failed=False, zone=None, bound=False)
     ready = condition(disk, "Ready") or {}
     zone = disk_zone(disk)
