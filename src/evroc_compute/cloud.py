@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,10 @@ class Cloud:
         self.fleet = fleet or default_fleet()
         self.controllers = controllers
         self.client = InProcessClient(self.app, "evroc-compute-controllers")
-        self.identity = f"{socket.gethostname()}-{os.getpid()}"
+        # Stable across restarts of the server on this data: a restarted leader (after kill -9)
+        # takes its lease back at once instead of waiting for it to expire.  Two servers never
+        # share one embedded store, so the identity is never held by two live processes.
+        self.identity = f"{socket.gethostname()}:{data_dir.resolve()}"
         self.manager: Manager | None = None
         self._task: asyncio.Task[None] | None = None
 

@@ -98,6 +98,7 @@ class ImageStore:
             try:
                 files = await builder(staging)
                 (staging / _MANIFEST).write_text(json.dumps(dataclasses.asdict(files), indent=2))
+                staging.chmod(0o755)  # mkdtemp's 0700 would hide it from a QEMU run as another user
                 self.delete(name)
                 os.rename(staging, self._directory(name))
             finally:

@@ -52,8 +52,11 @@ _SEED = """\
 seed=/run/seed
 device=
 for attempt in $(seq 100); do
-    device=$(blkid | grep 'LABEL="cidata"' | cut -d: -f1 | head -n 1)
-    [ -n "$device" ] && break
+    for candidate in /dev/sr* /dev/vd*; do
+        # The ISO 9660 volume label: 32 bytes at offset 32808 (busybox's findfs cannot read it).
+        label=$(dd if="$candidate" bs=8 skip=4101 count=4 2>/dev/null | tr -d ' ')
+        [ "$label" = cidata ] || [ "$label" = CIDATA ] && device=$candidate && break 2
+    done
     sleep 0.1
 done
 if [ -n "$device" ]; then
@@ -153,7 +156,7 @@ def entries() -> list[cpio.Entry]:
     """The guest's own files (busybox, dropbear, libraries and modules are added by the build)."""
     directories = ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "lib", "dev", "proc", "sys",
                    "run", "tmp", "etc", "etc/init.d", "etc/dropbear", "etc/acpi",
-                   "etc/acpi/PWRF", "lib/mdev", "home", "root", "var", "var/log"]
+                   "etc/acpi/PWRF", "lib/mdev", MODULE_DIR, "home", "root", "var", "var/log"]
     return [
         *(cpio.directory(name, 0o1777 if name == "tmp" else 0o755) for name in directories),
         cpio.char_device("dev/console", 5, 1),
