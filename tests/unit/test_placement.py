@@ -424,8 +424,9 @@ def test_a_batch_never_over_commits_and_every_placed_host_passed_every_filter(
         if isinstance(decision, Placed):
             chosen = state[decision.host]
             assert chosen in feasible
-            assert chosen == min(feasible, key=lambda h: (not request_.resources.gpus and bool(h.capacity.gpus),
-                                                     utilisation_after(request_.resources, h), h.name))
+            assert chosen == min(feasible, key=lambda h: (
+                not request_.resources.gpus and bool(h.capacity.gpus),
+                utilisation_after(request_.resources, h), h.name))
             state[chosen.name] = dataclasses.replace(chosen, allocated=chosen.allocated + request_.resources)
             if pg:
                 group_hosts[pg].add(chosen.name)

@@ -152,7 +152,8 @@ async def test_a_key_added_twice_before_processing_is_reconciled_once(
         await until(lambda: len(script.calls) == len(reconciled))
         await settle()
     assert script.keys() == reconciled
-    assert controller.metrics == {"reconciled": len(reconciled), "requeued": 0, "errors": 0, "terminal": 0, "conflicts": 0}
+    assert controller.metrics == {"reconciled": len(reconciled), "requeued": 0, "errors": 0,
+                                  "terminal": 0, "conflicts": 0}
 
 
 async def test_a_key_added_during_reconcile_is_reconciled_again_after(clock: FakeClock) -> None:

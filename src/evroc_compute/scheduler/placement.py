@@ -49,10 +49,10 @@ the spread group).
 
 Scoring spreads load: among the hosts that pass every filter, a VM without GPUs goes to a host
 without GPUs when one fits (GPU hosts are kept for the VMs only they can run); then the one
-whose utilisation after placing the VM is lowest wins, utilisation being the larger of its vCPU and memory fractions;
-ties go to the host whose name sorts first, so the decision never depends on the order of the
-hosts given.  `Placed.score` is the fraction left free by that measure (1 - utilisation): higher
-means emptier.
+whose utilisation after placing the VM is lowest wins, utilisation being the larger of its vCPU
+and memory fractions; ties go to the host whose name sorts first, so the decision never depends
+on the order of the hosts given.  `Placed.score` is the fraction left free by that measure
+(1 - utilisation): higher means emptier.
 
 Spread placement groups: `MAX_GROUP_MEMBERS` (5) is enforced by admission, not here; here a
 member for which every otherwise eligible host already runs another member is unschedulable,
