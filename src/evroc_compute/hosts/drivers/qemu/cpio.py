@@ -63,9 +63,7 @@ def tree(root: Path) -> Iterator[Entry]:
 def archive(entries: Iterable[Entry]) -> bytes:
     """The newc archive of `entries`, with the trailer the kernel expects."""
     out = bytearray()
-    inode = 0
-    for entry in [*entries, Entry(_TRAILER, 0)]:
-        inode += 1
+    for inode, entry in enumerate([*entries, Entry(_TRAILER, 0)], start=1):
         name = entry.name.encode() + b"\0"
         nlink = 2 if stat.S_ISDIR(entry.mode) else 1
         fields = (inode, entry.mode, 0, 0, nlink, 0, len(entry.data), 0, 0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import io
 import json
 import lzma
 import shutil
@@ -17,7 +18,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import IO
 
 from . import commands
 from .errors import ImagePullError
@@ -78,7 +78,7 @@ def _copy_source(source: str, destination: Path) -> None:
         raise ImagePullError(f"cannot read {source}: {exc.strerror or exc}") from exc
 
 
-def _copy(stream: IO[bytes], destination: Path) -> None:
+def _copy(stream: io.BufferedIOBase, destination: Path) -> None:
     with destination.open("wb") as out:
         shutil.copyfileobj(stream, out, _CHUNK)
 
@@ -98,9 +98,9 @@ def _compression(path: Path) -> str | None:
 
 
 def _decompress(source_file: Path, destination: Path, compression: str, source: str) -> None:
-    opener = {"gz": gzip.open, "xz": lzma.open}[compression]
     try:
-        with opener(source_file, "rb") as stream:
+        stream = gzip.open(source_file) if compression == "gz" else lzma.open(source_file)
+        with stream:
             _copy(stream, destination)
     except (OSError, EOFError, lzma.LZMAError) as exc:
         raise ImagePullError(f"cannot decompress {source} ({compression}): {exc}") from exc
