@@ -43,12 +43,13 @@ class Manager:
                             self._controller("publicip", self.public_ip, 2),
                             self._controller("placementgroup", self.group, 2)]
         self._refs: dict[Key, dict[str, set[str]]] = {}
+        self._host_specs: dict[str, Any] = {}
         w.vms.add_handler(self._on_vm)
         w.disks.add_handler(self._on_disk)
         w.attachments.add_handler(self._on_attachment)
         w.instances.add_handler(self._on_instance)
         w.instances.add_handler(self.scheduler.on_instance)
-        w.hosts.add_handler(lambda event, host: self._host_changed(host["metadata"]["name"]))
+        w.hosts.add_handler(self._on_host)
         w.public_ips.add_handler(self._on_public_ip)
         w.groups.add_handler(self._on_group)
         w.images.add_handler(lambda event, image: self._requeue_all("disk", w.disks.cache))
@@ -125,6 +126,15 @@ class Manager:
             self._add("placementgroup", (namespace, name))
         self._add("vm", *(key_of(vm) for vm in self.world.vms.by_index(
             "group", f"{namespace}/{name}")))
+
+    def _on_host(self, event: str, host: dict[str, Any]) -> None:
+        # Only what the operator changes (spec, fault annotations) concerns VMs and placement;
+        # the scheduler's own writes to status.allocations do not.
+        name = host["metadata"]["name"]
+        seen = None if event == "DELETED" else (host.get("spec"), host["metadata"].get("annotations"))
+        if self._host_specs.get(name) != seen:
+            self._host_specs[name] = seen
+            self._host_changed(name)
 
     def _host_changed(self, host: str) -> None:
         self._add("vm", *(key_of(i) for i in self.world.instances.by_index("host", host)))

@@ -48,6 +48,7 @@ class SimAgent:
         self.client, self.world, self.settings, self.wall = client, world, settings, wall
         self.queue = WorkQueue()
         self.controller = Controller("sim-agent", self, self.queue, workers=workers)
+        self._host_specs: dict[str, Any] = {}
         world.instances.add_handler(self._on_instance)
         world.hosts.add_handler(self._on_host)
 
@@ -64,8 +65,14 @@ class SimAgent:
             self.queue.add(key_of(instance))
 
     def _on_host(self, event: str, host: dict[str, Any]) -> None:
-        # A host that comes back (or is drained) has instances to look at again.
-        for instance in self.world.instances.by_index("host", host["metadata"]["name"]):
+        # A host that comes back (or is drained) has instances to look at again; the
+        # scheduler's writes to its allocations change nothing here.
+        name = host["metadata"]["name"]
+        seen = (host.get("spec"), host["metadata"].get("annotations"))
+        if self._host_specs.get(name) == seen:
+            return
+        self._host_specs[name] = seen
+        for instance in self.world.instances.by_index("host", name):
             self.queue.add(key_of(instance))
 
     async def run(self) -> None:
