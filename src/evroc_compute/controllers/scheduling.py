@@ -91,6 +91,7 @@ class Scheduler:
         self.sweep_due = True
         self._latest: dict[str, dict[str, Any]] = {}  # hosts as last written by this process
         self._in_flight: dict[str, float] = {}  # "ns/name" -> when it was reserved
+        self._sums: dict[str, tuple[str, Resources]] = {}  # host -> (resourceVersion, allocated)
 
     # ---- event intake -----------------------------------------------------------------
 
@@ -159,7 +160,7 @@ class Scheduler:
                 continue
             out.append(HostState(
                 name=name, zone=host["spec"]["zone"], capacity=capacity(host),
-                allocated=allocated(host),
+                allocated=self._allocated(name, host),
                 schedulable=get(host, "spec", "schedulable") is not False
                 and not get(host, "spec", "drain"),
                 alive=self.world.host_alive(name, now, self.settings.heartbeat_timeout),
@@ -179,6 +180,14 @@ class Scheduler:
                 f"member {names.index(name) + 1} (the members are "
                 f"{', '.join(names[:MAX_GROUP_MEMBERS])}); stop it and remove "
                 "spec.placementGroup, or delete a member")
+
+    def _allocated(self, name: str, host: dict[str, Any]) -> Resources:
+        """The host's allocations summed once per version of the host (not once per batch)."""
+        version = host["metadata"]["resourceVersion"]
+        cached = self._sums.get(name)
+        if cached is None or cached[0] != version:
+            cached = self._sums[name] = (version, allocated(host))
+        return cached[1]
 
     def _request(self, instance: dict[str, Any]) -> Request:
         namespace, name = key_of(instance)

@@ -9,7 +9,6 @@ finalizer; its disks stay.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +23,7 @@ from evroc_compute.controllers.hotswap import claim_problem, serial_for
 from evroc_compute.controllers.runtime import Key, Result
 from evroc_compute.controllers.settings import Settings
 from evroc_compute.controllers.vmstatus import (
+    Condition,
     DiskFacts,
     HostFacts,
     InstanceFacts,
@@ -334,9 +334,14 @@ class VMController:
         zone = self._zone(vm, instance)
         networking: dict[str, Any] = {}
         if zone and not deleting(vm) and zone in self.pools:
-            # Exhausted: shown without an address until a release frees one.
-            with contextlib.suppress(PoolExhausted):
+            try:
                 networking["privateIPv4Address"] = self.pools[zone].allocate(self._owner(vm))
+            except PoolExhausted as problem:  # shown, and retried when an address is released
+                status["conditions"].append(Condition(
+                    type="AddressAssigned", status="False", reason="SubnetExhausted",
+                    message=f"no private address is free in zone {zone}: {problem}; one is "
+                            "assigned when a VM in the zone is deleted",
+                    observed_generation=vm["metadata"].get("generation", 1)).to_dict(now_rfc3339()))
         elif get(old, "networking", "privateIPv4Address") and not deleting(vm):
             networking["privateIPv4Address"] = old["networking"]["privateIPv4Address"]
         pip = public_ip_ref(vm)
