@@ -35,6 +35,7 @@ test-fast: lint
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python bench/fleet.py
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .ruff_cache
