@@ -8,8 +8,12 @@ STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f
 
 .PHONY: serve test test-fast lint bench kubeconfig clean
 
+APT_PACKAGES := openssh-client qemu-system-x86 qemu-utils kmod debootstrap e2fsprogs
+
 $(STAMP): pyproject.toml
-	@command -v ssh-keygen >/dev/null || (apt-get update -qq && apt-get install -y -qq openssh-client)
+	@for tool in ssh-keygen qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 modprobe; do \
+	  command -v $$tool >/dev/null || missing=1; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); fi
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'

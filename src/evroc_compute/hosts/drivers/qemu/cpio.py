@@ -6,11 +6,9 @@ the /dev/console node without the build running as root.
 
 from __future__ import annotations
 
-import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 _MAGIC = b"070701"
 _TRAILER = "TRAILER!!!"
@@ -40,24 +38,6 @@ def symlink(name: str, target: str) -> Entry:
 
 def char_device(name: str, major: int, minor: int, perm: int = 0o600) -> Entry:
     return Entry(name, stat.S_IFCHR | perm, rdev=(major, minor))
-
-
-def tree(root: Path) -> Iterator[Entry]:
-    """Every directory, file and symlink under `root`, parents before children."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        base = Path(dirpath)
-        for name in [*dirnames, *sorted(filenames)]:
-            path = base / name
-            info = path.lstat()
-            relative = str(path.relative_to(root))
-            perm = stat.S_IMODE(info.st_mode)
-            if stat.S_ISLNK(info.st_mode):
-                yield symlink(relative, os.readlink(path))
-            elif stat.S_ISDIR(info.st_mode):
-                yield directory(relative, perm)
-            elif stat.S_ISREG(info.st_mode):
-                yield file(relative, path.read_bytes(), perm)
 
 
 def archive(entries: Iterable[Entry]) -> bytes:

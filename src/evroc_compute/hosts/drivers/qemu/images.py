@@ -24,7 +24,8 @@ from .errors import ImageNotFoundError
 from .imagefiles import ImageFiles
 
 DEFAULT_ROOT = Path("~/.cache/evroc-compute/images")
-MINIMAL_IMAGE = "evroc-minimal.1"  # busybox + dropbear, SSH in ~5 s under TCG
+# The names end in a build version: bump it when the builder changes, so caches rebuild.
+MINIMAL_IMAGE = "evroc-minimal.2"  # busybox + dropbear, SSH in ~5 s under TCG
 DEBIAN_IMAGE = "debian.12.1"  # Debian bookworm with real cloud-init
 _MANIFEST = "image.json"
 

@@ -14,8 +14,9 @@ KERNEL_CMDLINE = "console=ttyS0"
 
 # Kernel modules the guest needs, in an order that satisfies their dependencies once each
 # is expanded with its own dependencies (modprobe --show-depends does that at build time).
-MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_scsi", "sd_mod", "ata_piix",
-           "sr_mod", "isofs", "button", "evdev")
+# virtio_rng: without the host's entropy dropbear waits ~1.5 s for the kernel's RNG.
+MODULES = ("virtio_pci", "virtio_rng", "virtio_blk", "virtio_net", "virtio_scsi", "sd_mod",
+           "ata_piix", "sr_mod", "isofs", "button", "evdev")
 MODULE_DIR = "lib/modules"
 MODULE_ORDER = f"{MODULE_DIR}/load-order"  # one module file name per line
 
