@@ -57,8 +57,5 @@ class AddressPool:
         if address is not None:
             self._owner_of.pop(address, None)
 
-    def holder(self, address: str) -> str | None:
-        return self._owner_of.get(address)
-
     def __len__(self) -> int:
         return len(self._owner_of)

@@ -122,9 +122,3 @@ class World:
         lease = self.leases.get("", f"host-{name}")
         renewed = parse_time(get(lease, "spec", "renewTime"))
         return renewed is not None and now - renewed <= timeout
-
-    def vm_of(self, instance: dict[str, Any]) -> dict[str, Any] | None:
-        vm = self.vms.get(*key_of(instance))
-        if vm is None or vm["metadata"].get("uid") != get(instance, "spec", "vmUID"):
-            return None
-        return vm
