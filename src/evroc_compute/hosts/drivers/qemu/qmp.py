@@ -63,11 +63,12 @@ async def session(socket: Path, timeout: float = DEFAULT_TIMEOUT) -> AsyncIterat
     try:
         await asyncio.wait_for(client.connect(str(socket)), timeout)
     except (QMPError, OSError, TimeoutError) as exc:
-        with contextlib.suppress(QMPError, OSError):
+        with contextlib.suppress(QMPError, OSError, EOFError):
             await client.disconnect()
         raise QmpError(f"cannot reach QEMU's monitor at {socket}: {exc!r}") from exc
     try:
         yield Session(client, socket, timeout)
     finally:
-        with contextlib.suppress(QMPError, OSError):
+        # EOFError: QEMU closed the monitor first (it does after `quit`).
+        with contextlib.suppress(QMPError, OSError, EOFError):
             await client.disconnect()
