@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import Kubectl, Server, make_kubectl, start_server
+from tests.conftest import Kubectl, Server
+from tests.e2e.conftest import kubectl_in_new_namespace, start_cloud
 
 FLEET = {
     "timing": {"provision": 1.5, "pull": 0, "boot": 0, "stop": 1.5, "migrate": 1.5},
@@ -35,25 +36,15 @@ GROUP = "compute.evroclabs.net/v1alpha1"
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    base = tmp_path_factory.mktemp("cloud")
-    fleet = base / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump(FLEET))
-    server = start_server(base / "data", "--fleet", str(fleet))
+    server = start_cloud(tmp_path_factory.mktemp("cloud"), FLEET)
     yield server
     server.stop()
-
-
-_namespaces = iter(range(1, 10_000))
 
 
 @pytest.fixture
 def kc(cloud: Server, tmp_path: Path) -> Kubectl:
     """kubectl on the module's cloud, in a namespace of this test's own (its kubeconfig default)."""
-    kubectl = make_kubectl(cloud, tmp_path)
-    namespace = f"life-{next(_namespaces)}"
-    kubectl("create", "namespace", namespace)
-    kubectl("config", "set-context", "--current", f"--namespace={namespace}")
-    return kubectl
+    return kubectl_in_new_namespace(cloud, tmp_path)
 
 
 def disk(name: str, zone: str | None = None, annotations: dict[str, str] | None = None) -> dict:

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import Kubectl, Server, make_kubectl, start_server
+from tests.conftest import Kubectl, Server, make_kubectl
+from tests.e2e.conftest import kubectl_in_new_namespace, start_cloud
 from tests.e2e.test_lifecycle import apply, disk, get, ready, vm, wait_status
 
 NET = "networking.evroclabs.net/v1alpha1"
@@ -28,24 +28,15 @@ FLEET = {
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    base = tmp_path_factory.mktemp("resources")
-    fleet = base / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump(FLEET))
-    server = start_server(base / "data", "--fleet", str(fleet))
+    server = start_cloud(tmp_path_factory.mktemp("resources"), FLEET)
     yield server
     server.stop()
 
 
-_n = iter(range(1, 10_000))
-
-
 @pytest.fixture
 def kc(cloud: Server, tmp_path: Path) -> Kubectl:
-    kubectl = make_kubectl(cloud, tmp_path)
-    namespace = f"res-{next(_n)}"
-    kubectl("create", "namespace", namespace)
-    kubectl("config", "set-context", "--current", f"--namespace={namespace}")
-    return kubectl
+    """kubectl on the module's cloud, in a namespace of this test's own (its kubeconfig default)."""
+    return kubectl_in_new_namespace(cloud, tmp_path)
 
 
 def attachment(name: str, vm_name: str, disk_name: str) -> dict:
