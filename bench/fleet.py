@@ -39,12 +39,10 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,8 +54,12 @@ import yaml
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from httpclient import Connection, WatchConnection, connect, open_watch, request_bytes  # noqa: E402
+from run import ServerStats, percentile  # noqa: E402
+
+from conftest import start_server  # noqa: E402
 
 COMPUTE = "compute.evroclabs.net/v1alpha1"
 INFRA = "infra.evroc-compute.io/v1alpha1"
@@ -71,46 +73,10 @@ RETRY_STATUSES = (429, 500, 503, 504)
 
 # ---- small helpers ---------------------------------------------------------------------
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (NaN when empty)."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
 def spread(values: list[float]) -> dict[str, float]:
     v = sorted(values)
     return {"count": len(v), "p50_s": percentile(v, 0.5), "p90_s": percentile(v, 0.9),
             "p99_s": percentile(v, 0.99), "max_s": v[-1] if v else math.nan}
-
-
-class Proc:
-    """CPU seconds and memory of the server process, from /proc."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.tick = os.sysconf("SC_CLK_TCK")
-
-    def cpu_seconds(self, main_thread_only: bool = False) -> float:
-        path = f"/proc/{self.pid}/task/{self.pid}/stat" if main_thread_only \
-            else f"/proc/{self.pid}/stat"
-        fields = Path(path).read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self.tick
-
-    def memory_kb(self) -> dict[str, int]:
-        out = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM", "RssAnon", "Threads"):
-                out[name] = int(value.split()[0])
-        return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fleet_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,37 +85,6 @@ def fleet_config(args: argparse.Namespace) -> dict[str, Any]:
     subnets = {zone: f"10.{10 + i}.0.0/{args.subnet_prefix}" for i, zone in enumerate(ZONES)}
     return {"timing": "immediate", "heartbeat": {"interval": 10, "timeout": 40},
             "subnets": subnets, "hosts": hosts}
-
-
-def start_server(data_dir: Path, fleet_path: Path, log_path: Path, port: int,
-                 extra: list[str]) -> subprocess.Popen[bytes]:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "evroc_compute.cli", "serve", "--port", str(port),
-         "--data-dir", str(data_dir), "--fleet", str(fleet_path), *extra],
-        stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited {process.returncode}: {log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit(f"server did not become ready: {log_path.read_text()[-3000:]}")
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (\w+) (\S+): (.*)$")
@@ -284,7 +219,7 @@ class Seen:
 # ---- the run ---------------------------------------------------------------------------
 
 class FleetBench:
-    def __init__(self, args: argparse.Namespace, url: str, proc: Proc,
+    def __init__(self, args: argparse.Namespace, url: str, proc: ServerStats,
                  process: subprocess.Popen[bytes]) -> None:
         self.args, self.url, self.proc, self.process = args, url, proc, process
         self.host = url.removeprefix("http://")
@@ -347,7 +282,7 @@ class FleetBench:
     async def sample_memory(self) -> None:
         while True:
             try:
-                mem = self.proc.memory_kb()
+                mem = self.proc.memory()
                 cpu = self.proc.cpu_seconds()
             except (OSError, IndexError, ValueError):
                 return
@@ -362,7 +297,7 @@ class FleetBench:
             await asyncio.sleep(self.args.progress_interval)
             now = time.time()
             try:
-                cpu, rss = self.proc.cpu_seconds(), self.proc.memory_kb().get("VmRSS", 0)
+                cpu, rss = self.proc.cpu_seconds(), self.proc.memory().get("VmRSS", 0)
             except (OSError, IndexError, ValueError):
                 self.log("    server process is gone")
                 return
@@ -494,7 +429,7 @@ class FleetBench:
             task.cancel()
         cpu, cpu_main, client = (self.proc.cpu_seconds(), self.proc.cpu_seconds(True),
                                  time.process_time())
-        mem = self.proc.memory_kb()
+        mem = self.proc.memory()
         self.rss_peak_kb = max(self.rss_peak_kb, mem.get("VmRSS", 0))
         for w in streams:
             w.close()
@@ -804,14 +739,13 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     loadavg = Path("/proc/loadavg").read_text().split()[:3]
     tmp = Path(tempfile.mkdtemp(prefix="evroc-fleet-bench-"))
-    fleet_path, log_path = tmp / "fleet.yaml", tmp / "server.log"
+    fleet_path = tmp / "fleet.yaml"
     fleet_path.write_text(yaml.safe_dump(fleet_config(args), sort_keys=False))
-    port = free_port()
-    process = start_server(tmp / "data", fleet_path, log_path, port, args.server_arg)
-    url = f"http://127.0.0.1:{port}"
+    server = start_server(tmp / "data", "--fleet", str(fleet_path), *args.server_arg)
+    process, url, log_path = server.process, server.url, server.log_path
     print(f"server pid {process.pid} at {url}; data, fleet file and log in {tmp}",
           file=sys.stderr, flush=True)
-    proc = Proc(process.pid)
+    proc = ServerStats(process.pid)
     bench = FleetBench(args, url, proc, process)
     spy: subprocess.Popen[bytes] | None = None
     profile_path: Path | None = None
@@ -838,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
                 spy.communicate(timeout=60)
             except subprocess.TimeoutExpired:
                 spy.kill()
-        stop_server(process)
+        server.stop()
     problems, levels = log_problems(log_path)
     r = bench.results
     r["server_log"] = {"path": str(log_path), "levels": dict(levels), "first_distinct": problems}
