@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,8 @@ from evroc_compute.controllers.manager import Manager
 from evroc_compute.hosts.agent import SimAgent
 from evroc_compute.hosts.fleet import Fleet, default_fleet
 from evroc_compute.server.app import App
-from evroc_compute.server.http import Receive, Scope, Send
+from evroc_compute.server.http import Receive, Scope, Send, lifespan
 
-log = logging.getLogger(__name__)
 LEADER_LEASE = "evroc-compute-controllers"
 
 
@@ -83,17 +81,4 @@ class Cloud:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.start()
-                except Exception as problem:
-                    log.exception("start-up failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(problem)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send, self.start, self.stop)

@@ -45,7 +45,8 @@ class DiskController:
         out: list[dict[str, Any]] = [{"useKind": "permanent", "vm": vm["metadata"]["name"]}
                                      for vm in self.world.vms.by_index("disk", ns_name(namespace, name))]
         for attachment in self.world.attachments.by_index("disk", ns_name(namespace, name)):
-            if claim_problem(self.world, attachment) is None or _plugged(self.world, attachment):
+            plugged = (reported(self.world, attachment) or {}).get("attached")
+            if claim_problem(self.world, attachment) is None or plugged:
                 out.append({"useKind": "hotswap", "vm": get(attachment, "spec", "vmRef"),
                             "attachment": attachment["metadata"]["name"]})
         return out
@@ -150,7 +151,3 @@ class DiskController:
         await write_status(self.client, DISK, disk, status)
         return Result(requeue_after=requeue)
 
-
-def _plugged(world: World, attachment: dict[str, Any]) -> bool:
-    entry = reported(world, attachment)
-    return bool(entry and entry.get("attached"))

@@ -77,6 +77,13 @@ def allocated(host: dict[str, Any]) -> Resources:
     return total
 
 
+def with_allocations(host: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The host with these allocations and their sum as its status."""
+    total = amounts(sum((resources(e) for e in entries), Resources()))
+    return {**host, "status": {**(host.get("status") or {}), "allocations": entries,
+                               "allocated": total}}
+
+
 def needs_placement(instance: dict[str, Any]) -> bool:
     return not deleting(instance) and not get(instance, "spec", "host")
 
@@ -245,10 +252,8 @@ class Scheduler:
         for _, request in placed:
             if request.instance not in taken:
                 entries.append({"instance": request.instance, **amounts(request.resources)})
-        status = {**(host.get("status") or {}), "allocations": entries,
-                  "allocated": amounts(sum((resources(e) for e in entries), Resources()))}
         try:
-            written = await self.client.update(HOST, {**host, "status": status}, "status")
+            written = await self.client.update(HOST, with_allocations(host, entries), "status")
         except ClientError as problem:
             if not problem.conflict:
                 raise
@@ -313,10 +318,8 @@ class Scheduler:
             keep = [e for e in entries if not self._stale(name, e, now)]
             if host is None or len(keep) == len(entries):
                 continue
-            status = {**(host.get("status") or {}), "allocations": keep,
-                      "allocated": amounts(sum((resources(e) for e in keep), Resources()))}
             try:
-                self._latest[name] = await self.client.update(HOST, {**host, "status": status},
+                self._latest[name] = await self.client.update(HOST, with_allocations(host, keep),
                                                               "status")
             except ClientError as problem:
                 if not problem.conflict:

@@ -44,6 +44,7 @@ from evroc_compute.server.http import (
     StreamingResponse,
     error_response,
     json_response,
+    lifespan,
     read_request,
 )
 from evroc_compute.server.openapi import OpenAPI
@@ -112,7 +113,7 @@ class App:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await lifespan(receive, send, self.start, self.stop)
             return
         if scope["type"] != "http":
             return
@@ -131,21 +132,6 @@ class App:
             await response.send(send, receive)  # a watch ends when its client goes away
         else:
             await response.send(send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.start()
-                except Exception as problem:
-                    await send({"type": "lifespan.startup.failed", "message": str(problem)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     # ---- routing ----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,8 @@ from urllib.parse import parse_qsl
 import orjson
 
 from evroc_compute.server import bodies, errors
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -142,3 +145,22 @@ def json_response(value: Any, status: int = 200, content_type: bytes = JSON) -> 
 def error_response(error: errors.ApiError) -> Response:
     headers = [(b"retry-after", str(error.retry_after).encode())] if error.retry_after else []
     return Response(error.code, error.body(), headers=headers)
+
+
+async def lifespan(receive: Receive, send: Send, start: Callable[[], Awaitable[None]],
+                   stop: Callable[[], Awaitable[None]]) -> None:
+    """The ASGI lifespan protocol: `start` on startup (a failure is reported), `stop` on shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await start()
+            except Exception as problem:
+                log.exception("start-up failed")
+                await send({"type": "lifespan.startup.failed", "message": str(problem)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
