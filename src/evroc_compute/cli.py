@@ -1,14 +1,25 @@
-"""Command line: `evroc-compute serve` and `evroc-compute kubeconfig`."""
+"""Command line: `evroc-compute serve|agent|images|console|kubeconfig`."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import socket
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+from evroc_compute import images_cli
+from evroc_compute.controllers.settings import Settings, Timing
+from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
+
+if TYPE_CHECKING:
+    from evroc_compute.hosts.qemu_agent import QemuHostConfig
 
 DEFAULT_DATA_DIR = Path(os.environ.get("EVROC_COMPUTE_DATA_DIR", "./data"))
 
@@ -25,18 +36,43 @@ def kubeconfig(server: str, cluster: str = "") -> str:
     }, sort_keys=False)
 
 
+def _fleet(args: argparse.Namespace) -> Fleet:
+    """The fleet file's fleet; with a real host, its settings and this one host (steps real)."""
+    try:
+        fleet = load_fleet(Path(args.fleet)) if args.fleet else None
+    except FleetError as problem:
+        sys.exit(f"evroc-compute: {problem}")
+    if args.driver == "sim":
+        return fleet or default_fleet()
+    settings = fleet.settings if fleet else Settings(timing=Timing())
+    return Fleet(settings=settings, hosts=(_qemu_host(args).host_spec(),))
+
+
+def _qemu_host(args: argparse.Namespace) -> QemuHostConfig:
+    from evroc_compute.hosts.qemu_agent import QemuHostConfig, detect_accel
+
+    accel = detect_accel() if args.accel == "auto" else args.accel
+    return QemuHostConfig(
+        name=args.host_name, zone=args.zone, data_dir=Path(args.data_dir) / "qemu",
+        image_dir=Path(args.image_dir) if args.image_dir else images_cli.default_image_dir(),
+        accel=accel, cpu_overcommit=args.cpu_overcommit,
+        memory_overcommit=args.memory_overcommit, stop_timeout=args.stop_timeout)
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from evroc_compute.cloud import Cloud
-    from evroc_compute.hosts.fleet import FleetError, default_fleet, load_fleet
 
-    try:
-        fleet = load_fleet(Path(args.fleet)) if args.fleet else default_fleet()
-    except FleetError as problem:
-        sys.exit(f"evroc-compute: {problem}")
+    fleet = _fleet(args)
+    qemu_host = _qemu_host(args) if args.driver == "qemu" else None
+    if qemu_host is not None:
+        print(f"evroc-compute: host {qemu_host.name} in {qemu_host.zone} runs VMs with QEMU "
+              f"({qemu_host.accel.upper()}), images in {qemu_host.image_dir}",
+              file=sys.stderr, flush=True)
     app = Cloud(Path(args.data_dir), fleet=fleet, controllers=not args.no_controllers,
-                compact_interval=args.compact_interval, compact_keep=args.compact_keep)
+                qemu_host=qemu_host, compact_interval=args.compact_interval,
+                compact_keep=args.compact_keep)
     print(f"evroc-compute serving on http://{args.host}:{args.port} "
           f"(data in {Path(args.data_dir).resolve()})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
@@ -45,6 +81,71 @@ def serve(args: argparse.Namespace) -> None:
                 # Open watches would otherwise hold a graceful shutdown (Ctrl-C) for up to
                 # their timeout (30 min): give requests 3 s, then cancel what remains.
                 timeout_graceful_shutdown=3)
+
+
+async def _run_agent(args: argparse.Namespace) -> None:
+    from evroc_compute.client.http import HttpClient
+    from evroc_compute.controllers.world import World
+    from evroc_compute.hosts.qemu_agent import QemuAgent, register_host
+
+    config = _qemu_host(args)
+    async with HttpClient(args.server, f"evroc-compute-agent-{config.name}") as client:
+        world = World(client)
+        agent = QemuAgent(client, world, _fleet(args).settings, config)
+        await register_host(client, config)
+        print(f"evroc-compute agent: host {config.name} in {config.zone} ({config.accel.upper()}) "
+              f"serving {args.server}", file=sys.stderr, flush=True)
+        try:
+            await world.start()
+            await agent.run()
+        finally:
+            agent.stop()
+            await world.stop()
+
+
+def agent(args: argparse.Namespace) -> None:
+    import asyncio
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run_agent(args))
+
+
+def console(args: argparse.Namespace) -> int:
+    """Print (or follow) the serial console of a VM run by this machine's agent."""
+    path = Path(args.data_dir) / "qemu" / "vms" / args.namespace / args.name / "console.log"
+    if not path.is_file():
+        print(f"evroc-compute: no console log for VM {args.namespace}/{args.name} in {path.parent} "
+              "(is the VM running on this host, and --data-dir the agent's?)", file=sys.stderr)
+        return 1
+    with path.open("rb") as log:
+        while True:
+            chunk = log.read(1 << 16)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            elif not args.follow or not path.exists():
+                return 0
+            else:
+                time.sleep(0.2)
+
+
+def _host_options(parser: argparse.ArgumentParser, *, default_driver: str) -> None:
+    parser.add_argument("--driver", choices=("sim", "qemu"), default=default_driver,
+                        help="sim: a simulated fleet; qemu: this machine is one real host")
+    parser.add_argument("--host-name", default=socket.gethostname(),
+                        help="the Host name of this machine (default: its hostname)")
+    parser.add_argument("--zone", default="se-sto-a", help="the zone of this machine's host")
+    parser.add_argument("--image-dir", default="",
+                        help="the image store (default $EVROC_IMAGE_STORE or "
+                             "~/.cache/evroc-compute/images)")
+    parser.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                        help="auto: KVM if it works here, TCG otherwise")
+    parser.add_argument("--cpu-overcommit", type=float, default=4.0,
+                        help="vCPUs offered per core (default 4)")
+    parser.add_argument("--memory-overcommit", type=float, default=1.0,
+                        help="guest memory offered per byte of RAM (default 1)")
+    parser.add_argument("--stop-timeout", type=float, default=30.0,
+                        help="seconds a guest gets to power off before QEMU quits it")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,16 +165,39 @@ def main(argv: list[str] | None = None) -> None:
                           "built-in simulated fleet of three zones with realistic timing")
     run.add_argument("--no-controllers", action="store_true",
                      help="serve the API only: no controllers, scheduler or hosts")
+    _host_options(run, default_driver="sim")
     run.add_argument("--log-level", default="warning")
     run.add_argument("--access-log", action="store_true")
     config = commands.add_parser("kubeconfig", help="print a kubeconfig for the local server")
     config.add_argument("--server", default="http://127.0.0.1:6443")
     config.add_argument("--cluster", default="",
                         help="serve through evroc's kcp-style prefix, e.g. root:my-org")
+    host_agent = commands.add_parser("agent", help="run this machine as a host of a server")
+    host_agent.add_argument("--server", required=True, help="the API server's URL")
+    host_agent.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                            help="where the agent keeps VM files and disks (default ./data)")
+    host_agent.add_argument("--fleet", default="",
+                            help="the server's fleet file, for its heartbeat, back-off and subnets")
+    _host_options(host_agent, default_driver="qemu")
+    images_cli.add_parser(commands)
+    show = commands.add_parser("console", help="print the serial console of a VM on this host")
+    show.add_argument("name")
+    show.add_argument("-n", "--namespace", default="default")
+    show.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                      help="the data directory of the server or agent running the VM")
+    show.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         serve(args)
+    elif args.command == "agent":
+        if args.driver != "qemu":
+            sys.exit("evroc-compute: a separate agent runs real VMs: --driver qemu")
+        agent(args)
+    elif args.command == "images":
+        sys.exit(images_cli.run(args))
+    elif args.command == "console":
+        sys.exit(console(args))
     else:
         print(kubeconfig(args.server, args.cluster), end="")
 

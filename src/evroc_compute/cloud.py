@@ -1,10 +1,11 @@
-"""The whole cloud in one process: the API server, the control plane and the simulated fleet.
+"""The whole cloud in one process: the API server, the control plane and the fleet's agents.
 
 `Cloud` is the ASGI application `serve` runs.  At start the API server opens its store; then the
 fleet's Host objects are registered (existing ones are left as the operator edited them) and
-the process campaigns for the controller lease.  The leader runs the controllers, the scheduler
-and the simulated hosts' agent, all through an in-process client that goes through the same
-handlers (admission, concurrency) as kubectl.  With `controllers=False` the server only serves
+the process campaigns for the controller lease.  The leader runs the controllers, the scheduler,
+the simulated hosts' agent and, with `serve --driver qemu`, the agent of this machine, all
+through an in-process client that goes through the same handlers (admission, concurrency) as
+kubectl.  With `controllers=False` the server only serves
 the API (status is whatever clients write), which the API-level tests use.
 """
 
@@ -23,6 +24,7 @@ from evroc_compute.controllers.leader import LeaderElector
 from evroc_compute.controllers.manager import Manager
 from evroc_compute.hosts.agent import SimAgent
 from evroc_compute.hosts.fleet import Fleet, default_fleet
+from evroc_compute.hosts.qemu_agent import QemuAgent, QemuHostConfig, register_host
 from evroc_compute.server.app import App
 from evroc_compute.server.http import Receive, Scope, Send, lifespan
 
@@ -31,9 +33,10 @@ LEADER_LEASE = "evroc-compute-controllers"
 
 class Cloud:
     def __init__(self, data_dir: Path, *, fleet: Fleet | None = None, controllers: bool = True,
-                 **app_options: Any) -> None:
+                 qemu_host: QemuHostConfig | None = None, **app_options: Any) -> None:
         self.app = App(data_dir, **app_options)
         self.fleet = fleet or default_fleet()
+        self.qemu_host = qemu_host
         self.controllers = controllers
         self.client = InProcessClient(self.app, "evroc-compute-controllers")
         # Stable across restarts of the server on this data: a restarted leader (after kill -9)
@@ -52,6 +55,9 @@ class Cloud:
         self._task = asyncio.create_task(elector.run(self._lead), name="leader-election")
 
     async def register_hosts(self) -> None:
+        if self.qemu_host is not None:  # this machine: its Host and the images it has
+            await register_host(self.client, self.qemu_host)
+            return
         for host in self.fleet.hosts:
             try:
                 await self.client.create(HOST, host.to_object())
@@ -61,14 +67,19 @@ class Cloud:
 
     async def _lead(self) -> None:
         manager = self.manager = Manager(self.client, self.fleet.settings)
-        agent = SimAgent(self.client, manager.world, self.fleet.settings)
+        agents: list[SimAgent | QemuAgent] = [
+            SimAgent(self.client, manager.world, self.fleet.settings)]
+        if self.qemu_host is not None:
+            agents.append(QemuAgent(self.client, manager.world, self.fleet.settings, self.qemu_host))
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(manager.run())
                 await manager.world.synced.wait()
-                group.create_task(agent.run())
+                for agent in agents:
+                    group.create_task(agent.run())
         finally:
-            agent.stop()
+            for agent in agents:
+                agent.stop()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -133,7 +133,10 @@ VM_STATUS = obj(
                                 enum=STATUS_VALUES),
     networking=obj("The current status of the networking set up on the VM.",
                    privateIPv4Address=string("The assigned private IPv4 address of the VM."),
-                   publicIPv4Address=string("The assigned public IPv4 address of the VM.")),
+                   publicIPv4Address=string("The assigned public IPv4 address of the VM."),
+                   sshEndpoint=string("evroc-compute extension, real (QEMU) hosts only: the "
+                                      "host:port where `ssh evroc-user@HOST -p PORT` reaches the "
+                                      "guest, a loopback port forwarded by its host.")),
     attachedDisks=array(obj("The current mapping of a permanent Disk to a Device on the VM.",
                             name=string("The name of the attached Disk."),
                             device=string("The device the Disk corresponds to on the VM "

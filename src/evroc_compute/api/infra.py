@@ -111,6 +111,8 @@ INSTANCE_STATUS = obj(
     crashRetryAt=string("When the guest is started again (RFC 3339)."),
     bootCount=integer("How many times the guest was started on this instance."),
     phaseSince=string("When the current phase began (RFC 3339)."),
+    sshEndpoint=string("Where the guest's SSH server is reached (real hosts): a loopback "
+                       "address and port the agent forwards, e.g. 127.0.0.1:40022."),
     hotswap=array(obj("A hot-plug as the agent sees it.", required=("attachment",),
                       attachment=string(), disk=string(), serial=string(), device=string(),
                       attached=boolean(), message=string()), "Hot-plugged disks."),

@@ -349,6 +349,9 @@ class VMController:
         if address is not None and get(address, "status", "usedBy") == vm["metadata"]["name"] \
                 and get(address, "status", "publicIPv4Address") and not deleting(vm):
             networking["publicIPv4Address"] = address["status"]["publicIPv4Address"]
+        endpoint = get(instance, "status", "sshEndpoint")
+        if endpoint and get(instance, "status", "phase") in ("Running", "Paused", "Stopping"):
+            networking["sshEndpoint"] = endpoint
         if networking:
             status["networking"] = networking
         if zone:

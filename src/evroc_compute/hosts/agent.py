@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from evroc_compute.api.infra import FAULT_PREFIX, LEASE, VIRTUAL_MACHINE_INSTANCE
+from evroc_compute.api.infra import FAULT_PREFIX, VIRTUAL_MACHINE_INSTANCE
 from evroc_compute.api.meta import format_time, parse_time
-from evroc_compute.client.base import Client, ClientError
+from evroc_compute.client.base import Client
 from evroc_compute.controllers.runtime import Controller, Key, Result, WorkQueue
 from evroc_compute.controllers.settings import Settings
 from evroc_compute.controllers.world import (
@@ -30,16 +30,10 @@ from evroc_compute.controllers.world import (
 )
 from evroc_compute.controllers.writes import set_finalizer
 from evroc_compute.hosts.drivers import sim
+from evroc_compute.hosts.reports import heartbeats, renew_lease, report
 
 log = logging.getLogger(__name__)
 FAULT_HEARTBEAT = FAULT_PREFIX + "heartbeat"
-
-
-def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """A merge patch turning status `old` into `new` (removed fields become null)."""
-    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
-    patch.update({k: None for k in old if k not in new})
-    return patch
 
 
 class SimAgent:
@@ -80,7 +74,7 @@ class SimAgent:
             self._on_instance("ADDED", instance)
         async with asyncio.TaskGroup() as group:
             group.create_task(self.controller.run())
-            group.create_task(self._heartbeats())
+            group.create_task(heartbeats(self.renew_leases, self.settings.heartbeat_interval))
 
     def stop(self) -> None:
         self.controller.stop()
@@ -106,11 +100,7 @@ class SimAgent:
         return Result(requeue_after=step.wait)
 
     async def _report(self, instance: dict[str, Any], status: dict[str, Any]) -> None:
-        patch = status_patch(instance.get("status") or {}, status)
-        if patch:
-            namespace, name = key_of(instance)
-            await self.client.patch(VIRTUAL_MACHINE_INSTANCE, namespace, name,
-                                    {"status": patch}, subresource="status")
+        await report(self.client, instance, status)
 
     async def _migrate(self, instance: dict[str, Any], now: float) -> Result:
         """Live migration: Migrating for `timing.migrate` seconds, then the target runs it."""
@@ -135,30 +125,7 @@ class SimAgent:
 
     # ---- heartbeats -------------------------------------------------------------------
 
-    async def _heartbeats(self) -> None:
-        while True:
-            try:
-                await self.renew_leases()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("renewing host leases failed; retrying")
-            await asyncio.sleep(self.settings.heartbeat_interval)
-
     async def renew_leases(self) -> None:
         now = format_time(self.wall())
         names = [k[1] for k in self.world.hosts.cache if self._mine(k[1]) and not self._silent(k[1])]
-        await asyncio.gather(*(self._renew(name, now) for name in names))
-
-    async def _renew(self, host: str, now: str) -> None:
-        name = f"host-{host}"
-        spec = {"holderIdentity": host, "renewTime": now,
-                "leaseDurationSeconds": max(1, round(self.settings.heartbeat_timeout))}
-        try:
-            await self.client.patch(LEASE, None, name, {"spec": spec})
-        except ClientError as problem:
-            if not problem.not_found:
-                raise
-            await self.client.create(LEASE, {
-                "apiVersion": LEASE.api_version, "kind": "Lease", "metadata": {"name": name},
-                "spec": {**spec, "acquireTime": now, "leaseTransitions": 0}})
+        await asyncio.gather(*(renew_lease(self.client, name, now, self.settings) for name in names))

@@ -43,6 +43,7 @@ class HostSpec:
     memory_gb: int
     local_disk_gb: int = 0
     gpus: dict[str, int] = field(default_factory=dict)
+    driver: str = "sim"
 
     def to_object(self) -> dict[str, Any]:
         capacity: dict[str, Any] = {"vcpu": self.vcpu,
@@ -53,7 +54,7 @@ class HostSpec:
             capacity["localDiskGB"] = self.local_disk_gb
         return {"apiVersion": HOST.api_version, "kind": "Host",
                 "metadata": {"name": self.name, "labels": {"topology.evroc.com/zone": self.zone}},
-                "spec": {"zone": self.zone, "capacity": capacity, "driver": "sim"}}
+                "spec": {"zone": self.zone, "capacity": capacity, "driver": self.driver}}
 
 
 @dataclass(frozen=True, kw_only=True)

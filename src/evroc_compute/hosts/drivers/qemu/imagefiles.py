@@ -24,4 +24,4 @@ class ImageFiles:
     initrd: str | None = None
     kernel_cmdline: str | None = None
     source: str = ""  # where it came from, for humans
-    sha256: str | None = None  # the verified checksum of the source, if one was given
+    sha256: str | None = None  # of an imported source as fetched (before decompression)

@@ -25,7 +25,7 @@ from .imagefiles import ImageFiles
 
 DEFAULT_ROOT = Path("~/.cache/evroc-compute/images")
 # The names end in a build version: bump it when the builder changes, so caches rebuild.
-MINIMAL_IMAGE = "evroc-minimal.2"  # busybox + dropbear, SSH in ~5 s under TCG
+MINIMAL_IMAGE = "evroc-minimal.3"  # busybox + dropbear, SSH in ~5 s under TCG
 DEBIAN_IMAGE = "debian.12.1"  # Debian bookworm with real cloud-init
 _MANIFEST = "image.json"
 
@@ -132,13 +132,15 @@ async def build_debian(store: ImageStore) -> Path:
     return (await store.ensure(DEBIAN_IMAGE, debian.build)).disk
 
 
-async def import_image(store: ImageStore, name: str, source: str, sha256: str | None = None) -> Path:
+async def import_image(store: ImageStore, name: str, source: str, sha256: str | None = None,
+                       progress: imports.Progress | None = None) -> Path:
     """The base disk of image `name`, imported from a file or http(s) URL on first use.
 
-    A different `sha256` than the one recorded at import re-imports the image.
+    A different `sha256` than the one recorded at import re-imports the image. `progress`
+    is called with (bytes fetched, total or None) while the source is fetched.
     """
     expected = sha256.lower() if sha256 else None
     image = await store.ensure(
-        name, lambda into: imports.fetch(source, into, expected),
+        name, lambda into: imports.fetch(source, into, expected, progress),
         is_current=lambda image: expected is None or image.sha256 == expected)
     return image.disk

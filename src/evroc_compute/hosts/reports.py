@@ -1,0 +1,63 @@
+"""What every host agent writes: instance status as a merge patch, and its hosts' heartbeats.
+
+An agent is alive for the control plane while it renews one Lease per host (`host-<name>`)
+every heartbeat interval; the HostMonitor turns a lease older than the heartbeat timeout into
+the host being NotReady and its VMs Unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from evroc_compute.api.infra import LEASE, VIRTUAL_MACHINE_INSTANCE
+from evroc_compute.client.base import Client, ClientError
+from evroc_compute.controllers.settings import Settings
+from evroc_compute.controllers.world import key_of
+
+log = logging.getLogger(__name__)
+
+
+def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch turning status `old` into `new` (removed fields become null)."""
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    return patch
+
+
+async def report(client: Client, instance: dict[str, Any], status: dict[str, Any]) -> None:
+    """Write `status` on the instance if it differs from what it shows."""
+    patch = status_patch(instance.get("status") or {}, status)
+    if patch:
+        namespace, name = key_of(instance)
+        await client.patch(VIRTUAL_MACHINE_INSTANCE, namespace, name, {"status": patch},
+                           subresource="status")
+
+
+async def renew_lease(client: Client, host: str, now: str, settings: Settings) -> None:
+    """Renew (or create) the heartbeat lease of `host`; `now` in RFC 3339."""
+    name = f"host-{host}"
+    spec = {"holderIdentity": host, "renewTime": now,
+            "leaseDurationSeconds": max(1, round(settings.heartbeat_timeout))}
+    try:
+        await client.patch(LEASE, None, name, {"spec": spec})
+    except ClientError as problem:
+        if not problem.not_found:
+            raise
+        await client.create(LEASE, {
+            "apiVersion": LEASE.api_version, "kind": "Lease", "metadata": {"name": name},
+            "spec": {**spec, "acquireTime": now, "leaseTransitions": 0}})
+
+
+async def heartbeats(renew: Callable[[], Awaitable[None]], interval: float) -> None:
+    """Call `renew` every `interval` seconds, forever; a failed renewal is logged and retried."""
+    while True:
+        try:
+            await renew()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("renewing host leases failed; retrying")
+        await asyncio.sleep(interval)
