@@ -107,6 +107,16 @@ def test_a_hotswap_disk_used_elsewhere_or_in_another_zone_is_refused_with_a_reas
         e["attached"] for e in hotswap_of(kc, "one"))
 
 
+def test_a_disk_without_a_zone_is_bound_by_the_vm_that_hot_swaps_it(kc: Kubectl) -> None:
+    apply(kc, disk("boot", zone="se-sto-a"), disk("loose"), vm("taker", "boot"))
+    wait_status(kc, "taker", "Running")
+    assert ready(get(kc, "disk/loose"))["reason"] == "WaitingForFirstConsumer"
+    apply(kc, attachment("take", "taker", "loose"))
+    kc("wait", "hda/take", "--for=condition=Ready", "--timeout=20s")
+    assert get(kc, "disk/loose")["status"]["placement"] == {"zone": "se-sto-a"}
+    assert [e["attached"] for e in hotswap_of(kc, "taker")] == [True]
+
+
 # ---- placement groups -----------------------------------------------------------------------
 
 def test_a_spread_group_puts_members_on_different_hosts_and_refuses_a_sixth(kc: Kubectl) -> None:

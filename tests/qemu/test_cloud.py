@@ -192,7 +192,7 @@ def test_a_vm_from_apply_to_ssh_hotswap_stop_start_and_delete(
         assert status["attachedDisks"] == [{"name": "boot", "device": "/dev/vda"}]
 
         # A hot-swapped disk appears in the guest under its serial.
-        kubectl("apply", "-f", "-", input=manifest(disk("data", zone="se-sto-a"), {
+        kubectl("apply", "-f", "-", input=manifest(disk("data"), {
             "apiVersion": GROUP, "kind": "HotswapDiskAttachment", "metadata": {"name": "data-web"},
             "spec": {"vmRef": "web", "diskRef": "data"}}))
         plugged = wait_for(lambda: [a for a in vm_status(kubectl, "web").get(

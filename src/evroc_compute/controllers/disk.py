@@ -1,8 +1,8 @@
 """The Disk controller: provisioning, size, zone binding, usage and protection while in use.
 
 A disk is provisioned once it has a zone: its own spec.placement.zone, or the zone of the first
-VM using it, bound when that VM is scheduled (until then it waits, and the VM shows
-WaitingForVolumeBinding).  An unknown image or storage class, or an injected fault, fails it
+VM using it (or hot-swapping it), bound when that VM is scheduled (until then it waits, and the
+VM shows WaitingForVolumeBinding).  An unknown image or storage class, or an injected fault, fails it
 for good (ProvisioningFailed).  Deleting a disk that a VM or an attachment still uses is held
 by a finalizer, with a condition that names the user, until the use ends.
 """
@@ -52,10 +52,18 @@ class DiskController:
         return out
 
     def _first_use_zone(self, disk: dict[str, Any]) -> str | None:
-        """The zone of the host running the first VM that uses this disk, once it is scheduled."""
+        """The zone of the host running the first VM that uses this disk, once it is scheduled.
+
+        A hot-swap attachment is a use too: its VM's zone binds a disk nobody else uses.
+        """
         namespace = disk["metadata"]["namespace"]
-        for vm in self.world.vms.by_index("disk", ns_name(namespace, disk["metadata"]["name"])):
-            instance = self.world.instances.get(namespace, vm["metadata"]["name"])
+        at = ns_name(namespace, disk["metadata"]["name"])
+        users = [vm["metadata"]["name"] for vm in self.world.vms.by_index("disk", at)]
+        users += [get(a, "spec", "vmRef") for a in sorted(
+            self.world.attachments.by_index("disk", at),
+            key=lambda a: a["metadata"].get("creationTimestamp", "")) if not deleting(a)]
+        for vm_name in users:
+            instance = self.world.instances.get(namespace, vm_name or "")
             host = self.world.hosts.get("", get(instance, "spec", "host") or "")
             if host is not None:
                 return str(host["spec"]["zone"])
@@ -130,7 +138,8 @@ class DiskController:
         elif not zone:
             ready = Condition(type="Ready", status="False", reason="WaitingForFirstConsumer",
                               message="the disk has no zone yet; it is bound to the zone of the "
-                                      "first VM that uses it when that VM is scheduled",
+                                      "first VM that uses or hot-swaps it when that VM is "
+                                      "scheduled",
                               observed_generation=generation)
         else:
             started = parse_time(previous.get("lastTransitionTime")) \

@@ -108,8 +108,9 @@ class Manager:
         key = key_of(instance)
         self._add("vm", key)
         self._add("disk", *((key[0], d["name"]) for d in get(instance, "spec", "disks") or []))
-        self._add("hotswap", *(key_of(a) for a in self.world.attachments.by_index(
-            "vm", f"{key[0]}/{key[1]}")))
+        attachments = self.world.attachments.by_index("vm", f"{key[0]}/{key[1]}")
+        self._add("hotswap", *(key_of(a) for a in attachments))
+        self._add("disk", *((key[0], get(a, "spec", "diskRef")) for a in attachments))
         vm = self.world.vms.get(*key)
         group = get(vm, "spec", "placementGroup")
         if group:
