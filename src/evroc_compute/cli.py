@@ -84,6 +84,7 @@ def serve(args: argparse.Namespace) -> None:
 
 
 async def _run_agent(args: argparse.Namespace) -> None:
+    from evroc_compute.client.base import ClientError
     from evroc_compute.client.http import HttpClient
     from evroc_compute.controllers.world import World
     from evroc_compute.hosts.qemu_agent import QemuAgent, register_host
@@ -92,7 +93,11 @@ async def _run_agent(args: argparse.Namespace) -> None:
     async with HttpClient(args.server, f"evroc-compute-agent-{config.name}") as client:
         world = World(client)
         agent = QemuAgent(client, world, _fleet(args).settings, config)
-        await register_host(client, config)
+        try:
+            await register_host(client, config)
+        except ClientError as problem:
+            sys.exit(f"evroc-compute: cannot register host {config.name} with {args.server}: "
+                     f"{problem}")
         print(f"evroc-compute agent: host {config.name} in {config.zone} ({config.accel.upper()}) "
               f"serving {args.server}", file=sys.stderr, flush=True)
         try:
