@@ -256,10 +256,11 @@ class QemuAgent:
             await report(self.client, instance, status.new)
             await machine.stop(self.config.stop_timeout)
             status.move("Stopped", "the guest shut down")
-        elif status.phase not in ("Stopped", "Stopping"):
+        elif not status.new.get("bootCount"):
             status.move("Stopped", "the guest was never started")
-        else:
-            status.move("Stopped", status.new.get("message") or "the guest shut down")
+        elif status.phase != "Stopped":
+            status.move("Stopped", f"the guest is stopped (it was {status.phase}: "
+                                   f"{status.new.get('message')})")
         status.drop("sshEndpoint", "crashCount", "crashRetryAt")
         status.new["hotswap"] = [
             {"attachment": w["attachment"], "disk": w["disk"], "serial": w["serial"],
