@@ -512,7 +512,8 @@ async def _ssh_answers(port: int | None) -> bool:
     with contextlib.suppress(OSError, TimeoutError):
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
         try:
-            return (await asyncio.wait_for(reader.read(4), 1.0)) == b"SSH-"
+            # Generous: a guest busy booting greets late, and each retry costs it an sshd fork.
+            return (await asyncio.wait_for(reader.read(4), 5.0)) == b"SSH-"
         finally:
             writer.close()
     return False
