@@ -84,3 +84,25 @@ def resource_path(kind: Kind, namespace: str | None, name: str = "",
     if subresource:
         path += f"/{subresource}"
     return path
+
+
+PATCH_CONTENT_TYPES: dict[str, str] = {
+    "merge": "application/merge-patch+json", "json": "application/json-patch+json",
+    "apply": "application/apply-patch+yaml"}
+
+
+def list_query(label_selector: str, field_selector: str) -> dict[str, str]:
+    """The query string of a list, with only the selectors that are set."""
+    return {k: v for k, v in (("labelSelector", label_selector),
+                              ("fieldSelector", field_selector)) if v}
+
+
+def watch_query(resource_version: str, label_selector: str, timeout_seconds: int) -> dict[str, str]:
+    """The query string of a watch (with bookmarks), with only the options that are set."""
+    query = {"watch": "true", "allowWatchBookmarks": "true"}
+    for name, value in (("resourceVersion", resource_version),
+                        ("labelSelector", label_selector),
+                        ("timeoutSeconds", str(timeout_seconds) if timeout_seconds else "")):
+        if value:
+            query[name] = value
+    return query

@@ -23,10 +23,15 @@ import httpx
 import orjson
 
 from evroc_compute.api.kinds import Kind
-from evroc_compute.client.base import ClientError, PatchType, WatchEvent, resource_path
-
-_PATCH_TYPES = {"merge": "application/merge-patch+json", "json": "application/json-patch+json",
-                "apply": "application/apply-patch+yaml"}
+from evroc_compute.client.base import (
+    PATCH_CONTENT_TYPES,
+    ClientError,
+    PatchType,
+    WatchEvent,
+    list_query,
+    resource_path,
+    watch_query,
+)
 
 # The Status reasons kube-apiserver uses per code, for error answers that carry no Status body
 # (a proxy's 502, a plain-text 404 from something that is not this server).
@@ -114,20 +119,14 @@ class HttpClient:
 
     async def list(self, kind: Kind, namespace: str | None = None, *, label_selector: str = "",
                    field_selector: str = "") -> tuple[list[dict[str, Any]], str]:
-        query = {k: v for k, v in (("labelSelector", label_selector),
-                                   ("fieldSelector", field_selector)) if v}
+        query = list_query(label_selector, field_selector)
         listed = await self._object("GET", resource_path(kind, namespace), query=query)
         return listed["items"], str(listed["metadata"]["resourceVersion"])
 
     async def watch(self, kind: Kind, namespace: str | None = None, *, resource_version: str = "",
                     label_selector: str = "", timeout_seconds: int = 0,
                     ) -> AsyncIterator[WatchEvent]:
-        query = {"watch": "true", "allowWatchBookmarks": "true"}
-        for name, value in (("resourceVersion", resource_version),
-                            ("labelSelector", label_selector),
-                            ("timeoutSeconds", str(timeout_seconds) if timeout_seconds else "")):
-            if value:
-                query[name] = value
+        query = watch_query(resource_version, label_selector, timeout_seconds)
         path = resource_path(kind, namespace)
         # No read timeout: an idle watch is quiet between the server's bookmarks, and how long
         # it lasts is the server's business (timeoutSeconds), not the socket's.
@@ -160,7 +159,7 @@ class HttpClient:
                     force: bool = False) -> dict[str, Any]:
         query = self._writes(**({"force": "true"} if force else {}))
         return await self._object("PATCH", resource_path(kind, namespace, name, subresource),
-                                  body, content_type=_PATCH_TYPES[patch_type], query=query)
+                                  body, content_type=PATCH_CONTENT_TYPES[patch_type], query=query)
 
     async def delete(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
         return await self._object("DELETE", resource_path(kind, namespace, name))

@@ -13,13 +13,18 @@ from typing import Any
 import orjson
 
 from evroc_compute.api.kinds import Kind
-from evroc_compute.client.base import ClientError, PatchType, WatchEvent, resource_path
+from evroc_compute.client.base import (
+    PATCH_CONTENT_TYPES,
+    ClientError,
+    PatchType,
+    WatchEvent,
+    list_query,
+    resource_path,
+    watch_query,
+)
 from evroc_compute.server import errors
 from evroc_compute.server.app import App
 from evroc_compute.server.http import Request, Response, StreamingResponse
-
-_PATCH_TYPES = {"merge": "application/merge-patch+json", "json": "application/json-patch+json",
-                "apply": "application/apply-patch+yaml"}
 
 
 class InProcessClient:
@@ -60,20 +65,14 @@ class InProcessClient:
 
     async def list(self, kind: Kind, namespace: str | None = None, *, label_selector: str = "",
                    field_selector: str = "") -> tuple[list[dict[str, Any]], str]:
-        query = {k: v for k, v in (("labelSelector", label_selector),
-                                   ("fieldSelector", field_selector)) if v}
+        query = list_query(label_selector, field_selector)
         listed = await self._object("GET", resource_path(kind, namespace), query=query)
         return listed["items"], str(listed["metadata"]["resourceVersion"])
 
     async def watch(self, kind: Kind, namespace: str | None = None, *, resource_version: str = "",
                     label_selector: str = "", timeout_seconds: int = 0,
                     ) -> AsyncIterator[WatchEvent]:
-        query = {"watch": "true", "allowWatchBookmarks": "true"}
-        for name, value in (("resourceVersion", resource_version),
-                            ("labelSelector", label_selector),
-                            ("timeoutSeconds", str(timeout_seconds) if timeout_seconds else "")):
-            if value:
-                query[name] = value
+        query = watch_query(resource_version, label_selector, timeout_seconds)
         response = await self._call("GET", resource_path(kind, namespace), query=query)
         assert isinstance(response, StreamingResponse)
         lines = response.lines
@@ -104,7 +103,7 @@ class InProcessClient:
                     force: bool = False) -> dict[str, Any]:
         query = self._writes(**({"force": "true"} if force else {}))
         return await self._object("PATCH", resource_path(kind, namespace, name, subresource),
-                                  body, content_type=_PATCH_TYPES[patch_type], query=query)
+                                  body, content_type=PATCH_CONTENT_TYPES[patch_type], query=query)
 
     async def delete(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
         return await self._object("DELETE", resource_path(kind, namespace, name))
