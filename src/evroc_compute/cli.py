@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -59,6 +60,18 @@ def _qemu_host(args: argparse.Namespace) -> QemuHostConfig:
         memory_overcommit=args.memory_overcommit, stop_timeout=args.stop_timeout)
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
+_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def duration(text: str) -> float:
+    """A Go-style duration (`1h`, `1h30m`, `90s`, `500ms`) in seconds, for --*-ttl options."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 1h, 30m, 90s or 1h30m")
+    return sum(float(n) * _SECONDS[u] for n, u in parts)
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -72,7 +85,7 @@ def serve(args: argparse.Namespace) -> None:
               file=sys.stderr, flush=True)
     app = Cloud(Path(args.data_dir), fleet=fleet, controllers=not args.no_controllers,
                 qemu_host=qemu_host, compact_interval=args.compact_interval,
-                compact_keep=args.compact_keep)
+                compact_keep=args.compact_keep, event_ttl=args.event_ttl)
     print(f"evroc-compute serving on http://{args.host}:{args.port} "
           f"(data in {Path(args.data_dir).resolve()})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
@@ -165,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
                      help="seconds between store compactions")
     run.add_argument("--compact-keep", type=int, default=1000,
                      help="revisions of history kept by compaction")
+    run.add_argument("--event-ttl", type=duration, default="1h",
+                     help="how long an event is kept after it last happened, e.g. 1h, 30m, 90s")
     run.add_argument("--fleet", default="",
                      help="a YAML fleet file (hosts, timing, faults' back-off); default: the "
                           "built-in simulated fleet of three zones with realistic timing")

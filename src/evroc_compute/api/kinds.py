@@ -51,6 +51,12 @@ class Kind:
     delete_check: Callable[[dict[str, Any]], FieldError | None] = lambda obj: None
     # Objects written at start-up (the catalog); they may be edited by admins afterwards.
     seed: tuple[dict[str, Any], ...] = ()
+    # Top-level fields besides spec and status (an Event has no spec: its fields are at the top).
+    fields: tuple[tuple[str, Schema], ...] = ()
+    # Field selector paths served besides metadata.name and metadata.namespace.
+    field_labels: frozenset[str] = frozenset()
+    # Tables start with a Name column, except for kinds whose name means nothing to a reader.
+    name_column: bool = True
 
     @property
     def singular(self) -> str:
@@ -98,6 +104,7 @@ def _object_schema(kind: Kind) -> Schema:
                            "represents. In CamelCase.", enum=(kind.kind,)),
             "metadata": OBJECT_META,
         }
+        props.update(kind.fields)
         if kind.spec is not None:
             props["spec"] = kind.spec
         if kind.status is not None:

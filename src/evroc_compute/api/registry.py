@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from evroc_compute.api import catalog, compute, core, infra, networking
+from evroc_compute.api import catalog, compute, core, events, infra, networking
 from evroc_compute.api.kinds import Registry
 
 
 def default_registry() -> Registry:
-    return Registry([*core.KINDS, *compute.KINDS, *catalog.KINDS, *networking.KINDS, *infra.KINDS])
+    return Registry([*core.KINDS, *events.KINDS, *compute.KINDS, *catalog.KINDS,
+                     *networking.KINDS, *infra.KINDS])

@@ -9,10 +9,13 @@ the client it is given.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 from evroc_compute.client.base import Client
+from evroc_compute.client.recorder import EventRecorder
 from evroc_compute.controllers.disk import DiskController
+from evroc_compute.controllers.history import StatusHistory
 from evroc_compute.controllers.hosts import HostMonitor
 from evroc_compute.controllers.hotswap import HotswapController
 from evroc_compute.controllers.placementgroup import PlacementGroupController
@@ -22,6 +25,8 @@ from evroc_compute.controllers.scheduling import Scheduler
 from evroc_compute.controllers.settings import Settings
 from evroc_compute.controllers.vm import VMController
 from evroc_compute.controllers.world import World, get, key_of, public_ip_ref
+
+EVENT_SOURCE = "evroc-compute-controllers"
 
 
 class Manager:
@@ -36,6 +41,8 @@ class Manager:
         self.group = PlacementGroupController(client, w)
         self.scheduler = Scheduler(client, w, settings)
         self.monitor = HostMonitor(client, w, settings, self._host_changed)
+        self.recorder = EventRecorder(client, EVENT_SOURCE, socket.gethostname())
+        self.history = StatusHistory(w, self.recorder)
         self.queues: dict[str, WorkQueue] = {}
         self.controllers = [self._controller("vm", self.vm, 8),
                             self._controller("disk", self.disk, 4),
@@ -163,6 +170,7 @@ class Manager:
                     group.create_task(controller.run())
                 group.create_task(self.scheduler.run())
                 group.create_task(self.monitor.run())
+                group.create_task(self.recorder.run())
         finally:
             for controller in self.controllers:
                 controller.stop()

@@ -20,7 +20,7 @@ import orjson
 from evroc_compute import __version__
 from evroc_compute.api.kinds import Registry
 from evroc_compute.api.registry import default_registry
-from evroc_compute.server import errors, namespaces
+from evroc_compute.server import errors, expiry, namespaces
 from evroc_compute.server.discovery import Discovery
 from evroc_compute.server.handlers.common import (
     Context,
@@ -66,11 +66,12 @@ def version_info() -> dict[str, str]:
 class App:
     def __init__(self, data_dir: Path, *, registry: Registry | None = None,
                  compact_interval: float = 300.0, compact_keep: int = 1000,
-                 bookmark_interval: float = 5.0) -> None:
+                 bookmark_interval: float = 5.0, event_ttl: float = 3600.0) -> None:
         self.data_dir = data_dir
         self.registry = registry or default_registry()
         self.compact_interval, self.compact_keep = compact_interval, compact_keep
         self.bookmark_interval = bookmark_interval
+        self.event_ttl = event_ttl
         self.ctx: Context | None = None
         self.discovery = Discovery(self.registry)
         self.openapi = OpenAPI(self.registry)
@@ -87,6 +88,8 @@ class App:
         await namespaces.resume_terminations(self.ctx)
         self._background.append(asyncio.create_task(
             store.compact_forever(self.compact_interval, self.compact_keep), name="compactor"))
+        self._background.append(asyncio.create_task(
+            expiry.sweep_forever(store, self.event_ttl), name="event-expiry"))
         self._background.append(asyncio.create_task(_freeze_long_lived(), name="gc-freeze"))
 
     async def _seed(self, store: LogStore) -> None:

@@ -32,10 +32,10 @@ def negotiate(req: Request) -> Wanted | None:
 
 
 def column_definitions(kind: Kind) -> list[dict[str, Any]]:
-    return [{"name": "Name", "type": "string", "format": "name",
-             "description": f"Name of the {kind.kind}.", "priority": 0}] + [
-        {"name": c.name, "type": c.type, "format": c.format, "description": c.description,
-         "priority": c.priority} for c in kind.columns]
+    name = [{"name": "Name", "type": "string", "format": "name",
+             "description": f"Name of the {kind.kind}.", "priority": 0}] if kind.name_column else []
+    return name + [{"name": c.name, "type": c.type, "format": c.format,
+                    "description": c.description, "priority": c.priority} for c in kind.columns]
 
 
 def _partial(entry: Entry) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def _partial(entry: Entry) -> dict[str, Any]:
 
 def row(kind: Kind, entry: Entry, include: str) -> dict[str, Any]:
     obj = entry.obj
-    cells: list[Any] = [obj["metadata"].get("name")]
+    cells: list[Any] = [obj["metadata"].get("name")] if kind.name_column else []
     for column in kind.columns:
         try:
             value = column.value(obj)

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from evroc_compute.api.kinds import Kind
 from evroc_compute.server import errors, tables
 from evroc_compute.server.handlers.common import Context, Target, ensure_namespace, list_body
 from evroc_compute.server.http import Request, Response
@@ -25,11 +26,12 @@ FIELDS = frozenset({"metadata.name", "metadata.namespace"})
 Filter = Callable[[Entry], bool]
 
 
-def parse_filter(req: Request) -> tuple[Filter | None, str | None]:
+def parse_filter(req: Request, kind: Kind) -> tuple[Filter | None, str | None]:
     """A predicate for the request's selectors (None: everything) and an exact name, if any."""
     try:
         labels = parse_label_selector(req.query.get("labelSelector", ""))
-        fields = parse_field_selector(req.query.get("fieldSelector", ""), FIELDS)
+        fields = parse_field_selector(req.query.get("fieldSelector", ""),
+                                      FIELDS | kind.field_labels)
     except SelectorError as problem:
         raise errors.bad_request(str(problem)) from None
     if labels.empty and fields.empty:
@@ -91,7 +93,7 @@ def parse_resource_version(req: Request) -> int | None:
 
 async def select(ctx: Context, target: Target, req: Request) -> tuple[list[Entry], int, str]:
     """The entries a list request asks for, the revision read at, and the continue token."""
-    keep, exact_name = parse_filter(req)
+    keep, exact_name = parse_filter(req, target.kind)
     limit = int_param(req, "limit")
     token = req.query.get("continue", "")
     requested = parse_resource_version(req)

@@ -39,7 +39,7 @@ def _error_line(error: errors.ApiError) -> bytes:
 
 async def watch(ctx: Context, req: Request, target: Target) -> StreamingResponse:
     ensure_namespace(ctx, target, creating=False)
-    keep, _ = parse_filter(req)
+    keep, _ = parse_filter(req, target.kind)
     # As in kube-apiserver, 0 (or absent) means the server's default.
     timeout = float(int_param(req, "timeoutSeconds") or DEFAULT_TIMEOUT)
     bookmarks = req.query.get("allowWatchBookmarks", "").lower() in ("true", "1")
