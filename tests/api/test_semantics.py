@@ -141,8 +141,13 @@ def test_finalizers_hold_deletion_until_removed(http: Http) -> None:
     body = vm("held")
     body["metadata"]["finalizers"] = ["example.com/hold"]
     http.request("POST", vm_path(), body)
+    # As kube-apiserver: 200 with the object even though finalizers keep it (a propagation
+    # policy changes nothing); 202 only for orphanDependents=false.
     deleting = http.request("DELETE", vm_path(name="held"), {"propagationPolicy": "Background"})
-    assert deleting.status == 202 and deleting.body["metadata"]["deletionTimestamp"]
+    assert deleting.status == 200 and deleting.body["metadata"]["deletionTimestamp"]
+    assert deleting.body["metadata"]["finalizers"] == ["example.com/hold"]
+    again = http.request("DELETE", vm_path(name="held"), {"orphanDependents": False})
+    assert again.status == 202 and again.body["metadata"]["name"] == "held"
     refused = http.request("PATCH", vm_path(name="held"),
                            {"metadata": {"finalizers": ["example.com/hold", "example.com/more"]}},
                            content_type=MERGE)

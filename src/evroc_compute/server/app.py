@@ -85,6 +85,7 @@ class App:
         await store.open()
         self.ctx = Context(self.registry, store, self.bookmark_interval)
         await self._seed(store)
+        await self._finish_deletions(store)
         await namespaces.resume_terminations(self.ctx)
         self._background.append(asyncio.create_task(
             store.compact_forever(self.compact_interval, self.compact_keep), name="compactor"))
@@ -101,6 +102,21 @@ class App:
                 if store.get(target.key) is None:
                     new_object_metadata(obj, target)
                     await store.create(target.key, obj)
+
+    async def _finish_deletions(self, store: LogStore) -> None:
+        """Delete what is being deleted and has no finalizer left. Removing the last finalizer
+        deletes in the same commit; this finishes objects stored by older versions, which
+        removed it first and deleted after (a crash in between stranded them)."""
+        for kind in self.registry.kinds:
+            if kind.plural == "namespaces":  # held by spec.finalizers: their termination resumes
+                continue
+            entries, _ = await store.list(kind.key_prefix(None))
+            for entry in entries:
+                meta = entry.obj["metadata"]
+                if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+                    log.warning("deleting %s: it was being deleted with no finalizer left",
+                                entry.key)
+                    await store.delete(entry.key, entry.revision)
 
     async def stop(self) -> None:
         for task in self._background:

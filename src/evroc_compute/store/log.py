@@ -232,15 +232,16 @@ class LogStore:
             raise RevisionConflict(current)
         return await self._enqueue(key, obj, current, created=False, deleted=False)
 
-    async def delete(self, key: str, expected_revision: int) -> Entry:
+    async def delete(self, key: str, expected_revision: int,
+                     last: dict[str, Any] | None = None) -> Entry:
         await self._settle(key)
         current = self.get(key)
         if current is None:
             raise KeyNotFound(key)
         if expected_revision and current.revision != expected_revision:
             raise RevisionConflict(current)
-        return await self._enqueue(key, orjson.loads(current.raw), current, created=False,
-                                   deleted=True)
+        return await self._enqueue(key, last if last is not None else orjson.loads(current.raw),
+                                   current, created=False, deleted=True)
 
     async def _settle(self, key: str) -> None:
         """Wait until no write to `key` is queued or committing."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import string
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -113,9 +112,15 @@ def current(ctx: Context, target: Target) -> Entry:
     return entry
 
 
+# apimachinery's utilrand alphabet: no vowels (no words) and no look-alikes (0/o, 1/l, 3/e).
+GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
 def generated_name(prefix: str) -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    return prefix + "".join(secrets.choice(alphabet) for _ in range(5))
+    """`prefix` and five random characters, as kube's names.SimpleNameGenerator makes them
+    (the prefix is cut to leave room in a 63-character name)."""
+    prefix = prefix[:58]
+    return prefix + "".join(secrets.choice(GENERATE_NAME_ALPHABET) for _ in range(5))
 
 
 def new_object_metadata(obj: dict[str, Any], target: Target) -> None:
@@ -287,17 +292,15 @@ def _check_managed_fields(target: Target, entries: list[Any]) -> None:
 
 async def finalize(ctx: Context, target: Target, entry: Entry, last: dict[str, Any],
                    warnings: Sequence[str] = ()) -> Response:
-    """The last finalizer is gone: store the final state, then remove the object."""
+    """The last finalizer is gone: remove the object in the same commit, its final state the
+    tombstone, so no crash can leave it deleting with no finalizer left to finish."""
     with store_errors(target):
-        await ctx.store.update(target.key, last, entry.revision)
-        # Unconditional: finalizers cannot come back once deleting, so no later write may
-        # keep the object (a racing label patch would otherwise strand it).
-        gone = await ctx.store.delete(target.key, 0)
+        gone = await ctx.store.delete(target.key, entry.revision, last)
     return object_response(gone.raw, warnings=warnings)
 
 
 async def remove(ctx: Context, target: Target, entry: Entry, dry_run: bool) -> tuple[int, bytes]:
-    """Delete now, or mark for deletion while finalizers remain: (status code, body)."""
+    """Delete now (200), or mark for deletion while finalizers remain (202), with the object."""
     obj = load(entry)
     meta = obj["metadata"]
     refusal = target.kind.delete_check(obj)

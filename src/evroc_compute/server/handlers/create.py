@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import orjson
 
 from evroc_compute.api.meta import now_rfc3339
@@ -20,16 +23,38 @@ from evroc_compute.server.handlers.common import (
 )
 from evroc_compute.server.http import Request, Response
 
+# As kube-apiserver (1.30+): a generated name that is taken is drawn again, up to this often.
+GENERATE_NAME_ATTEMPTS = 8
+
 
 async def create(ctx: Context, req: Request, target: Target) -> Response:
+    obj = admission.check_identity(target.kind, req.decode_body())
+    meta = obj["metadata"]
+    if meta.get("name") or not isinstance(meta.get("generateName"), str):
+        return await _create(ctx, req, target, obj)
+    for attempt in range(GENERATE_NAME_ATTEMPTS):
+        attempt_obj = copy.deepcopy(obj)
+        name = generated_name(meta["generateName"])
+        attempt_obj["metadata"]["name"] = name
+        if ctx.store.get(Target(target.kind, target.namespace, name).key) is not None:
+            continue
+        try:
+            return await _create(ctx, req, target, attempt_obj)
+        except errors.ApiError as problem:  # created meanwhile under the same name
+            if problem.reason != "AlreadyExists" or attempt == GENERATE_NAME_ATTEMPTS - 1:
+                raise
+    raise errors.ApiError(409, "AlreadyExists", f"{target.kind.qualified_resource} with "
+                          f'generateName "{meta["generateName"]}": every generated name tried '
+                          "was taken; use a longer or more distinct prefix",
+                          kind=target.kind, name=meta["generateName"])
+
+
+async def _create(ctx: Context, req: Request, target: Target, obj: dict[str, Any]) -> Response:
     mode = admission.field_validation(req.query)
     dry_run = is_dry_run(req)
     manager = field_manager(req)
-    obj = admission.check_identity(target.kind, req.decode_body())
     meta = obj["metadata"]
     check_namespace(target, meta)
-    if not meta.get("name") and isinstance(meta.get("generateName"), str):
-        meta["name"] = generated_name(meta["generateName"])
     name = meta.get("name") if isinstance(meta.get("name"), str) else ""
     target = Target(target.kind, target.namespace, name)
     ensure_namespace(ctx, target, creating=True)

@@ -38,6 +38,13 @@ def delete_options(req: Request) -> dict[str, Any]:
             isinstance(pre.get(k), (str, type(None))) for k in ("uid", "resourceVersion"))):
         raise errors.bad_request('preconditions must be an object like {"uid": "...", '
                                  '"resourceVersion": "..."}', field="preconditions")
+    orphan = options.get("orphanDependents", req.query.get("orphanDependents"))
+    if isinstance(orphan, str) and orphan in ("true", "false"):
+        orphan = orphan == "true"
+    if orphan is not None and not isinstance(orphan, bool):
+        raise errors.bad_request("orphanDependents must be true or false",
+                                 field="orphanDependents")
+    options["orphanDependents"] = orphan
     dry = options.get("dryRun") or []
     if dry not in ([], ["All"]):
         raise errors.bad_request('dryRun must be ["All"]', field="dryRun")
@@ -77,8 +84,16 @@ async def delete_latest(ctx: Context, target: Target, options: dict[str, Any]) -
 
 
 async def delete(ctx: Context, req: Request, target: Target) -> Response:
-    code, body = await delete_latest(ctx, target, delete_options(req))
-    return object_response(body, code)
+    options = delete_options(req)
+    code, body = await delete_latest(ctx, target, options)
+    return object_response(body, response_code(code == 202, options))
+
+
+def response_code(held: bool, options: dict[str, Any]) -> int:
+    """kube-apiserver's rule: 200 with the object, also when finalizers hold it back; 202 only
+    for an object left in place when the client asked to cascade with orphanDependents=false
+    (kube keeps it that narrow so as not to break clients; propagationPolicy never does)."""
+    return 202 if held and options.get("orphanDependents") is False else 200
 
 
 async def delete_collection(ctx: Context, req: Request, target: Target) -> Response:
