@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from evroc_compute.server.app import App
+from evroc_compute.server.handlers import create as create_handler
 from evroc_compute.store.sqlite import SQLiteLog
 
 DISKS = "/apis/compute.evroclabs.net/v1alpha1/namespaces/default/disks"
@@ -257,3 +258,18 @@ async def test_delete_collection_deletes_objects_patched_meanwhile(
     await patching
     assert status == 200
     assert (await call(app, "GET", DISKS))[1]["items"] == []
+
+
+async def test_generate_name_draws_again_when_the_name_is_taken(
+        app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    await call(app, "POST", DISKS, disk("gen-bbbbb"))
+    draws = iter(["gen-bbbbb", "gen-bbbbb", "gen-bbbbb", "gen-ccccc"])
+    monkeypatch.setattr(create_handler, "generated_name", lambda prefix: next(draws))
+    body = disk("")
+    body["metadata"] = {"generateName": "gen-"}
+    status, created = await call(app, "POST", DISKS, body)
+    assert status == 201 and created["metadata"]["name"] == "gen-ccccc"
+    monkeypatch.setattr(create_handler, "generated_name", lambda prefix: "gen-bbbbb")
+    status, refused = await call(app, "POST", DISKS, body)
+    assert status == 409 and refused["reason"] == "AlreadyExists"
+    assert "every generated name tried was taken" in refused["message"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from evroc_compute.server import errors, namespaces
 from evroc_compute.server.handlers.common import (
     Context,
@@ -86,7 +88,17 @@ async def delete_latest(ctx: Context, target: Target, options: dict[str, Any]) -
 async def delete(ctx: Context, req: Request, target: Target) -> Response:
     options = delete_options(req)
     code, body = await delete_latest(ctx, target, options)
+    if code == 200 and not target.kind.group and target.kind.plural != "namespaces":
+        # Built-in kinds deleted at once answer a Success Status naming what went, as
+        # kube-apiserver's registry does (custom resources answer with the object).
+        return Response(200, orjson.dumps(deleted_status(target, orjson.loads(body))))
     return object_response(body, response_code(code == 202, options))
+
+
+def deleted_status(target: Target, obj: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": {"name": target.name, "kind": target.kind.plural,
+                        "uid": obj["metadata"].get("uid", "")}}
 
 
 def response_code(held: bool, options: dict[str, Any]) -> int:
