@@ -1,4 +1,5 @@
-"""Events: core v1 Event, as kube-apiserver serves it (`kubectl describe`, `kubectl events`).
+"""Events: core v1 Event, as kube-apiserver serves it (`kubectl describe`, `kubectl events`),
+and events.k8s.io/v1 Event, the newer shape of the same objects (client-go's new recorder).
 
 An Event says what happened to one object (`involvedObject`): a reason in CamelCase, a message
 for a person, Normal or Warning. Repeats of the same event are aggregated by their writer
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evroc_compute.api.kinds import Column, Kind
+from evroc_compute.api.kinds import Column, Kind, StoredAs
 from evroc_compute.api.schema import FieldError, integer, invalid, obj, required, string
 from evroc_compute.api.tables import age, path
 
@@ -118,4 +119,67 @@ def _ago(stamp: str | None) -> str:
     return age({"metadata": {"creationTimestamp": stamp}}) if stamp else "<unknown>"
 
 
-KINDS = (EVENT,)
+
+# core v1 field <-> events.k8s.io/v1 field, as kube's conversion maps them; the rest
+# (eventTime, series, action, reason, related, type, metadata) keep their names.
+_RENAMED = (("involvedObject", "regarding"), ("message", "note"),
+            ("reportingComponent", "reportingController"), ("source", "deprecatedSource"),
+            ("firstTimestamp", "deprecatedFirstTimestamp"),
+            ("lastTimestamp", "deprecatedLastTimestamp"), ("count", "deprecatedCount"))
+
+
+def to_events_v1(core: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in core.items() if k not in dict(_RENAMED)}
+    for old, new in _RENAMED:
+        if old in core:
+            out[new] = core[old]
+    out["apiVersion"], out["kind"] = "events.k8s.io/v1", "Event"
+    return out
+
+
+def from_events_v1(event: dict[str, Any]) -> dict[str, Any]:
+    new_names = {new: old for old, new in _RENAMED}
+    out = {new_names.get(k, k): v for k, v in event.items()}
+    out["apiVersion"], out["kind"] = "v1", "Event"
+    return out
+
+
+def _check_v1(new: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    """events.k8s.io/v1 asks more of a new event than core v1 (kube's ValidateEventCreate)."""
+    errors: list[FieldError] = []
+    if old is None:
+        for field in ("eventTime", "reportingController", "reportingInstance", "action",
+                      "reason", "type"):
+            if not new.get(field):
+                errors.append(required(field, f"Required value: an events.k8s.io/v1 Event "
+                                              f"needs {field}"))
+    ref = new.get("regarding") or {}
+    namespace = new["metadata"].get("namespace")
+    if ref.get("namespace") and ref["namespace"] != namespace:
+        errors.append(invalid("regarding.namespace", ref["namespace"],
+                              f"does not match the event's namespace {namespace}"))
+    return errors
+
+
+def _view_fields() -> dict[str, Any]:
+    renamed = dict(_RENAMED)
+    fields = {renamed.get(k, k): v for k, v in _FIELDS.items()}
+    fields["note"] = string("What happened, for a person (at most 1 kB).", max_length=1024)
+    return fields
+
+
+EVENT_V1 = Kind(
+    group="events.k8s.io", version="v1", kind="Event", plural="events", namespaced=True,
+    short_names=("ev",), description="Event is a report of an event somewhere in the cloud "
+    "(the events.k8s.io/v1 shape of the same objects as core v1 Event).",
+    spec=None, status=None, fields=tuple(_view_fields().items()), name_column=False,
+    field_labels=frozenset({"regarding.kind", "regarding.namespace", "regarding.name",
+                            "regarding.uid", "regarding.apiVersion", "reason",
+                            "reportingController", "type"}),
+    semantic_check=_check_v1,
+    stored_as=StoredAs(EVENT, from_events_v1, to_events_v1),
+    columns=tuple(Column(c.name, c.type, (lambda read: lambda e: read(from_events_v1(e)))(
+        c.value), c.description, c.priority) for c in EVENT.columns),
+)
+
+KINDS = (EVENT, EVENT_V1)

@@ -34,6 +34,16 @@ class Column:
 
 
 @dataclass(frozen=True)
+class StoredAs:
+    """A kind served as another version of a stored kind (events.k8s.io/v1 Event is a view of
+    core v1 Event): one set of objects, converted on the way in and out."""
+
+    kind: Kind
+    to_storage: Callable[[dict[str, Any]], dict[str, Any]]
+    from_storage: Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Kind:
     group: str  # "" for the core group
     version: str
@@ -57,10 +67,17 @@ class Kind:
     field_labels: frozenset[str] = frozenset()
     # Tables start with a Name column, except for kinds whose name means nothing to a reader.
     name_column: bool = True
+    stored_as: StoredAs | None = None
 
     @property
     def singular(self) -> str:
         return self.kind.lower()
+
+    @property
+    def builtin(self) -> bool:
+        """A kind of kube-apiserver's own (core, *.k8s.io), not a custom resource: decoded
+        with the endpoint's apiVersion and kind as defaults, strategic merge accepted."""
+        return not self.group or self.group.endswith(".k8s.io")
 
     @property
     def api_version(self) -> str:
@@ -84,6 +101,8 @@ class Kind:
 
     def key_prefix(self, namespace: str | None) -> str:
         """Storage key prefix; with namespace None, the prefix of every namespace."""
+        if self.stored_as is not None:
+            return self.stored_as.kind.key_prefix(namespace)
         base = f"/{self.group or 'core'}/{self.plural}/"
         if not self.namespaced:
             return base

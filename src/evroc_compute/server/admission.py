@@ -30,7 +30,7 @@ def check_identity(kind: Kind, body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise errors.bad_request(f"the request body must be a JSON or YAML object, not "
                                  f"{type(body).__name__}")
-    if kind.group == "":
+    if kind.builtin:
         # Built-in kinds decode with the endpoint's kind as the default, as kube-apiserver
         # does: the Python client's V1Namespace(metadata=...) carries no apiVersion/kind.
         body["apiVersion"] = body.get("apiVersion") or kind.api_version

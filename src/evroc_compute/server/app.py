@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import gc
 import logging
 import platform
@@ -21,6 +22,7 @@ from evroc_compute import __version__
 from evroc_compute.api.kinds import Registry
 from evroc_compute.api.registry import default_registry
 from evroc_compute.server import errors, expiry, namespaces
+from evroc_compute.server.conversion import ConvertingStore
 from evroc_compute.server.discovery import Discovery
 from evroc_compute.server.handlers.common import (
     Context,
@@ -108,7 +110,7 @@ class App:
         deletes in the same commit; this finishes objects stored by older versions, which
         removed it first and deleted after (a crash in between stranded them)."""
         for kind in self.registry.kinds:
-            if kind.plural == "namespaces":  # held by spec.finalizers: their termination resumes
+            if kind.plural == "namespaces" or kind.stored_as:  # namespaces: termination resumes
                 continue
             entries, _ = await store.list(kind.key_prefix(None))
             for entry in entries:
@@ -217,29 +219,32 @@ class App:
         if kind.namespaced and name and namespace is None:
             raise _no_path(req)
         target = Target(kind, namespace if kind.namespaced else None, name, subresource)
+        ctx = self.ctx
+        if kind.stored_as is not None:  # another version of a stored kind: convert at the store
+            ctx = dataclasses.replace(ctx, store=ConvertingStore(ctx.store, kind.stored_as))
         method = req.method
         if not name:
             if method == "GET":
                 if req.flag("watch"):
-                    return await watch(self.ctx, req, target)
-                return await list_objects(self.ctx, req, target)
+                    return await watch(ctx, req, target)
+                return await list_objects(ctx, req, target)
             if kind.namespaced and namespace is None:
                 raise errors.method_not_allowed(method, f"{kind.plural} across all namespaces; "
                                                 "use /namespaces/<namespace>/" + kind.plural)
             if method == "POST":
-                return await create(self.ctx, req, target)
+                return await create(ctx, req, target)
             if method == "DELETE":
-                ensure_namespace(self.ctx, target, creating=False)
-                return await delete_collection(self.ctx, req, target)
+                ensure_namespace(ctx, target, creating=False)
+                return await delete_collection(ctx, req, target)
             raise errors.method_not_allowed(method, kind.plural)
         if method == "GET":
-            return await get(self.ctx, req, target)
+            return await get(ctx, req, target)
         if method == "PUT":
-            return await update(self.ctx, req, target)
+            return await update(ctx, req, target)
         if method == "PATCH":
-            return await patch(self.ctx, req, target)
+            return await patch(ctx, req, target)
         if method == "DELETE" and not subresource:
-            return await delete(self.ctx, req, target)
+            return await delete(ctx, req, target)
         raise errors.method_not_allowed(method, f"{kind.plural}/{name}")
 
 

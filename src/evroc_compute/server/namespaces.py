@@ -83,7 +83,7 @@ async def _delete_contents(ctx: Context, name: str) -> list[str]:
     """Delete what can go now; return the objects still held by finalizers."""
     remaining: list[str] = []
     for kind in ctx.registry.kinds:
-        if not kind.namespaced:
+        if not kind.namespaced or kind.stored_as:  # a view's objects are its stored kind's
             continue
         entries, _ = await ctx.store.list(kind.key_prefix(name))
         for entry in entries:

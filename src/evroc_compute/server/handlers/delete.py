@@ -88,7 +88,7 @@ async def delete_latest(ctx: Context, target: Target, options: dict[str, Any]) -
 async def delete(ctx: Context, req: Request, target: Target) -> Response:
     options = delete_options(req)
     code, body = await delete_latest(ctx, target, options)
-    if code == 200 and not target.kind.group and target.kind.plural != "namespaces":
+    if code == 200 and target.kind.builtin and target.kind.plural != "namespaces":
         # Built-in kinds deleted at once answer a Success Status naming what went, as
         # kube-apiserver's registry does (custom resources answer with the object).
         return Response(200, orjson.dumps(deleted_status(target, orjson.loads(body))))

@@ -95,8 +95,8 @@ def _field_path(pointer: str) -> str:
 
 async def patch(ctx: Context, req: Request, target: Target) -> Response:
     kind_of_patch = req.content_type
-    if kind_of_patch == STRATEGIC and target.kind.group == "":
-        kind_of_patch = MERGE  # core kinds accept strategic merge; for Namespace it is a merge
+    if kind_of_patch == STRATEGIC and target.kind.builtin:
+        kind_of_patch = MERGE  # built-in kinds take strategic merge; for ours it is a merge
     if kind_of_patch not in ACCEPTED:
         raise errors.unsupported_media_type(req.content_type, ACCEPTED)
     mode = admission.field_validation(req.query)
