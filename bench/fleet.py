@@ -507,6 +507,27 @@ class FleetBench:
             if not cont:
                 return items
 
+    async def count_events(self, conn: Connection, settle: float = 1.0,
+                           limit: float = 60.0) -> dict[str, Any]:
+        """Events stored once the recorder has caught up (the count still for `settle` s)."""
+        path = f"/api/v1/namespaces/{self.args.namespace}/events"
+        count, since, deadline = -1, time.time(), time.time() + limit
+        events: list[dict[str, Any]] = []
+        while time.time() < deadline:
+            try:
+                events = await self._list(conn, path)
+            except RuntimeError:  # a server without events
+                return {"stored": 0, "by_kind": {}, "occurrences": 0, "per_vm": 0.0}
+            if len(events) != count:
+                count, since = len(events), time.time()
+            elif time.time() - since >= settle:
+                break
+            await asyncio.sleep(0.25)
+        by_kind = Counter(e["involvedObject"].get("kind", "") for e in events)
+        return {"stored": len(events), "by_kind": dict(by_kind),
+                "occurrences": sum(e.get("count") or 1 for e in events),
+                "per_vm": (by_kind["VirtualMachine"] + by_kind["Disk"]) / max(1, self.args.vms)}
+
     async def verify(self) -> None:
         if self.process.poll() is not None:
             self.results["checks"] = {"error": "server is gone"}
@@ -517,6 +538,7 @@ class FleetBench:
             vmis = await self._list(conn, self.vmis_path)
             hosts = await self._list(conn, self.hosts_path)
             disks = await self._list(conn, self.disks_path)
+            self.results["events"] = await self.count_events(conn)
         finally:
             conn.close()
         checks: dict[str, Any] = {}
@@ -649,6 +671,10 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"{r['watch']['vmi_lines'] / max(1, r['vms_created']):.1f} + "
         f"{r['watch']['disk_lines'] / max(1, r['vms_created']):.1f} per VM",
     ]
+    if "events" in r:
+        e = r["events"]
+        lines.append(f"events stored: {e['stored']} ({e['per_vm']:.1f} per VM with its disk; "
+                     f"{e['occurrences']} occurrences; by kind {e['by_kind']})")
     if r["watch"]["errors"]:
         lines.append(f"watch errors: {r['watch']['errors']}")
     if r["first_create_errors"]:
