@@ -180,6 +180,8 @@ def test_etag_revalidation_and_gzip(http: Http, accept: str) -> None:
     cached = http.request("GET", "/openapi/v2", accept=accept, headers={"If-None-Match": etag})
     assert cached.status == 304 and cached.raw == b"" and cached.headers["etag"] == etag
     assert "content-length" not in cached.headers
+    assert http.request("GET", "/openapi/v2", accept=accept,
+                        headers={"If-None-Match": "*"}).status == 304
     stale = http.request("GET", "/openapi/v2", accept=accept,
                          headers={"If-None-Match": '"an-older-document"'})
     assert stale.status == 200 and stale.raw == first.raw
@@ -198,3 +200,9 @@ def test_json_and_protobuf_have_their_own_etags(http: Http) -> None:
 
 def test_the_root_lists_it(http: Http) -> None:
     assert "/openapi/v2" in http.request("GET", "/").body["paths"]
+
+
+def test_served_under_a_cluster_prefix_too(http: Http) -> None:
+    plain = http.request("GET", "/openapi/v2")
+    prefixed = http.request("GET", "/clusters/my-org/openapi/v2")
+    assert prefixed.status == 200 and prefixed.raw == plain.raw

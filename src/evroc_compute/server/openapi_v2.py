@@ -179,7 +179,8 @@ class OpenAPIV2:
         body = self.bodies[media]
         headers = [(b"etag", body.etag), (b"vary", b"Accept, Accept-Encoding"),
                    (b"cache-control", b"no-cache, private")]
-        if body.etag.decode() in req.headers.get("if-none-match", ""):
+        cached = req.headers.get("if-none-match", "")
+        if cached.strip() == "*" or body.etag.decode() in cached:
             return Response(304, b"", media.encode(), headers)
         if "gzip" in req.headers.get("accept-encoding", ""):
             return Response(200, body.gzipped, media.encode(),
