@@ -89,13 +89,13 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop()
 
 
-def kubectl_binary() -> str:
+def kubectl_binary(version: str = "1.32") -> str:
     wrapper = shutil.which("kubectl")
     if wrapper:
-        versioned = Path(os.path.realpath(wrapper)).parent / "kubectl.1.32"
+        versioned = Path(os.path.realpath(wrapper)).parent / f"kubectl.{version}"
         if versioned.exists():
             return str(versioned)
-    pytest.skip("kubectl.1.32 is not installed next to kubectl")
+    pytest.skip(f"kubectl.{version} is not installed next to kubectl")
     raise AssertionError
 
 
@@ -120,12 +120,12 @@ class Kubectl:
         return self.run(*args, **kwargs).stdout  # type: ignore[arg-type]
 
 
-def make_kubectl(server: Server, tmp: Path, cluster: str = "") -> Kubectl:
+def make_kubectl(server: Server, tmp: Path, cluster: str = "", version: str = "1.32") -> Kubectl:
     from evroc_compute.cli import kubeconfig
 
     config = tmp / f"kubeconfig-{cluster or 'plain'}"
     config.write_text(kubeconfig(server.url, cluster))
-    return Kubectl(kubectl_binary(), config, tmp / "kubectl-cache")
+    return Kubectl(kubectl_binary(version), config, tmp / "kubectl-cache")
 
 
 @pytest.fixture

@@ -29,15 +29,15 @@ class Http:
 
     def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
                 content_type: str = "application/json", accept: str = "application/json",
-                **query: Any) -> Reply:
+                headers: dict[str, str] | None = None, **query: Any) -> Reply:
         if query:
             path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        headers = {"Accept": accept}
+        sent = {"Accept": accept, **(headers or {})}
         if data is not None:
-            headers["Content-Type"] = content_type
-        conn.request(method, path, body=data, headers=headers)
+            sent["Content-Type"] = content_type
+        conn.request(method, path, body=data, headers=sent)
         response = conn.getresponse()
         reply = Reply(response.status, {k.lower(): v for k, v in response.getheaders()},
                       response.read())

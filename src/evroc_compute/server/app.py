@@ -50,6 +50,7 @@ from evroc_compute.server.http import (
     read_request,
 )
 from evroc_compute.server.openapi import OpenAPI
+from evroc_compute.server.openapi_v2 import OpenAPIV2
 from evroc_compute.store.base import StoreUnavailable
 from evroc_compute.store.log import LogStore
 from evroc_compute.store.sqlite import SQLiteLog
@@ -77,6 +78,7 @@ class App:
         self.ctx: Context | None = None
         self.discovery = Discovery(self.registry)
         self.openapi = OpenAPI(self.registry)
+        self.openapi_v2 = OpenAPIV2(self.registry)
         self._background: list[asyncio.Task[None]] = []
         self._version = orjson.dumps(version_info())
 
@@ -161,7 +163,8 @@ class App:
         if len(parts) >= 2 and parts[0] == "clusters":
             parts = parts[2:]
         if not parts:
-            return json_response({"paths": ["/api", "/apis", "/healthz", "/livez", "/openapi/v3",
+            return json_response({"paths": ["/api", "/apis", "/healthz", "/livez", "/openapi/v2",
+                                            "/openapi/v3",
                                             "/readyz", "/version"]})
         head = parts[0]
         if head in ("healthz", "readyz", "livez"):
@@ -170,6 +173,8 @@ class App:
                             b"text/plain; charset=utf-8")
         if head == "version":
             return Response(200, self._version)
+        if parts == ["openapi", "v2"]:
+            return self.openapi_v2.respond(req)
         if head == "openapi":
             return self._openapi(parts)
         if head == "api":

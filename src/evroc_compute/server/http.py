@@ -78,10 +78,10 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     async def send(self, send: Send) -> None:
+        # A 304 has no body; a Content-Length on it would describe the cached one (RFC 9110).
+        length = [] if self.status == 304 else [(b"content-length", str(len(self.body)).encode())]
         await send({"type": "http.response.start", "status": self.status,
-                    "headers": [(b"content-type", self.content_type),
-                                (b"content-length", str(len(self.body)).encode()),
-                                *self.headers]})
+                    "headers": [(b"content-type", self.content_type), *length, *self.headers]})
         await send({"type": "http.response.body", "body": self.body})
 
 

@@ -2,102 +2,152 @@
 
 kubectl reads it for `explain`, for client-side apply, and to learn that the server does
 field validation (the `fieldValidation` parameter on PATCH), after which it sends Strict.
+The operations each kind serves are listed once (`operations`); this module renders them
+as OpenAPI v3 and `openapi_v2` as Swagger 2.0 for kubectl 1.27 and 1.28.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import orjson
 
 from evroc_compute.api.kinds import Kind, Registry
 
 _WRITE_PARAMS = ("dryRun", "fieldManager", "fieldValidation")
+_LIST_PARAMS = ("labelSelector", "fieldSelector", "limit", "continue", "resourceVersion",
+                "resourceVersionMatch", "timeoutSeconds", "watch", "allowWatchBookmarks",
+                "sendInitialEvents")
+_PARAM_TYPES = {"limit": "integer", "timeoutSeconds": "integer", "watch": "boolean",
+                "allowWatchBookmarks": "boolean", "sendInitialEvents": "boolean",
+                "force": "boolean"}
+# What the server decodes on PATCH; no strategic merge patch, as for custom resources, so
+# kubectl's client-side apply computes a JSON merge patch.
+PATCH_TYPES = ("application/apply-patch+yaml", "application/json-patch+json",
+               "application/merge-patch+json")
 
 
-def schema_name(kind: Kind) -> str:
+@dataclass(frozen=True)
+class Operation:
+    """One verb on one path, in the terms both OpenAPI versions need."""
+
+    method: Literal["get", "put", "post", "patch", "delete"]
+    action: str  # x-kubernetes-action, as kube-apiserver names it
+    operation_id: str
+    description: str
+    params: tuple[str, ...] = ()  # query parameters
+    body: Literal["", "object", "patch"] = ""
+    returns: Literal["object", "list", "status"] = "object"
+
+
+@dataclass(frozen=True)
+class PathItem:
+    path: str
+    path_params: tuple[str, ...]  # namespace and/or name, in path order
+    operations: tuple[Operation, ...]
+
+
+def schema_name(kind: Kind, suffix: str = "") -> str:
+    """The definition name kube-apiserver uses, e.g. `net.evroclabs.compute.v1alpha1.Disk`."""
     if not kind.group:
-        return f"io.k8s.api.core.{kind.version}.{kind.kind}"
+        return f"io.k8s.api.core.{kind.version}.{kind.kind}{suffix}"
     reversed_group = ".".join(reversed(kind.group.split(".")))
-    return f"{reversed_group}.{kind.version}.{kind.kind}"
+    return f"{reversed_group}.{kind.version}.{kind.kind}{suffix}"
 
 
-def _param(name: str, where: str = "query", required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": where, "required": required, "schema": {"type": "string"},
-            "uniqueItems": True}
+def param_type(name: str) -> str:
+    return _PARAM_TYPES.get(name, "string")
 
 
-def _operation(kind: Kind, action: str, verb: str, *, params: tuple[str, ...] = (),
-               body: bool = False, patch: bool = False, list_op: bool = False) -> dict[str, Any]:
-    ref = {"$ref": f"#/components/schemas/{schema_name(kind)}"}
-    response = {"type": "object"} if list_op else ref
-    operation: dict[str, Any] = {
-        "operationId": f"{verb}{kind.kind}",
-        "parameters": [_param(p) for p in params],
-        "responses": {"200": {"description": "OK",
-                              "content": {"application/json": {"schema": response}}}},
-        "x-kubernetes-action": action,
-        "x-kubernetes-group-version-kind": {"group": kind.group, "version": kind.version,
-                                            "kind": kind.kind},
-    }
-    if body:
-        types = ("application/apply-patch+yaml", "application/json-patch+json",
-                 "application/merge-patch+json") if patch else ("application/json",)
-        operation["requestBody"] = {"required": True, "content": {
-            t: {"schema": {"type": "object"} if patch else ref} for t in types}}
-    return operation
-
-
-def _paths(kind: Kind) -> dict[str, Any]:
+def operations(kind: Kind) -> list[PathItem]:
+    """Every path this server serves for `kind`, with its verbs (described as kube does)."""
+    k = kind.kind
     base = f"/apis/{kind.group}/{kind.version}" if kind.group else f"/api/{kind.version}"
     collection = f"{base}/namespaces/{{namespace}}/{kind.plural}" if kind.namespaced \
         else f"{base}/{kind.plural}"
-    scope_params = [_param("namespace", "path", True)] if kind.namespaced else []
-    item_params = [*scope_params, _param("name", "path", True)]
-    list_params = ("labelSelector", "fieldSelector", "limit", "continue", "resourceVersion",
-                   "resourceVersionMatch", "timeoutSeconds", "watch", "allowWatchBookmarks",
-                   "sendInitialEvents")
-    item_ops = {
-        "parameters": item_params,
-        "get": _operation(kind, "get", "read"),
-        "put": _operation(kind, "put", "replace", params=_WRITE_PARAMS, body=True),
-        "patch": _operation(kind, "patch", "patch", params=(*_WRITE_PARAMS, "force"), body=True,
-                            patch=True),
-        "delete": _operation(kind, "delete", "delete", params=("dryRun",)),
-    }
-    paths: dict[str, Any] = {
-        collection: {
-            "parameters": scope_params,
-            "get": _operation(kind, "list", "list", params=list_params, list_op=True),
-            "post": _operation(kind, "post", "create", params=_WRITE_PARAMS, body=True),
-        },
-        f"{collection}/{{name}}": item_ops,
-    }
+    scope = ("namespace",) if kind.namespaced else ()
+    patch_params = (*_WRITE_PARAMS, "force")
+    on_collection = [
+        Operation("get", "list", f"list{k}", f"list or watch objects of kind {k}",
+                  _LIST_PARAMS, returns="list"),
+        Operation("post", "post", f"create{k}", f"create a {k}", _WRITE_PARAMS, body="object"),
+    ]
     if kind.plural != "namespaces":
-        paths[collection]["delete"] = _operation(kind, "deletecollection", "deleteCollection",
-                                                 params=("dryRun", "labelSelector",
-                                                         "fieldSelector"), list_op=True)
+        on_collection.append(Operation("delete", "deletecollection", f"deleteCollection{k}",
+                                       f"delete collection of {k}",
+                                       ("dryRun", "labelSelector", "fieldSelector"),
+                                       returns="status"))
+    items = [
+        PathItem(collection, scope, tuple(on_collection)),
+        PathItem(f"{collection}/{{name}}", (*scope, "name"), (
+            Operation("get", "get", f"read{k}", f"read the specified {k}"),
+            Operation("put", "put", f"replace{k}", f"replace the specified {k}", _WRITE_PARAMS,
+                      body="object"),
+            Operation("patch", "patch", f"patch{k}", f"partially update the specified {k}",
+                      patch_params, body="patch"),
+            Operation("delete", "delete", f"delete{k}", f"delete a {k}", ("dryRun",),
+                      returns="status"))),
+    ]
     if kind.status is not None:
-        paths[f"{collection}/{{name}}/status"] = {
-            "parameters": item_params,
-            "get": _operation(kind, "get", "readStatus"),
-            "put": _operation(kind, "put", "replaceStatus", params=_WRITE_PARAMS, body=True),
-            "patch": _operation(kind, "patch", "patchStatus", params=(*_WRITE_PARAMS, "force"),
-                                body=True, patch=True),
-        }
+        items.append(PathItem(f"{collection}/{{name}}/status", (*scope, "name"), (
+            Operation("get", "get", f"read{k}Status", f"read status of the specified {k}"),
+            Operation("put", "put", f"replace{k}Status", f"replace status of the specified {k}",
+                      _WRITE_PARAMS, body="object"),
+            Operation("patch", "patch", f"patch{k}Status",
+                      f"partially update status of the specified {k}", patch_params,
+                      body="patch"))))
     if kind.namespaced:
-        paths[f"{base}/{kind.plural}"] = {
-            "get": _operation(kind, "list", "listAllNamespaces", params=list_params,
-                              list_op=True)}
-    return paths
+        items.append(PathItem(f"{base}/{kind.plural}", (), (
+            Operation("get", "list", f"list{k}ForAllNamespaces",
+                      f"list or watch objects of kind {k}", _LIST_PARAMS, returns="list"),)))
+    return items
+
+
+def gvk(kind: Kind, suffix: str = "") -> dict[str, str]:
+    return {"group": kind.group, "version": kind.version, "kind": kind.kind + suffix}
+
+
+# ---- OpenAPI v3 -----------------------------------------------------------------------
+
+
+def _param(name: str, where: str = "query", required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required,
+            "schema": {"type": param_type(name)}, "uniqueItems": True}
+
+
+def _operation_v3(kind: Kind, op: Operation) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema_name(kind)}"}
+    response = ref if op.returns == "object" else {"type": "object"}
+    operation: dict[str, Any] = {
+        "description": op.description,
+        "operationId": op.operation_id,
+        "parameters": [_param(p) for p in op.params],
+        "responses": {"200": {"description": "OK",
+                              "content": {"application/json": {"schema": response}}}},
+        "x-kubernetes-action": op.action,
+        "x-kubernetes-group-version-kind": gvk(kind),
+    }
+    if op.body == "patch":
+        operation["requestBody"] = {"required": True, "content": {
+            t: {"schema": {"type": "object"}} for t in PATCH_TYPES}}
+    elif op.body == "object":
+        operation["requestBody"] = {"required": True,
+                                    "content": {"application/json": {"schema": ref}}}
+    return operation
 
 
 def group_version_document(registry: Registry, group: str, version: str) -> dict[str, Any]:
-    kinds = [k for k in registry.kinds if k.group == group and k.version == version]
+    kinds = registry.in_group_version(group, version)
     paths: dict[str, Any] = {}
     for kind in kinds:
-        paths.update(_paths(kind))
+        for item in operations(kind):
+            rendered: dict[str, Any] = {
+                "parameters": [_param(p, "path", True) for p in item.path_params]}
+            for op in item.operations:
+                rendered[op.method] = _operation_v3(kind, op)
+            paths[item.path] = rendered
     title = f"{group or 'core'}/{version}"
     return {"openapi": "3.0.0", "info": {"title": f"evroc-compute {title}", "version": version},
             "paths": paths,

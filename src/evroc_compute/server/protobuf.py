@@ -40,7 +40,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             raise ProtobufError("varint too long")
 
 
-def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+def fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
     """(field number, value): an int for varints, bytes for length-delimited fields."""
     pos = 0
     while pos < len(data):
@@ -94,7 +94,7 @@ _MAX_SECONDS = int((datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.
 
 def _time(data: bytes) -> str:
     seconds = 0
-    for number, value in _fields(data):
+    for number, value in fields(data):
         if number == 1:
             seconds = _int64(value)
     if not seconds:
@@ -108,7 +108,7 @@ def _time(data: bytes) -> str:
 
 def _map_entry(data: bytes) -> tuple[str, str]:
     key = val = ""
-    for number, value in _fields(data):
+    for number, value in fields(data):
         if number == 1:
             key = _str(value)
         elif number == 2:
@@ -120,7 +120,7 @@ def _owner_reference(data: bytes) -> dict[str, Any]:
     names = {1: "kind", 3: "name", 4: "uid", 5: "apiVersion"}
     flags = {6: "controller", 7: "blockOwnerDeletion"}
     ref: dict[str, Any] = {}
-    for number, value in _fields(data):
+    for number, value in fields(data):
         if number in names:
             ref[names[number]] = _str(value)
         elif number in flags:
@@ -132,7 +132,7 @@ def _object_meta(data: bytes) -> dict[str, Any]:
     strings = {1: "name", 2: "generateName", 3: "namespace", 4: "selfLink", 5: "uid",
                6: "resourceVersion"}
     meta: dict[str, Any] = {}
-    for number, value in _fields(data):
+    for number, value in fields(data):
         if number in strings:
             text = _str(value)
             if text:
@@ -157,15 +157,15 @@ def _object_meta(data: bytes) -> dict[str, Any]:
 
 def _namespace(data: bytes) -> dict[str, Any]:
     obj: dict[str, Any] = {}
-    for number, value in _fields(data):
+    for number, value in fields(data):
         if number == 1:
             obj["metadata"] = _object_meta(_msg(value))
         elif number == 2:
-            finalizers = [_str(v) for n, v in _fields(_msg(value)) if n == 1]
+            finalizers = [_str(v) for n, v in fields(_msg(value)) if n == 1]
             if finalizers:
                 obj["spec"] = {"finalizers": finalizers}
         elif number == 3:
-            phase = "".join(_str(v) for n, v in _fields(_msg(value)) if n == 1)
+            phase = "".join(_str(v) for n, v in fields(_msg(value)) if n == 1)
             if phase:
                 obj["status"] = {"phase": phase}
     obj.setdefault("metadata", {})
@@ -195,9 +195,9 @@ def _decode(body: bytes) -> dict[str, Any]:
         raise ProtobufError("the body does not start with the Kubernetes protobuf prefix k8s\\0")
     api_version = kind = ""
     raw = b""
-    for number, value in _fields(body[len(MAGIC):]):
+    for number, value in fields(body[len(MAGIC):]):
         if number == 1:
-            for sub, text in _fields(_msg(value)):
+            for sub, text in fields(_msg(value)):
                 if sub == 1:
                     api_version = _str(text)
                 elif sub == 2:
