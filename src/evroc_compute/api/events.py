@@ -93,7 +93,7 @@ EVENT = Kind(
     short_names=("ev",), description="Event is a report of an event somewhere in the cloud: "
     "what happened to one object, why, and how often.",
     spec=None, status=None, fields=tuple(_FIELDS.items()), name_column=False,
-    field_labels=frozenset({
+    managed_fields=False, field_labels=frozenset({
         "involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
         "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
         "involvedObject.fieldPath", "reason", "reportingComponent", "type"}),
@@ -169,10 +169,12 @@ def _view_fields() -> dict[str, Any]:
 
 
 EVENT_V1 = Kind(
+    # No short name: `ev` is core's (kubectl warns when two resources share one).
     group="events.k8s.io", version="v1", kind="Event", plural="events", namespaced=True,
-    short_names=("ev",), description="Event is a report of an event somewhere in the cloud "
+    description="Event is a report of an event somewhere in the cloud "
     "(the events.k8s.io/v1 shape of the same objects as core v1 Event).",
     spec=None, status=None, fields=tuple(_view_fields().items()), name_column=False,
+    managed_fields=False,
     field_labels=frozenset({"regarding.kind", "regarding.namespace", "regarding.name",
                             "regarding.uid", "regarding.apiVersion", "reason",
                             "reportingController", "type"}),

@@ -68,6 +68,9 @@ class Kind:
     # Tables start with a Name column, except for kinds whose name means nothing to a reader.
     name_column: bool = True
     stored_as: StoredAs | None = None
+    # Whether writes record metadata.managedFields. Events do not: nobody applies them, and
+    # the record would double what each of the many events holds in memory.
+    managed_fields: bool = True
 
     @property
     def singular(self) -> str:

@@ -262,7 +262,7 @@ async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: d
         meta["managedFields"] = managedfields.record_update(
             old, new, manager=manager, api_version=target.kind.api_version, now=now_rfc3339(),
             subresource=target.subresource)
-    if not meta["managedFields"]:
+    if not meta["managedFields"] or not target.kind.managed_fields:
         del meta["managedFields"]
     if _comparable(new) == _comparable(entry.obj):
         return object_response(entry.raw, warnings=warnings)  # a no-op writes nothing

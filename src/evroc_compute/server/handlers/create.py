@@ -63,7 +63,7 @@ async def _create(ctx: Context, req: Request, target: Target, obj: dict[str, Any
     meta = obj["metadata"]
     meta["managedFields"] = managedfields.record_update(
         None, obj, manager=manager, api_version=target.kind.api_version, now=now_rfc3339())
-    if not meta["managedFields"]:
+    if not meta["managedFields"] or not target.kind.managed_fields:
         del meta["managedFields"]
     if dry_run:
         if ctx.store.get(target.key) is not None:

@@ -170,7 +170,8 @@ async def _create_by_apply(ctx: Context, req: Request, target: Target, obj: dict
     managed = obj["metadata"].get("managedFields")
     new_object_metadata(obj, target)
     obj, warnings = admission.admit(target.kind, obj, None, mode=mode, name=target.name)
-    obj["metadata"]["managedFields"] = managed
+    if target.kind.managed_fields:
+        obj["metadata"]["managedFields"] = managed
     if is_dry_run(req):
         return object_response(orjson.dumps(obj), 201, warnings)
     entry = await store_create(ctx, target, obj)
