@@ -258,7 +258,7 @@ async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: d
                 f"found new finalizers {sorted(added)}")])
     if target.kind.spec is not None and new.get("spec") != old.get("spec"):
         meta["generation"] = old_meta.get("generation", 1) + 1
-    if not applied:
+    if not applied and target.kind.managed_fields:
         meta["managedFields"] = managedfields.record_update(
             old, new, manager=manager, api_version=target.kind.api_version, now=now_rfc3339(),
             subresource=target.subresource)

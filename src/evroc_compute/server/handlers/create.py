@@ -61,10 +61,11 @@ async def _create(ctx: Context, req: Request, target: Target, obj: dict[str, Any
     new_object_metadata(obj, target)
     obj, warnings = admission.admit(target.kind, obj, None, mode=mode, name=name)
     meta = obj["metadata"]
-    meta["managedFields"] = managedfields.record_update(
-        None, obj, manager=manager, api_version=target.kind.api_version, now=now_rfc3339())
-    if not meta["managedFields"] or not target.kind.managed_fields:
-        del meta["managedFields"]
+    if target.kind.managed_fields:
+        meta["managedFields"] = managedfields.record_update(
+            None, obj, manager=manager, api_version=target.kind.api_version, now=now_rfc3339())
+    if not meta.get("managedFields"):
+        meta.pop("managedFields", None)
     if dry_run:
         if ctx.store.get(target.key) is not None:
             raise errors.already_exists(target.kind, name)
