@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 from evroc_compute import images_cli
-from evroc_compute.controllers.settings import Settings, Timing
 from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
+from evroc_compute.runtime.settings import Settings, Timing
 
 if TYPE_CHECKING:
     from evroc_compute.hosts.qemu_agent import QemuHostConfig
@@ -86,8 +86,8 @@ def serve(args: argparse.Namespace) -> None:
 async def _run_agent(args: argparse.Namespace) -> None:
     from evroc_compute.client.base import ClientError
     from evroc_compute.client.http import HttpClient
-    from evroc_compute.controllers.world import World
     from evroc_compute.hosts.qemu_agent import QemuAgent, register_host
+    from evroc_compute.runtime.world import World
 
     config = _qemu_host(args)
     async with HttpClient(args.server, f"evroc-compute-agent-{config.name}") as client:

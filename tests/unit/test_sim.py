@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from evroc_compute.controllers.settings import Settings, Timing
 from evroc_compute.hosts.drivers.sim import step
+from evroc_compute.runtime.settings import Settings, Timing
 
 T0 = 1_800_000_000.0
 

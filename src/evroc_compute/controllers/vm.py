@@ -20,8 +20,6 @@ from evroc_compute.api.meta import now_rfc3339, parse_time
 from evroc_compute.client.base import Client, ClientError
 from evroc_compute.controllers.addresses import AddressPool, PoolExhausted
 from evroc_compute.controllers.hotswap import claim_problem, serial_for
-from evroc_compute.controllers.runtime import Key, Result
-from evroc_compute.controllers.settings import Settings
 from evroc_compute.controllers.vmstatus import (
     Condition,
     DiskFacts,
@@ -31,7 +29,9 @@ from evroc_compute.controllers.vmstatus import (
     conditions_to_dicts,
     vm_status,
 )
-from evroc_compute.controllers.world import (
+from evroc_compute.runtime.controller import Key, Result
+from evroc_compute.runtime.settings import Settings
+from evroc_compute.runtime.world import (
     FINALIZER_INSTANCE,
     FINALIZER_VM,
     World,
@@ -43,7 +43,7 @@ from evroc_compute.controllers.world import (
     key_of,
     public_ip_ref,
 )
-from evroc_compute.controllers.writes import delete_quietly, set_finalizer, write_status
+from evroc_compute.runtime.writes import delete_quietly, set_finalizer, write_status
 
 VIRTIO_DEVICES = tuple(f"/dev/vd{chr(ord('a') + i)}" for i in range(compute.MAX_DISKS))
 

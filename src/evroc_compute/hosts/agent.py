@@ -19,18 +19,18 @@ from typing import Any
 from evroc_compute.api.infra import FAULT_PREFIX, VIRTUAL_MACHINE_INSTANCE
 from evroc_compute.api.meta import format_time, parse_time
 from evroc_compute.client.base import Client
-from evroc_compute.controllers.runtime import Controller, Key, Result, WorkQueue
-from evroc_compute.controllers.settings import Settings
-from evroc_compute.controllers.world import (
+from evroc_compute.hosts.drivers import sim
+from evroc_compute.hosts.reports import heartbeats, renew_lease, report
+from evroc_compute.runtime.controller import Controller, Key, Result, WorkQueue
+from evroc_compute.runtime.settings import Settings
+from evroc_compute.runtime.world import (
     FINALIZER_INSTANCE,
     World,
     deleting,
     get,
     key_of,
 )
-from evroc_compute.controllers.writes import set_finalizer
-from evroc_compute.hosts.drivers import sim
-from evroc_compute.hosts.reports import heartbeats, renew_lease, report
+from evroc_compute.runtime.writes import set_finalizer
 
 log = logging.getLogger(__name__)
 FAULT_HEARTBEAT = FAULT_PREFIX + "heartbeat"

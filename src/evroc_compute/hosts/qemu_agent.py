@@ -40,9 +40,15 @@ from evroc_compute.api.compute import size_in_bytes
 from evroc_compute.api.infra import HOST, VIRTUAL_MACHINE_INSTANCE
 from evroc_compute.api.meta import format_time, parse_time
 from evroc_compute.client.base import Client, ClientError
-from evroc_compute.controllers.runtime import Controller, Key, Result, WorkQueue
-from evroc_compute.controllers.settings import Settings
-from evroc_compute.controllers.world import (
+from evroc_compute.hosts.drivers.qemu import disks, images, seed
+from evroc_compute.hosts.drivers.qemu.errors import ImageNotFoundError, QemuDriverError
+from evroc_compute.hosts.drivers.qemu.machine import Observation, QemuMachine, RunState
+from evroc_compute.hosts.drivers.qemu.spec import DEFAULT_MAC, DiskAttachment, MachineSpec
+from evroc_compute.hosts.fleet import HostSpec
+from evroc_compute.hosts.reports import heartbeats, renew_lease, report
+from evroc_compute.runtime.controller import Controller, Key, Result, WorkQueue
+from evroc_compute.runtime.settings import Settings
+from evroc_compute.runtime.world import (
     FINALIZER_INSTANCE,
     World,
     condition,
@@ -50,13 +56,7 @@ from evroc_compute.controllers.world import (
     get,
     key_of,
 )
-from evroc_compute.controllers.writes import set_finalizer
-from evroc_compute.hosts.drivers.qemu import disks, images, seed
-from evroc_compute.hosts.drivers.qemu.errors import ImageNotFoundError, QemuDriverError
-from evroc_compute.hosts.drivers.qemu.machine import Observation, QemuMachine, RunState
-from evroc_compute.hosts.drivers.qemu.spec import DEFAULT_MAC, DiskAttachment, MachineSpec
-from evroc_compute.hosts.fleet import HostSpec
-from evroc_compute.hosts.reports import heartbeats, renew_lease, report
+from evroc_compute.runtime.writes import set_finalizer
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from evroc_compute.api.infra import FAULT_PREFIX
 from evroc_compute.api.meta import format_time, parse_time
-from evroc_compute.controllers.settings import Settings
+from evroc_compute.runtime.settings import Settings
 
 FAULT_IMAGE_PULL = FAULT_PREFIX + "image-pull"
 FAULT_CRASH_ON_BOOT = FAULT_PREFIX + "crash-on-boot"
