@@ -28,6 +28,7 @@ kubeconfig: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy src
+	$(VENV)/bin/lint-imports
 
 # Everything, slow suites included (what CI runs).
 test: lint
