@@ -19,7 +19,7 @@ from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fle
 from evroc_compute.runtime.settings import Settings, Timing
 
 if TYPE_CHECKING:
-    from evroc_compute.hosts.qemu_agent import QemuHostConfig
+    from evroc_compute.hosts.drivers.qemu.driver import QemuHostConfig
 
 DEFAULT_DATA_DIR = Path(os.environ.get("EVROC_COMPUTE_DATA_DIR", "./data"))
 
@@ -49,7 +49,7 @@ def _fleet(args: argparse.Namespace) -> Fleet:
 
 
 def _qemu_host(args: argparse.Namespace) -> QemuHostConfig:
-    from evroc_compute.hosts.qemu_agent import QemuHostConfig, detect_accel
+    from evroc_compute.hosts.drivers.qemu.driver import QemuHostConfig, detect_accel
 
     accel = detect_accel() if args.accel == "auto" else args.accel
     return QemuHostConfig(
@@ -86,7 +86,7 @@ def serve(args: argparse.Namespace) -> None:
 async def _run_agent(args: argparse.Namespace) -> None:
     from evroc_compute.client.base import ClientError
     from evroc_compute.client.http import HttpClient
-    from evroc_compute.hosts.qemu_agent import QemuAgent, register_host
+    from evroc_compute.hosts.drivers.qemu.driver import QemuAgent, register_host
     from evroc_compute.runtime.world import World
 
     config = _qemu_host(args)

@@ -24,7 +24,7 @@ from evroc_compute.controllers.leader import LeaderElector
 from evroc_compute.controllers.manager import Manager
 from evroc_compute.hosts.agent import SimAgent
 from evroc_compute.hosts.fleet import Fleet, default_fleet
-from evroc_compute.hosts.qemu_agent import QemuAgent, QemuHostConfig, register_host
+from evroc_compute.hosts.drivers.qemu.driver import QemuAgent, QemuHostConfig, register_host
 from evroc_compute.server.app import App
 from evroc_compute.server.http import Receive, Scope, Send, lifespan
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from evroc_compute.hosts.drivers.qemu.spec import check_serial
-from evroc_compute.hosts.qemu_agent import QemuHostConfig, _address_refused, _serial, _Status
+from evroc_compute.hosts.drivers.qemu.driver import QemuHostConfig, _address_refused, _serial, _Status
 
 
 def config(cpu: float, memory: float) -> QemuHostConfig:
