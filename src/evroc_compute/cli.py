@@ -86,13 +86,15 @@ def serve(args: argparse.Namespace) -> None:
 async def _run_agent(args: argparse.Namespace) -> None:
     from evroc_compute.client.base import ClientError
     from evroc_compute.client.http import HttpClient
-    from evroc_compute.hosts.drivers.qemu.driver import QemuAgent, register_host
+    from evroc_compute.hosts.agent import Agent
+    from evroc_compute.hosts.drivers.qemu.driver import QemuDriver, register_host
     from evroc_compute.runtime.world import World
 
     config = _qemu_host(args)
     async with HttpClient(args.server, f"evroc-compute-agent-{config.name}") as client:
         world = World(client)
-        agent = QemuAgent(client, world, _fleet(args).settings, config)
+        settings = _fleet(args).settings
+        agent = Agent("qemu-agent", client, world, settings, QemuDriver(world, settings, config))
         try:
             await register_host(client, config)
         except ClientError as problem:

@@ -1,8 +1,9 @@
-"""The QEMU host agent: runs the instances bound to one real host as QEMU virtual machines.
+"""The QEMU driver: the instances bound to one real host run as QEMU virtual machines.
 
-Everything the agent decides is read back from what exists (the instance in the API, the
-VM's work directory, the QEMU process and its monitor), never only remembered, so an agent
-that restarts adopts the guests it finds running instead of killing them.  Per instance:
+The host agent (hosts/agent.py) runs it like any driver.  Everything the driver reports is read
+back from what exists (the VM's work directory, the QEMU process and its monitor), never only
+remembered, so an agent that restarts adopts the guests it finds running instead of killing
+them.  Per instance:
 
 - its boot image comes from the host's image store, imported from the DiskImage's
   `spec.source` when the store lacks it; a failure is ErrImagePull, then ImagePullBackOff;
@@ -37,33 +38,25 @@ from typing import Any, Literal
 
 from evroc_compute.api.catalog import DISK_IMAGE
 from evroc_compute.api.compute import size_in_bytes
-from evroc_compute.api.infra import HOST, VIRTUAL_MACHINE_INSTANCE
-from evroc_compute.api.meta import format_time, parse_time
+from evroc_compute.api.infra import HOST
+from evroc_compute.api.meta import parse_time
 from evroc_compute.client.base import Client, ClientError
+from evroc_compute.hosts.driver import DriverError, MigrationUnsupported
 from evroc_compute.hosts.drivers.qemu import disks, images, seed
 from evroc_compute.hosts.drivers.qemu.errors import ImageNotFoundError, QemuDriverError
-from evroc_compute.hosts.drivers.qemu.machine import Observation, QemuMachine, RunState
+from evroc_compute.hosts.drivers.qemu.machine import QemuMachine, RunState
 from evroc_compute.hosts.drivers.qemu.spec import DEFAULT_MAC, DiskAttachment, MachineSpec
 from evroc_compute.hosts.fleet import HostSpec
-from evroc_compute.hosts.reports import heartbeats, renew_lease, report
-from evroc_compute.runtime.controller import Controller, Key, Result, WorkQueue
+from evroc_compute.hosts.lifecycle import HotswapWant, Observation, Pending
+from evroc_compute.runtime.controller import Key
 from evroc_compute.runtime.settings import Settings
-from evroc_compute.runtime.world import (
-    FINALIZER_INSTANCE,
-    World,
-    condition,
-    deleting,
-    get,
-    key_of,
-)
-from evroc_compute.runtime.writes import set_finalizer
+from evroc_compute.runtime.world import World, condition, get, key_of
 
 log = logging.getLogger(__name__)
 
 SSH_PROBE_INTERVAL = 0.5  # seconds between looks at a booting guest's SSH port
 WATCH_INTERVAL = 2.0  # seconds between looks at a running guest (exits, pauses)
 BOOT_GRACE = 300.0  # a guest whose SSH server never answers is called Running after this
-FAILURE_REPORT_SECONDS = 1.0  # an image pull failure is shown this long before backing off
 BY_ID = "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_"  # where a hot-plugged disk appears
 _LOG_TAIL_LINES = 5
 IMAGE_STORE_LABEL = "evroc-compute.io/image-store"  # on DiskImages a host registered
@@ -138,212 +131,130 @@ async def register_host(client: Client, config: QemuHostConfig) -> None:
                 raise
 
 
-class _Status:
-    """The instance's status being written: the last report plus this reconcile's changes."""
+class QemuDriver:
+    """The driver of one QEMU host: each instance bound to it is a QemuMachine in its work dir."""
 
-    def __init__(self, instance: dict[str, Any], now: float) -> None:
-        self.new: dict[str, Any] = dict(instance.get("status") or {})
-        self.now = now
-
-    @property
-    def phase(self) -> str:
-        return str(self.new.get("phase") or "Scheduled")
-
-    def in_phase_for(self) -> float:
-        return self.now - (parse_time(self.new.get("phaseSince")) or self.now)
-
-    def move(self, phase: str, message: str) -> None:
-        if phase != self.phase:
-            self.new["phaseSince"] = format_time(self.now)
-        self.new["phase"], self.new["message"] = phase, message
-
-    def drop(self, *fields: str) -> None:
-        for field in fields:
-            self.new.pop(field, None)
-
-
-class QemuAgent:
-    """The agent of one QEMU host: a reconciler of the instances bound to it."""
-
-    def __init__(self, client: Client, world: World, settings: Settings, config: QemuHostConfig,
-                 *, wall: Callable[[], float] = time.time, workers: int = 4) -> None:
-        self.client, self.world, self.settings, self.config = client, world, settings, config
-        self.wall = wall
+    def __init__(self, world: World, settings: Settings, config: QemuHostConfig, *,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.world, self.settings, self.config, self.wall = world, settings, config, wall
         self.store = images.ImageStore(config.image_dir)
         self.vm_dir = config.data_dir.resolve() / "vms"
         self.disk_dir = config.data_dir.resolve() / "disks"
-        self.queue = WorkQueue()
-        self.controller = Controller("qemu-agent", self, self.queue, workers=workers)
         self._machines: dict[Key, QemuMachine] = {}
         self._sweep = asyncio.Event()
-        world.instances.add_handler(self._on_instance)
-        world.vms.add_handler(self._on_vm)
         world.disks.add_handler(self._on_disk)
 
-    def _on_instance(self, event: str, instance: dict[str, Any]) -> None:
-        if get(instance, "spec", "host") == self.config.name:
-            self.queue.add(key_of(instance))
-
-    def _on_vm(self, event: str, vm: dict[str, Any]) -> None:
-        # The seed waits for the VM's private address, which the VM controller writes.
-        instance = self.world.instances.get(*key_of(vm))
-        if instance is not None:
-            self._on_instance(event, instance)
+    def serves(self, host: dict[str, Any]) -> bool:
+        return bool(host["metadata"]["name"] == self.config.name)
 
     def _on_disk(self, event: str, disk: dict[str, Any]) -> None:
         if event == "DELETED":
             self._sweep.set()
 
     async def run(self) -> None:
-        await self.world.synced.wait()
-        for instance in self.world.instances.cache.values():
-            self._on_instance("ADDED", instance)
         self._sweep.set()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.controller.run())
-            group.create_task(heartbeats(self.renew_lease, self.settings.heartbeat_interval))
-            group.create_task(self._sweeper())
+        await self._sweeper()
 
-    def stop(self) -> None:
-        self.controller.stop()
-
-    async def renew_lease(self) -> None:
-        await renew_lease(self.client, self.config.name, format_time(self.wall()), self.settings)
-
-    # ---- one instance -----------------------------------------------------------------
-
-    def _machine(self, key: Key) -> QemuMachine:
+    def _machine(self, instance: dict[str, Any]) -> QemuMachine:
+        key = key_of(instance)
         machine = self._machines.get(key)
         if machine is None:
             machine = self._machines[key] = QemuMachine(self.vm_dir / key[0] / key[1])
         return machine
 
-    async def reconcile(self, key: Key) -> Result:
-        instance = self.world.instances.get(*key)
-        if instance is None or get(instance, "spec", "host") != self.config.name:
-            return Result()
-        machine = self._machine(key)
-        if deleting(instance):
-            await machine.stop(self.config.stop_timeout)
-            await machine.remove()
-            self._machines.pop(key, None)
-            await set_finalizer(self.client, VIRTUAL_MACHINE_INSTANCE, instance,
-                                FINALIZER_INSTANCE, False)
-            return Result()
-        status = _Status(instance, self.wall())
-        observation = await machine.observe()
-        if get(instance, "spec", "running") is False:
-            return await self._power_off(instance, machine, observation, status)
-        if not get(instance, "spec", "disksReady"):
-            status.move("Scheduled", "waiting for the VM's disks to be provisioned")
-            await report(self.client, instance, status.new)
-            return Result()
-        state = observation.state
-        if state is RunState.RUNNING:
-            return await self._running(instance, machine, observation, status)
-        if state in (RunState.STARTING, RunState.STOPPING):
-            return Result(requeue_after=SSH_PROBE_INTERVAL)
-        if state is RunState.CRASHED and status.phase != "Failed":
-            return await self._failed(instance, status, "QEMU exited unexpectedly: "
-                                      + (observation.failure or _log_tail(machine)))
-        return await self._start(instance, machine, status, state)
+    # ---- the Driver contract ----------------------------------------------------------
 
-    async def _power_off(self, instance: dict[str, Any], machine: QemuMachine,
-                         observation: Observation, status: _Status) -> Result:
-        if observation.state in (RunState.RUNNING, RunState.STARTING, RunState.STOPPING):
-            status.move("Stopping", "ACPI power-down sent; waiting for the guest to shut down "
-                                    f"(QEMU quits it after {self.config.stop_timeout:g} s)")
-            await report(self.client, instance, status.new)
-            await machine.stop(self.config.stop_timeout)
-            status.move("Stopped", "the guest shut down")
-        elif not status.new.get("bootCount"):
-            status.move("Stopped", "the guest was never started")
-        elif status.phase != "Stopped":
-            status.move("Stopped", f"the guest is stopped (it was {status.phase}: "
-                                   f"{status.new.get('message')})")
-        status.drop("sshEndpoint", "crashCount", "crashRetryAt")
-        status.new["hotswap"] = [
-            {"attachment": w["attachment"], "disk": w["disk"], "serial": w["serial"],
-             "attached": False, "message": "the VM is not running; the disk is plugged in when it "
-                                          "starts"} for w in get(instance, "spec", "hotswap") or []]
-        if not status.new["hotswap"]:
-            status.drop("hotswap")
-        await report(self.client, instance, status.new)
-        return Result()
+    async def observe(self, instance: dict[str, Any]) -> Observation:
+        machine = self._machine(instance)
+        seen = await machine.observe()
+        endpoint = f"127.0.0.1:{machine.ssh_port}" if machine.ssh_port else None
+        if seen.state is RunState.CRASHED:
+            return Observation("crashed", "QEMU exited unexpectedly: "
+                               + (seen.failure or _log_tail(machine)))
+        if seen.state is RunState.STARTING:
+            return Observation("booting", wait=SSH_PROBE_INTERVAL, endpoint=endpoint)
+        if seen.state is RunState.STOPPING:
+            return Observation("stopping", wait=SSH_PROBE_INTERVAL, endpoint=endpoint)
+        if seen.state is not RunState.RUNNING:
+            return Observation("off")
+        plugged = {serial: BY_ID + serial for serial in await machine.hotplugged_serials()}
+        if seen.qemu_status == "paused":
+            return Observation("paused", "QEMU paused the guest (a disk write failed or an "
+                               "operator stopped it); it resumes with `cont` on its monitor",
+                               WATCH_INTERVAL, endpoint, plugged)
+        status = instance.get("status") or {}
+        if status.get("phase") in ("Running", "Paused"):
+            return Observation("up", "", WATCH_INTERVAL, endpoint, plugged)
+        if await _ssh_answers(machine.ssh_port):
+            return Observation("up", f"its SSH server answers on {endpoint}", WATCH_INTERVAL,
+                               endpoint, plugged)
+        since = parse_time(status.get("phaseSince"))
+        if status.get("phase") == "Starting" and since is not None and \
+                self.wall() - since >= BOOT_GRACE:
+            return Observation("up", f"its SSH server has not answered in {BOOT_GRACE:g} s",
+                               WATCH_INTERVAL, endpoint, plugged)
+        return Observation("booting", f"QEMU ({self.config.accel.upper()}) runs the guest; "
+                           "waiting for its SSH server", SSH_PROBE_INTERVAL, endpoint, plugged)
 
-    async def _failed(self, instance: dict[str, Any], status: _Status, why: str) -> Result:
-        crashes = int(status.new.get("crashCount") or 0) + 1
-        wait = self.settings.backoff(crashes)
-        status.move("Failed", why)
-        status.new.update(crashCount=crashes, crashRetryAt=format_time(status.now + wait))
-        status.drop("sshEndpoint")
-        await report(self.client, instance, status.new)
-        return Result(requeue_after=wait)
+    async def pull(self, instance: dict[str, Any]) -> Pending | None:
+        boot = _boot_disk(instance)
+        if boot is not None and boot.get("image"):
+            try:
+                await self._image(boot["image"])
+            except QemuDriverError as problem:
+                raise DriverError(str(problem)) from problem
+        return None  # without a boot image, start says why
 
-    async def _start(self, instance: dict[str, Any], machine: QemuMachine, status: _Status,
-                     state: RunState) -> Result:
-        now = status.now
-        retry_at = parse_time(status.new.get("crashRetryAt"))
-        if status.phase == "Failed" and retry_at is not None and now < retry_at:
-            return Result(requeue_after=retry_at - now)
-        waited = self._image_backoff(status)
-        if waited is not None:
-            if status.new != (instance.get("status") or {}):
-                await report(self.client, instance, status.new)
-            return Result(requeue_after=waited)
+    async def start(self, instance: dict[str, Any]) -> Pending | None:
         vm = self.world.vms.get(*key_of(instance))
         if vm is None:
-            return Result()  # the VM is gone: its controller deletes the instance
+            return Pending("the VM is gone")  # its controller deletes the instance
         address = get(vm, "status", "networking", "privateIPv4Address")
         if not address and not _address_refused(vm):
-            return Result()  # the VM controller assigns it; its event brings us back
-        boot = next((d for d in get(instance, "spec", "disks") or [] if d.get("boot")), None) \
-            or next(iter(get(instance, "spec", "disks") or []), None)
+            return Pending("waiting for the VM's private address")  # its event brings us back
+        boot = _boot_disk(instance)
         if boot is None or not boot.get("image"):
-            return await self._failed(instance, status, "the VM has no boot disk made from a "
-                                                        "DiskImage; nothing to boot")
-        if state is RunState.STOPPED and status.phase in ("Running", "Starting"):
-            log.info("guest %s/%s powered itself off; starting it again", *key_of(instance))
-        status.move("Pulling", f'preparing boot image "{boot["image"]}"')
-        await report(self.client, instance, status.new)
+            raise DriverError("the VM has no boot disk made from a DiskImage; nothing to boot")
+        machine = self._machine(instance)
+        if (await machine.observe()).state in (RunState.RUNNING, RunState.STARTING):
+            return None
         try:
             image = await self._image(boot["image"])
-        except QemuDriverError as problem:
-            status.new["imagePullError"] = str(problem)
-            status.new["imagePullFailures"] = int(status.new.get("imagePullFailures") or 0) + 1
-            status.new["phaseSince"] = format_time(now)
-            status.new["message"] = f"pulling the boot image failed: {problem}"
-            status.drop("imageRetryAt")
-            await report(self.client, instance, status.new)
-            return Result(requeue_after=FAILURE_REPORT_SECONDS)
-        status.drop("imagePullError", "imagePullFailures", "imageRetryAt")
-        try:
             spec = await self._machine_spec(instance, vm, image, address, machine)
-            status.move("Starting", f"starting QEMU ({self.config.accel.upper()})")
-            await report(self.client, instance, status.new)
             await machine.start(spec)
         except QemuDriverError as problem:
-            return await self._failed(instance, status, f"the guest could not start: {problem}")
-        status.new["bootCount"] = int(status.new.get("bootCount") or 0) + 1
-        status.new["sshEndpoint"] = f"127.0.0.1:{machine.ssh_port}"
-        status.move("Starting", f"QEMU ({self.config.accel.upper()}) runs the guest; waiting for "
-                                "its SSH server")
-        await report(self.client, instance, status.new)
-        return Result(requeue_after=SSH_PROBE_INTERVAL)
+            raise DriverError(str(problem)) from problem
+        return None
 
-    def _image_backoff(self, status: _Status) -> float | None:
-        """Seconds to wait before pulling the boot image again, or None to pull now."""
-        if not status.new.get("imagePullError"):
-            return None
-        retry_at = parse_time(status.new.get("imageRetryAt"))
-        if retry_at is None:  # the failure was shown (ErrImagePull); now back off
-            shown = status.in_phase_for()
-            if shown < FAILURE_REPORT_SECONDS:
-                return FAILURE_REPORT_SECONDS - shown
-            wait = self.settings.backoff(int(status.new.get("imagePullFailures") or 1))
-            status.new["imageRetryAt"] = format_time(status.now + wait)
-            return wait
-        return retry_at - status.now if status.now < retry_at else None
+    async def stop(self, instance: dict[str, Any]) -> None:
+        await self._machine(instance).stop(self.config.stop_timeout)
+
+    async def attach(self, instance: dict[str, Any], want: HotswapWant) -> str:
+        machine = self._machine(instance)
+        try:
+            if want["serial"] not in await machine.hotplugged_serials():
+                path = await self._disk_file(instance["metadata"]["namespace"], want["disk"])
+                await machine.attach_disk(path, want["serial"])
+        except QemuDriverError as problem:
+            raise DriverError(str(problem)) from problem
+        return BY_ID + want["serial"]
+
+    async def detach(self, instance: dict[str, Any], serial: str) -> None:
+        try:
+            await self._machine(instance).detach_disk(serial)
+        except QemuDriverError as problem:
+            raise DriverError(str(problem)) from problem
+
+    async def migrate(self, instance: dict[str, Any]) -> float | None:
+        raise MigrationUnsupported("the QEMU driver cannot move a running guest yet")
+
+    async def remove(self, instance: dict[str, Any]) -> None:
+        machine = self._machine(instance)
+        await machine.stop(self.config.stop_timeout)
+        await machine.remove()
+        self._machines.pop(key_of(instance), None)
+
+    # ---- what a start needs -----------------------------------------------------------
 
     async def _image(self, name: str) -> images.StoredImage:
         image = self.world.images.get("", name)
@@ -413,56 +324,6 @@ class QemuAgent:
             vcpus=max(1, int(resources.get("vcpu") or 1)), accel=self.config.accel,
             private_address=interface, gateway=gateway)
 
-    async def _running(self, instance: dict[str, Any], machine: QemuMachine,
-                       observation: Observation, status: _Status) -> Result:
-        wait = WATCH_INTERVAL
-        if observation.qemu_status == "paused":
-            status.move("Paused", "QEMU paused the guest (a disk write failed or an operator "
-                                  "stopped it); it resumes with `cont` on its monitor")
-        elif status.phase != "Running":
-            booting = status.in_phase_for() if status.phase == "Starting" else 0.0
-            if await _ssh_answers(machine.ssh_port):
-                status.move("Running", "the guest is running; its SSH server answers on "
-                                       f"{status.new.get('sshEndpoint')}")
-                status.drop("crashCount", "crashRetryAt")
-            elif booting >= BOOT_GRACE:
-                status.move("Running", f"the guest is running; its SSH server has not answered "
-                                       f"in {BOOT_GRACE:g} s")
-                status.drop("crashCount", "crashRetryAt")
-            else:
-                status.move("Starting", status.new.get("message") or "the guest is booting")
-                wait = SSH_PROBE_INTERVAL
-        status.new["sshEndpoint"] = f"127.0.0.1:{machine.ssh_port}"
-        swaps = await self._hotswap(instance, machine)
-        status.new["hotswap"] = swaps
-        if not swaps:
-            status.drop("hotswap")
-        await report(self.client, instance, status.new)
-        return Result(requeue_after=wait)
-
-    async def _hotswap(self, instance: dict[str, Any], machine: QemuMachine) -> list[dict[str, Any]]:
-        """Plug the wanted disks, unplug the others; the entries the status shows."""
-        namespace = instance["metadata"]["namespace"]
-        wanted = {w["serial"]: w for w in get(instance, "spec", "hotswap") or []}
-        plugged = await machine.hotplugged_serials()
-        for serial in plugged - set(wanted):
-            try:
-                await machine.detach_disk(serial)
-            except QemuDriverError as problem:
-                log.warning("unplugging disk %s from %s/%s: %s", serial, *key_of(instance), problem)
-        entries = []
-        for serial, want in wanted.items():
-            entry: dict[str, Any] = {"attachment": want["attachment"], "disk": want["disk"],
-                                     "serial": serial}
-            try:
-                if serial not in plugged:
-                    await machine.attach_disk(await self._disk_file(namespace, want["disk"]), serial)
-                entries.append({**entry, "device": BY_ID + serial, "attached": True})
-            except QemuDriverError as problem:
-                entries.append({**entry, "attached": False,
-                                "message": f"hot-plugging the disk failed: {problem}"})
-        return entries
-
     # ---- files nobody owns any more ---------------------------------------------------
 
     async def _sweeper(self) -> None:
@@ -497,6 +358,11 @@ def _serial(disk_name: str) -> str:
     if len(disk_name) <= 20:
         return disk_name
     return f"{disk_name[:11]}-{hashlib.sha256(disk_name.encode()).hexdigest()[:8]}"
+
+
+def _boot_disk(instance: dict[str, Any]) -> dict[str, Any] | None:
+    disks_ = get(instance, "spec", "disks") or []
+    return next((d for d in disks_ if d.get("boot")), None) or next(iter(disks_), None)
 
 
 def _address_refused(vm: dict[str, Any]) -> bool:
