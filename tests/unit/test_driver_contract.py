@@ -81,12 +81,17 @@ async def qemu_subject(tmp_path: Path, image_store: images.ImageStore,
 
 @pytest.fixture(params=["sim", pytest.param("qemu", marks=[pytest.mark.slow, requires_qemu,
                                                            pytest.mark.timeout(600)])])
-async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Subject]:
+def images_for(request: pytest.FixtureRequest) -> tuple[images.ImageStore, images.StoredImage] | None:
+    """The image store and the minimal image for the QEMU driver; None for the simulated one."""
     if request.param == "sim":
-        subjects = sim_subject(tmp_path)
-    else:
-        subjects = qemu_subject(tmp_path, request.getfixturevalue("store"),
-                                request.getfixturevalue("minimal_image"))
+        return None
+    return request.getfixturevalue("store"), request.getfixturevalue("minimal_image")
+
+
+@pytest.fixture
+async def subject(images_for: tuple[images.ImageStore, images.StoredImage] | None,
+                  tmp_path: Path) -> AsyncIterator[Subject]:
+    subjects = sim_subject(tmp_path) if images_for is None else qemu_subject(tmp_path, *images_for)
     async for value in subjects:
         yield value
 

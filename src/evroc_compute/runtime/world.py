@@ -58,7 +58,8 @@ def disk_refs(vm: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def disk_zone(disk: dict[str, Any]) -> str | None:
-    return get(disk, "status", "placement", "zone") or get(disk, "spec", "placement", "zone")
+    zone = get(disk, "status", "placement", "zone") or get(disk, "spec", "placement", "zone")
+    return str(zone) if zone else None
 
 
 def public_ip_ref(vm: dict[str, Any]) -> str | None:

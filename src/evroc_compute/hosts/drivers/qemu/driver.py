@@ -272,7 +272,7 @@ class QemuDriver:
 
     def disk_path(self, disk: dict[str, Any]) -> Path:
         meta = disk["metadata"]
-        return self.disk_dir / meta["namespace"] / f"{meta['name']}-{meta['uid']}.qcow2"
+        return self.disk_dir / str(meta["namespace"]) / f"{meta['name']}-{meta['uid']}.qcow2"
 
     async def _disk_file(self, namespace: str, name: str) -> Path:
         """The qcow2 file of Disk `name`, created (over its image) if it does not exist yet."""
