@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import yaml
 
 from evroc_compute import images_cli
-from evroc_compute.controllers.settings import Settings, Timing
 from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
+from evroc_compute.runtime.settings import Settings, Timing
 
 if TYPE_CHECKING:
-    from evroc_compute.hosts.qemu_agent import QemuHostConfig
+    from evroc_compute.hosts.drivers.qemu.driver import QemuHostConfig
 
 DEFAULT_DATA_DIR = Path(os.environ.get("EVROC_COMPUTE_DATA_DIR", "./data"))
 
@@ -50,7 +50,7 @@ def _fleet(args: argparse.Namespace) -> Fleet:
 
 
 def _qemu_host(args: argparse.Namespace) -> QemuHostConfig:
-    from evroc_compute.hosts.qemu_agent import QemuHostConfig, detect_accel
+    from evroc_compute.hosts.drivers.qemu.driver import QemuHostConfig, detect_accel
 
     accel = detect_accel() if args.accel == "auto" else args.accel
     return QemuHostConfig(
@@ -99,13 +99,15 @@ def serve(args: argparse.Namespace) -> None:
 async def _run_agent(args: argparse.Namespace) -> None:
     from evroc_compute.client.base import ClientError
     from evroc_compute.client.http import HttpClient
-    from evroc_compute.controllers.world import World
-    from evroc_compute.hosts.qemu_agent import QemuAgent, register_host
+    from evroc_compute.hosts.agent import Agent
+    from evroc_compute.hosts.drivers.qemu.driver import QemuDriver, register_host
+    from evroc_compute.runtime.world import World
 
     config = _qemu_host(args)
     async with HttpClient(args.server, f"evroc-compute-agent-{config.name}") as client:
         world = World(client)
-        agent = QemuAgent(client, world, _fleet(args).settings, config)
+        settings = _fleet(args).settings
+        agent = Agent("qemu-agent", client, world, settings, QemuDriver(world, settings, config))
         try:
             await register_host(client, config)
         except ClientError as problem:

@@ -22,9 +22,10 @@ from evroc_compute.client.base import ClientError
 from evroc_compute.client.inprocess import InProcessClient
 from evroc_compute.controllers.leader import LeaderElector
 from evroc_compute.controllers.manager import Manager
-from evroc_compute.hosts.agent import SimAgent
+from evroc_compute.hosts.agent import Agent
+from evroc_compute.hosts.drivers.qemu.driver import QemuDriver, QemuHostConfig, register_host
+from evroc_compute.hosts.drivers.sim import SimDriver
 from evroc_compute.hosts.fleet import Fleet, default_fleet
-from evroc_compute.hosts.qemu_agent import QemuAgent, QemuHostConfig, register_host
 from evroc_compute.server.app import App
 from evroc_compute.server.http import Receive, Scope, Send, lifespan
 
@@ -67,10 +68,11 @@ class Cloud:
 
     async def _lead(self) -> None:
         manager = self.manager = Manager(self.client, self.fleet.settings)
-        agents: list[SimAgent | QemuAgent] = [
-            SimAgent(self.client, manager.world, self.fleet.settings)]
+        world, settings = manager.world, self.fleet.settings
+        agents = [Agent("sim-agent", self.client, world, settings, SimDriver(settings))]
         if self.qemu_host is not None:
-            agents.append(QemuAgent(self.client, manager.world, self.fleet.settings, self.qemu_host))
+            agents.append(Agent("qemu-agent", self.client, world, settings,
+                                QemuDriver(world, settings, self.qemu_host)))
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(manager.run())

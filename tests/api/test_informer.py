@@ -11,7 +11,7 @@ import pytest
 
 from evroc_compute.api.compute import DISK
 from evroc_compute.client.inprocess import InProcessClient
-from evroc_compute.controllers.informer import Informer
+from evroc_compute.runtime.informer import Informer
 from evroc_compute.server.app import App
 
 

@@ -95,3 +95,21 @@ async def test_watch_delivers_events_and_bookmarks(client: InProcessClient) -> N
 async def test_cluster_scoped_kinds(client: InProcessClient) -> None:
     namespaces, _ = await client.list(NAMESPACE)
     assert "default" in [n["metadata"]["name"] for n in namespaces]
+
+
+async def test_a_refused_delete_is_answered_at_once_not_retried(
+        client: InProcessClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evroc_compute.api.networking import PUBLIC_IP
+    from evroc_compute.server.handlers import delete
+
+    created = await client.create(PUBLIC_IP, {
+        "apiVersion": PUBLIC_IP.api_version, "kind": "PublicIP",
+        "metadata": {"name": "ip", "namespace": "default"}, "spec": {}})
+    await client.update(PUBLIC_IP, {**created, "status": {"usedBy": "web"}}, "status")
+    reads = []
+    real_current = delete.current
+    monkeypatch.setattr(delete, "current", lambda ctx, target: reads.append(1) or real_current(ctx, target))
+    with pytest.raises(ClientError) as refused:
+        await client.delete(PUBLIC_IP, "default", "ip")
+    assert refused.value.code == 409 and 'in use by VirtualMachine "web"' in str(refused.value)
+    assert len(reads) == 1

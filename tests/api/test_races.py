@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -161,14 +162,22 @@ async def test_bookmarks_never_run_ahead_of_undelivered_events(tmp_path: Path) -
     await app.start()
     lines: list[bytes] = []
     watching = asyncio.create_task(watch_into(
-        app, "allowWatchBookmarks=true&timeoutSeconds=3&resourceVersion=1", lines))
+        app, "allowWatchBookmarks=true&timeoutSeconds=600&resourceVersion=1", lines))
 
     async def writer(k: int) -> None:
         for i in range(150):
             await call(app, "POST", DISKS, disk(f"w{k}-{i}"))
 
+    def delivered() -> int:
+        return sum(1 for line in lines if b'"BOOKMARK"' not in line)
+
     await asyncio.gather(*(writer(k) for k in range(4)))
-    await watching
+    deadline = time.monotonic() + 60  # every create is committed; wait for its event, however slow
+    while delivered() < 600 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    watching.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watching
     await app.stop()
     claimed, bookmarks, events = 0, 0, 0
     for line in lines:

@@ -286,7 +286,10 @@ def test_compacted_history_gives_410(tmp_path: Path) -> None:
         first = http.request("POST", vm_path(), vm("c0")).body["metadata"]["resourceVersion"]
         for i in range(1, 8):
             http.request("POST", vm_path(), vm(f"c{i}"))
-        time.sleep(0.8)
+        deadline = time.monotonic() + 30  # until a compaction has run past `first`
+        while http.request("GET", vm_path(), limit="1", resourceVersion=first).status != 410:
+            assert time.monotonic() < deadline, "history was never compacted"
+            time.sleep(0.05)
         conn, response = http.stream(vm_path(), watch="true", resourceVersion=first)
         event = read_events(response, 1)[0]
         assert event["type"] == "ERROR" and event["object"]["code"] == 410

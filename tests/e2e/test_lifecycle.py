@@ -92,20 +92,36 @@ class History:
     """Every status kubectl's watch shows for the VMs of a namespace, in order."""
 
     def __init__(self, kc: Kubectl) -> None:
+        # -v=6 logs each request's answer: the watch's "200 OK" says it is open.
         self.process = subprocess.Popen(
             [kc.binary, "--kubeconfig", str(kc.kubeconfig), "--cache-dir", str(kc.cache_dir),
-             "get", "vm", "--watch", "-o",
+             "get", "vm", "--watch", "-v=6", "-o",
              "jsonpath={.metadata.name}={.status.virtualMachineStatus}{\"\\n\"}"],
-            stdout=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
+        self.watching = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        time.sleep(0.5)  # the watch is open before the test acts
+        threading.Thread(target=self._log, daemon=True).start()
+        assert self.watching.wait(30), "kubectl did not open its watch"
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line.strip())
+
+    def _log(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            if "watch=true" in line and "200 OK" in line:
+                self.watching.set()
+
+    def wait_for(self, name: str, status: str, timeout: float = 30) -> None:
+        """Until the watch has shown VM `name` in `status`."""
+        deadline = time.monotonic() + timeout
+        while status not in self.of(name):
+            assert time.monotonic() < deadline, f"the watch never showed {name}={status}"
+            time.sleep(0.05)
 
     def of(self, name: str) -> list[str]:
         """The distinct successive statuses of VM `name`."""
@@ -179,7 +195,7 @@ def test_a_vm_created_stopped_is_stopped_and_never_provisioning(kc: Kubectl) -> 
     history = History(kc)
     apply(kc, disk("cold"), vm("cold", "cold", running=False))
     wait_status(kc, "cold", "Stopped")
-    time.sleep(1)
+    history.wait_for("cold", "Stopped")
     history.stop()
     assert history.of("cold") == ["Stopped"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,15 @@ def test_disconnected_watch_does_not_delay_shutdown(tmp_path: Path) -> None:
         k8s.api_client.close()
 
 
+def compacted(url: str) -> bool:
+    """Whether a list from the revision in `url` is 410 Gone (compacted away)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10):
+            return False
+    except urllib.error.HTTPError as error:
+        return error.code == 410
+
+
 def test_watch_from_compacted_revision_is_410(tmp_path: Path) -> None:
     srv = start_server(tmp_path / "data", "--compact-interval", "0.5", "--compact-keep", "5")
     try:
@@ -241,7 +251,10 @@ def test_watch_from_compacted_revision_is_410(tmp_path: Path) -> None:
             create_vm(k8s, "default", f"c{index}")
             k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, "default", VMS,
                                                       f"c{index}", {"spec": {"running": False}})
-        time.sleep(1.5)
+        deadline = time.monotonic() + 30  # until a compaction has run past revision 1
+        while not compacted(vms_path(srv.url, "default") + "?limit=1&resourceVersion=1"):
+            assert time.monotonic() < deadline, "history was never compacted"
+            time.sleep(0.05)
         _, events = stream(k8s, "default", resource_version="1", timeout_seconds=5)
         with pytest.raises(ApiException) as caught:
             list(events)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from evroc_compute.controllers.runtime import (
+from evroc_compute.runtime.controller import (
     Controller,
     ExponentialBackoff,
     FakeClock,

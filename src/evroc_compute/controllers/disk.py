@@ -18,10 +18,10 @@ from evroc_compute.api.infra import FAULT_PREFIX
 from evroc_compute.api.meta import now_rfc3339, parse_time
 from evroc_compute.client.base import Client
 from evroc_compute.controllers.hotswap import claim_problem, reported
-from evroc_compute.controllers.runtime import Key, Result
-from evroc_compute.controllers.settings import Settings
 from evroc_compute.controllers.vmstatus import Condition, conditions_to_dicts
-from evroc_compute.controllers.world import (
+from evroc_compute.runtime.controller import Key, Result
+from evroc_compute.runtime.settings import Settings
+from evroc_compute.runtime.world import (
     FINALIZER_DISK,
     World,
     condition,
@@ -29,7 +29,7 @@ from evroc_compute.controllers.world import (
     get,
     ns_name,
 )
-from evroc_compute.controllers.writes import set_finalizer, write_status
+from evroc_compute.runtime.writes import set_finalizer, write_status
 
 FAULT_PROVISIONING = FAULT_PREFIX + "provisioning"
 

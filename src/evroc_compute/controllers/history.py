@@ -12,10 +12,10 @@ from typing import Any
 
 from evroc_compute.api.kinds import Kind
 from evroc_compute.client.recorder import EventRecorder
-from evroc_compute.controllers.informer import Informer, key_of
-from evroc_compute.controllers.runtime import Key
 from evroc_compute.controllers.transitions import status_events
-from evroc_compute.controllers.world import World
+from evroc_compute.runtime.controller import Key
+from evroc_compute.runtime.informer import Informer, key_of
+from evroc_compute.runtime.world import World
 
 
 class StatusHistory:

@@ -17,9 +17,9 @@ from typing import Any
 from evroc_compute.api.infra import HOST
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.client.base import Client, ClientError
-from evroc_compute.controllers.settings import Settings
 from evroc_compute.controllers.vmstatus import Condition, conditions_to_dicts
-from evroc_compute.controllers.world import World, condition, get
+from evroc_compute.runtime.settings import Settings
+from evroc_compute.runtime.world import World, condition, get
 
 log = logging.getLogger(__name__)
 

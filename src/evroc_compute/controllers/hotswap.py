@@ -16,9 +16,9 @@ from typing import Any
 from evroc_compute.api.compute import HOTSWAP_DISK_ATTACHMENT
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.client.base import Client
-from evroc_compute.controllers.runtime import Key, Result
 from evroc_compute.controllers.vmstatus import Condition, conditions_to_dicts
-from evroc_compute.controllers.world import (
+from evroc_compute.runtime.controller import Key, Result
+from evroc_compute.runtime.world import (
     FINALIZER_ATTACHMENT,
     World,
     condition,
@@ -27,7 +27,7 @@ from evroc_compute.controllers.world import (
     get,
     ns_name,
 )
-from evroc_compute.controllers.writes import set_finalizer, write_status
+from evroc_compute.runtime.writes import set_finalizer, write_status
 
 
 @dataclass(frozen=True, slots=True)

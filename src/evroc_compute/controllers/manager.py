@@ -20,11 +20,11 @@ from evroc_compute.controllers.hosts import HostMonitor
 from evroc_compute.controllers.hotswap import HotswapController
 from evroc_compute.controllers.placementgroup import PlacementGroupController
 from evroc_compute.controllers.publicip import PublicIPController
-from evroc_compute.controllers.runtime import Controller, Key, WorkQueue
 from evroc_compute.controllers.scheduling import Scheduler
-from evroc_compute.controllers.settings import Settings
 from evroc_compute.controllers.vm import VMController
-from evroc_compute.controllers.world import World, get, key_of, public_ip_ref
+from evroc_compute.runtime.controller import Controller, Key, WorkQueue
+from evroc_compute.runtime.settings import Settings
+from evroc_compute.runtime.world import World, get, key_of, public_ip_ref
 
 EVENT_SOURCE = "evroc-compute-controllers"
 

@@ -12,10 +12,10 @@ from typing import Any
 from evroc_compute.api.compute import PLACEMENT_GROUP
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.client.base import Client
-from evroc_compute.controllers.runtime import Key, Result
 from evroc_compute.controllers.vmstatus import Condition, conditions_to_dicts
-from evroc_compute.controllers.world import World, get, ns_name
-from evroc_compute.controllers.writes import write_status
+from evroc_compute.runtime.controller import Key, Result
+from evroc_compute.runtime.world import World, get, ns_name
+from evroc_compute.runtime.writes import write_status
 from evroc_compute.scheduler.placement import MAX_GROUP_MEMBERS
 
 

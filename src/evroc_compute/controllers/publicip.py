@@ -14,11 +14,11 @@ from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.api.networking import PUBLIC_IP
 from evroc_compute.client.base import Client
 from evroc_compute.controllers.addresses import AddressPool, PoolExhausted
-from evroc_compute.controllers.runtime import Key, Result
-from evroc_compute.controllers.settings import Settings
 from evroc_compute.controllers.vmstatus import Condition, conditions_to_dicts
-from evroc_compute.controllers.world import World, get, ns_name
-from evroc_compute.controllers.writes import write_status
+from evroc_compute.runtime.controller import Key, Result
+from evroc_compute.runtime.settings import Settings
+from evroc_compute.runtime.world import World, get, ns_name
+from evroc_compute.runtime.writes import write_status
 
 
 def _owner(pip: dict[str, Any]) -> str:

@@ -29,9 +29,9 @@ from evroc_compute.api.compute import size_in_bytes
 from evroc_compute.api.infra import HOST, VIRTUAL_MACHINE_INSTANCE
 from evroc_compute.client.base import Client, ClientError
 from evroc_compute.controllers.placementgroup import members
-from evroc_compute.controllers.runtime import Key
-from evroc_compute.controllers.settings import Settings
-from evroc_compute.controllers.world import World, deleting, get, key_of, ns_name
+from evroc_compute.runtime.controller import Key
+from evroc_compute.runtime.settings import Settings
+from evroc_compute.runtime.world import World, deleting, get, key_of, ns_name
 from evroc_compute.scheduler.placement import (
     MAX_GROUP_MEMBERS,
     HostState,

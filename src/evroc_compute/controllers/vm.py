@@ -16,22 +16,23 @@ from typing import Any
 from evroc_compute.api import compute, infra
 from evroc_compute.api.compute import VIRTUAL_MACHINE, size_in_bytes
 from evroc_compute.api.infra import FAULT_PREFIX
-from evroc_compute.api.meta import now_rfc3339, parse_time
+from evroc_compute.api.meta import parse_time
 from evroc_compute.client.base import Client, ClientError
 from evroc_compute.controllers.addresses import AddressPool, PoolExhausted
 from evroc_compute.controllers.hotswap import claim_problem, serial_for
-from evroc_compute.controllers.runtime import Key, Result
-from evroc_compute.controllers.settings import Settings
 from evroc_compute.controllers.vmstatus import (
-    Condition,
+    AttachedDisk,
     DiskFacts,
     HostFacts,
+    HotswapFacts,
     InstanceFacts,
+    NetworkFacts,
     VMFacts,
-    conditions_to_dicts,
     vm_status,
 )
-from evroc_compute.controllers.world import (
+from evroc_compute.runtime.controller import Key, Result
+from evroc_compute.runtime.settings import Settings
+from evroc_compute.runtime.world import (
     FINALIZER_INSTANCE,
     FINALIZER_VM,
     World,
@@ -43,7 +44,7 @@ from evroc_compute.controllers.world import (
     key_of,
     public_ip_ref,
 )
-from evroc_compute.controllers.writes import delete_quietly, set_finalizer, write_status
+from evroc_compute.runtime.writes import delete_quietly, set_finalizer, write_status
 
 VIRTIO_DEVICES = tuple(f"/dev/vd{chr(ord('a') + i)}" for i in range(compute.MAX_DISKS))
 
@@ -82,7 +83,11 @@ def instance_facts(instance: dict[str, Any]) -> InstanceFacts:
         image_retry_at=parse_time(status.get("imageRetryAt")),
         crash_count=status.get("crashCount") or 0,
         crash_retry_at=parse_time(status.get("crashRetryAt")),
-        message=status.get("message") or "")
+        message=status.get("message") or "",
+        ssh_endpoint=status.get("sshEndpoint") or None,
+        disks=tuple(AttachedDisk(name=d["name"], device=d["device"])
+                    for d in get(instance, "spec", "disks") or []),
+        hotswap=tuple(status.get("hotswap") or ()))
 
 
 class VMController:
@@ -139,9 +144,9 @@ class VMController:
             instance = await self._ensure_instance(vm, instance, resources, disks)
         elif instance is not None:
             instance = await self._wind_down(instance)
-        facts = self._facts(vm, instance, disks, problem, now)
+        facts = self._facts(vm, instance, disks, problem, now, self._network(vm, instance))
         decision = vm_status(facts, now)
-        await self._write_status(vm, instance, decision)
+        await write_status(self.client, VIRTUAL_MACHINE, vm, dict(decision.body))
         if decision.recheck_at is not None:
             return Result(requeue_after=max(0.0, decision.recheck_at - now))
         return Result()
@@ -284,10 +289,10 @@ class VMController:
         else:
             self.release(vm)
         now = self.wall()
-        facts = self._facts(vm, instance, [], "", now)
+        facts = self._facts(vm, instance, [], "", now, NetworkFacts(zone=self._zone(vm, instance)))
         decision = vm_status(facts, now)
         try:
-            await self._write_status(vm, instance, decision)
+            await write_status(self.client, VIRTUAL_MACHINE, vm, dict(decision.body))
         except ClientError as problem:
             if not problem.not_found:
                 raise
@@ -299,7 +304,7 @@ class VMController:
     # ---- the status -------------------------------------------------------------------
 
     def _facts(self, vm: dict[str, Any], instance: dict[str, Any] | None,
-               disks: list[DiskFacts], problem: str, now: float) -> VMFacts:
+               disks: list[DiskFacts], problem: str, now: float, network: NetworkFacts) -> VMFacts:
         meta = vm["metadata"]
         inst = instance_facts(instance) if instance is not None else None
         host_facts = None
@@ -317,77 +322,43 @@ class VMController:
             deleting=deleting(vm),
             has_finalizers_pending=deleting(vm) and FINALIZER_VM in (meta.get("finalizers") or []),
             created_seconds_ago=now - created, provisioning_failed_message=problem,
-            disks=tuple(disks), instance=inst, host=host_facts)
+            disks=tuple(disks), instance=inst, host=host_facts, network=network,
+            hotswaps=self._hotswap_facts(vm),
+            previous_conditions=tuple(get(vm, "status", "conditions") or ()))
+
+    def _network(self, vm: dict[str, Any], instance: dict[str, Any] | None) -> NetworkFacts:
+        """The VM's addresses: its private one allocated here (or kept), its public one read."""
+        zone = self._zone(vm, instance)
+        private, problem = get(vm, "status", "networking", "privateIPv4Address"), ""
+        if zone and zone in self.pools:
+            try:
+                private = self.pools[zone].allocate(self._owner(vm))
+            except PoolExhausted as exhausted:  # shown, and retried when an address is released
+                private, problem = None, str(exhausted)
+        pip = public_ip_ref(vm)
+        address = self.world.public_ips.get(vm["metadata"]["namespace"], pip) if pip else None
+        public = None
+        if get(address, "status", "usedBy") == vm["metadata"]["name"]:
+            public = get(address, "status", "publicIPv4Address") or None
+        return NetworkFacts(zone=zone, private_address=private or None, address_problem=problem,
+                            public_address=public)
+
+    def _hotswap_facts(self, vm: dict[str, Any]) -> tuple[HotswapFacts, ...]:
+        namespace, name = key_of(vm)
+        facts = []
+        for attachment in self.world.attachments.by_index("vm", f"{namespace}/{name}"):
+            problem = claim_problem(self.world, attachment)
+            facts.append(HotswapFacts(attachment=attachment["metadata"]["name"],
+                                      disk=str(get(attachment, "spec", "diskRef") or ""),
+                                      serial=serial_for(attachment),
+                                      problem=problem.message if problem is not None else None))
+        return tuple(facts)
 
     def _zone(self, vm: dict[str, Any], instance: dict[str, Any] | None) -> str | None:
         host = self.world.hosts.get("", get(instance, "spec", "host") or "")
-        return get(host, "spec", "zone") or get(instance, "spec", "zone") \
+        zone = get(host, "spec", "zone") or get(instance, "spec", "zone") \
             or get(vm, "status", "placement", "zone")
-
-    async def _write_status(self, vm: dict[str, Any], instance: dict[str, Any] | None,
-                            decision: Any) -> None:
-        old = vm.get("status") or {}
-        status: dict[str, Any] = {
-            "virtualMachineStatus": decision.status,
-            "conditions": conditions_to_dicts(decision.all_conditions, now_rfc3339(),
-                                              old.get("conditions") or [])}
-        zone = self._zone(vm, instance)
-        networking: dict[str, Any] = {}
-        if zone and not deleting(vm) and zone in self.pools:
-            try:
-                networking["privateIPv4Address"] = self.pools[zone].allocate(self._owner(vm))
-            except PoolExhausted as problem:  # shown, and retried when an address is released
-                status["conditions"].append(Condition(
-                    type="AddressAssigned", status="False", reason="SubnetExhausted",
-                    message=f"no private address is free in zone {zone}: {problem}; one is "
-                            "assigned when a VM in the zone is deleted",
-                    observed_generation=vm["metadata"].get("generation", 1)).to_dict(now_rfc3339()))
-        elif get(old, "networking", "privateIPv4Address") and not deleting(vm):
-            networking["privateIPv4Address"] = old["networking"]["privateIPv4Address"]
-        pip = public_ip_ref(vm)
-        address = self.world.public_ips.get(vm["metadata"]["namespace"], pip) if pip else None
-        if address is not None and get(address, "status", "usedBy") == vm["metadata"]["name"] \
-                and get(address, "status", "publicIPv4Address") and not deleting(vm):
-            networking["publicIPv4Address"] = address["status"]["publicIPv4Address"]
-        endpoint = get(instance, "status", "sshEndpoint")
-        if endpoint and get(instance, "status", "phase") in ("Running", "Paused", "Stopping"):
-            networking["sshEndpoint"] = endpoint
-        if networking:
-            status["networking"] = networking
-        if zone:
-            status["placement"] = {"zone": zone}
-        if instance is not None and get(instance, "spec", "host") and \
-                get(instance, "status", "phase") in ("Running", "Paused", "Migrating", "Stopping"):
-            status["attachedDisks"] = [{"name": d["name"], "device": d["device"]}
-                                       for d in get(instance, "spec", "disks") or []]
-        swaps = self._hotswap_status(vm, instance)
-        if swaps:
-            status["hotswapDiskAttachments"] = swaps
-        await write_status(self.client, VIRTUAL_MACHINE, vm, status)
-
-    def _hotswap_status(self, vm: dict[str, Any],
-                        instance: dict[str, Any] | None) -> list[dict[str, Any]]:
-        namespace, name = key_of(vm)
-        plugged = {e.get("attachment"): e for e in get(instance, "status", "hotswap") or []}
-        out = []
-        for attachment in self.world.attachments.by_index("vm", f"{namespace}/{name}"):
-            attachment_name = attachment["metadata"]["name"]
-            entry: dict[str, Any] = {"attachment": attachment_name,
-                                     "disk": get(attachment, "spec", "diskRef")}
-            seen = plugged.get(attachment_name) or {}
-            problem = claim_problem(self.world, attachment)
-            entry["attached"] = bool(seen.get("attached"))
-            if seen.get("attached"):
-                entry["serial"] = seen.get("serial") or serial_for(attachment)
-                entry["device"] = seen.get("device")
-            elif problem is not None:
-                entry["message"] = problem.message
-            else:
-                entry["message"] = seen.get("message") or (
-                    "waiting for the VM to run" if instance is None
-                    else "the host is hot-plugging the disk")
-            out.append({k: v for k, v in entry.items() if v is not None})
-        return out
+        return str(zone) if zone else None
 
 
 def _older(a: dict[str, Any], b: dict[str, Any]) -> bool:

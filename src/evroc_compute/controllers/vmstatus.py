@@ -90,7 +90,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypedDict
 
 VMStatus = Literal[
     "Creating", "ProvisioningFailed", "Deleting", "Stopped", "Provisioning", "Starting",
@@ -103,6 +103,50 @@ Phase = Literal[
     "Failed", "Migrating",
 ]
 ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+# ---- the status payload (what status of a VirtualMachine holds) ------------------------
+
+class ConditionEntry(TypedDict):
+    type: str
+    status: ConditionStatus
+    observedGeneration: int
+    lastTransitionTime: str
+    reason: str
+    message: str
+
+
+class Networking(TypedDict, total=False):
+    privateIPv4Address: str
+    publicIPv4Address: str
+    sshEndpoint: str
+
+
+class Placement(TypedDict):
+    zone: str
+
+
+class AttachedDisk(TypedDict):
+    name: str
+    device: str
+
+
+class HotswapAttachmentStatus(TypedDict, total=False):
+    attachment: str
+    disk: str
+    attached: bool
+    serial: str
+    device: str
+    message: str
+
+
+class VirtualMachineStatusBody(TypedDict, total=False):
+    virtualMachineStatus: VMStatus
+    conditions: list[ConditionEntry]
+    networking: Networking
+    placement: Placement
+    attachedDisks: list[AttachedDisk]
+    hotswapDiskAttachments: list[HotswapAttachmentStatus]
 
 CREATING_WINDOW_SECONDS: Final = 10.0
 """How long a new VM without any milestone reads as Creating rather than Starting."""
@@ -155,6 +199,9 @@ class InstanceFacts:
     crash_count: int = 0
     crash_retry_at: float | None = None
     message: str = ""
+    ssh_endpoint: str | None = None  # where the host forwards the guest's SSH server
+    disks: tuple[AttachedDisk, ...] = ()  # the instance's disks and their devices
+    hotswap: tuple[Mapping[str, Any], ...] = ()  # the hot-plugged disks as the host reports them
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,6 +211,27 @@ class HostFacts:
     name: str
     alive: bool
     draining: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HotswapFacts:
+    """A HotswapDiskAttachment naming the VM: `problem` says why it may not hold its disk."""
+
+    attachment: str
+    disk: str
+    serial: str
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkFacts:
+    """The VM's addresses: `private_address` as allocated in its zone's subnet, or
+    `address_problem` saying why none could be (the subnet is exhausted)."""
+
+    zone: str | None = None
+    private_address: str | None = None
+    address_problem: str = ""
+    public_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,6 +256,9 @@ class VMFacts:
     disks: tuple[DiskFacts, ...]
     instance: InstanceFacts | None
     host: HostFacts | None
+    network: NetworkFacts = NetworkFacts()
+    hotswaps: tuple[HotswapFacts, ...] = ()
+    previous_conditions: tuple[Mapping[str, Any], ...] = ()  # status.conditions as shown now
 
 
 # ---- the decision -----------------------------------------------------------------------
@@ -202,7 +273,7 @@ class Condition:
     message: str
     observed_generation: int
 
-    def to_dict(self, now_rfc3339: str) -> dict[str, Any]:
+    def to_dict(self, now_rfc3339: str) -> ConditionEntry:
         return {
             "type": self.type,
             "status": self.status,
@@ -219,12 +290,14 @@ class VMStatusDecision:
 
     `recheck_at` is the earliest time at which the same facts give a different status (a
     back-off or the Creating window ends), for the controller to requeue; None if never.
+    `body` is the whole status object to write.
     """
 
     status: VMStatus
     ready: Condition
     conditions: tuple[Condition, ...]
     recheck_at: float | None = None
+    body: VirtualMachineStatusBody = dataclasses.field(default_factory=lambda: VirtualMachineStatusBody())
 
     @property
     def all_conditions(self) -> tuple[Condition, ...]:
@@ -235,6 +308,11 @@ class VMStatusDecision:
 def conditions_to_dicts(conditions: Iterable[Condition], now_rfc3339: str,
                         previous: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """Conditions as status.conditions entries, keeping lastTransitionTime while status is unchanged."""
+    return [dict(entry) for entry in _condition_entries(conditions, now_rfc3339, previous)]
+
+
+def _condition_entries(conditions: Iterable[Condition], now_rfc3339: str,
+                       previous: Iterable[Mapping[str, Any]] = ()) -> list[ConditionEntry]:
     before = {c.get("type"): c for c in previous}
     out = []
     for condition in conditions:
@@ -632,5 +710,64 @@ def vm_status(facts: VMFacts, now: float) -> VMStatusDecision:
     ready = Condition(type="Ready", status=ready_status,
                       reason="Ready" if status == "Running" else status,
                       message=rule.explain(facts, now), observed_generation=facts.generation)
-    return VMStatusDecision(status=status, ready=ready, conditions=_fact_conditions(facts, now),
-                            recheck_at=_recheck_at(facts, now))
+    conditions = _fact_conditions(facts, now)
+    return VMStatusDecision(status=status, ready=ready, conditions=conditions,
+                            recheck_at=_recheck_at(facts, now),
+                            body=_body(facts, status, (ready, *conditions), now))
+
+
+# ---- the whole status object ------------------------------------------------------------
+
+# Instance phases in which the guest holds its disks and its SSH endpoint.
+_ATTACHED_PHASES: Final = frozenset({"Running", "Paused", "Migrating", "Stopping"})
+_ENDPOINT_PHASES: Final = frozenset({"Running", "Paused", "Stopping"})
+
+
+def _body(f: VMFacts, status: VMStatus, conditions: tuple[Condition, ...],
+          now: float) -> VirtualMachineStatusBody:
+    """status of the VirtualMachine: the status value, conditions, addresses, disks."""
+    net, inst = f.network, f.instance
+    if net.address_problem:
+        conditions = (*conditions, Condition(
+            type="AddressAssigned", status="False", reason="SubnetExhausted",
+            message=f"no private address is free in zone {net.zone}: {net.address_problem}; one "
+                    "is assigned when a VM in the zone is deleted",
+            observed_generation=f.generation))
+    body: VirtualMachineStatusBody = {
+        "virtualMachineStatus": status,
+        "conditions": _condition_entries(conditions, _rfc3339(now), f.previous_conditions)}
+    networking: Networking = {}
+    if net.private_address and not f.deleting:
+        networking["privateIPv4Address"] = net.private_address
+    if net.public_address and not f.deleting:
+        networking["publicIPv4Address"] = net.public_address
+    if inst is not None and inst.ssh_endpoint and inst.phase in _ENDPOINT_PHASES:
+        networking["sshEndpoint"] = inst.ssh_endpoint
+    if networking:
+        body["networking"] = networking
+    if net.zone:
+        body["placement"] = {"zone": net.zone}
+    if inst is not None and inst.host and inst.phase in _ATTACHED_PHASES:
+        body["attachedDisks"] = list(inst.disks)
+    swaps = [_hotswap_entry(h, inst) for h in f.hotswaps]
+    if swaps:
+        body["hotswapDiskAttachments"] = swaps
+    return body
+
+
+def _hotswap_entry(h: HotswapFacts, inst: InstanceFacts | None) -> HotswapAttachmentStatus:
+    """One attachment as the VM shows it: plugged (serial, device), or why not."""
+    seen = next((e for e in (inst.hotswap if inst is not None else ())
+                 if e.get("attachment") == h.attachment), {})
+    entry: HotswapAttachmentStatus = {"attachment": h.attachment, "disk": h.disk,
+                                      "attached": bool(seen.get("attached"))}
+    if seen.get("attached"):
+        entry["serial"] = str(seen.get("serial") or h.serial)
+        if seen.get("device"):
+            entry["device"] = str(seen["device"])
+    elif h.problem is not None:
+        entry["message"] = h.problem
+    else:
+        entry["message"] = str(seen.get("message") or (
+            "waiting for the VM to run" if inst is None else "the host is hot-plugging the disk"))
+    return entry

@@ -1,11 +1,13 @@
-"""The host agent: runs the instances bound to its hosts and keeps the hosts' heartbeats.
+"""The host agent: runs the instances bound to its driver's hosts and keeps their heartbeats.
 
-For the simulated fleet one agent serves every `driver: sim` host; each instance is moved by
-`drivers.sim.step` and its status reported back through the API.  The agent renews one Lease
-per host (`host-<name>`) every heartbeat interval; a host annotated
+One class for every driver.  Per instance, `converge` asks the driver what is, asks the pure
+lifecycle (hosts/lifecycle.py) what the status is and what to do, reports the status, lets the
+driver act, and looks again, until nothing is left to do now; the instance is looked at again
+when the lifecycle says something changes by itself, or when it changes.  The agent renews one
+Lease per host (`host-<name>`) every heartbeat interval; a host annotated
 `fault.evroc-compute.io/heartbeat: lost` goes silent: no renewals and no reports, as a host that
 lost its network would (its VMs turn Unknown once the lease expires).  Deleting an instance
-stops its guest, then the agent removes the instance's finalizer.
+removes its guest, then the agent removes the instance's finalizer.
 """
 
 from __future__ import annotations
@@ -13,42 +15,107 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from evroc_compute.api.infra import FAULT_PREFIX, VIRTUAL_MACHINE_INSTANCE
-from evroc_compute.api.meta import format_time, parse_time
+from evroc_compute.api.meta import format_time
 from evroc_compute.client.base import Client
-from evroc_compute.controllers.runtime import Controller, Key, Result, WorkQueue
-from evroc_compute.controllers.settings import Settings
-from evroc_compute.controllers.world import (
-    FINALIZER_INSTANCE,
-    World,
-    deleting,
-    get,
-    key_of,
-)
-from evroc_compute.controllers.writes import set_finalizer
-from evroc_compute.hosts.drivers import sim
+from evroc_compute.hosts import lifecycle
+from evroc_compute.hosts.driver import Driver, DriverError, MigrationUnsupported
 from evroc_compute.hosts.reports import heartbeats, renew_lease, report
+from evroc_compute.runtime.controller import Controller, Key, Result, WorkQueue
+from evroc_compute.runtime.settings import Settings
+from evroc_compute.runtime.world import FINALIZER_INSTANCE, World, deleting, get, key_of
+from evroc_compute.runtime.writes import set_finalizer
 
 log = logging.getLogger(__name__)
 FAULT_HEARTBEAT = FAULT_PREFIX + "heartbeat"
+MAX_ACTIONS = 4  # pull, start and a retry fit; more in one reconcile means look again at once
+
+Report = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
 
 
-class SimAgent:
-    def __init__(self, client: Client, world: World, settings: Settings, *,
-                 wall: Callable[[], float] = time.time, workers: int = 4) -> None:
-        self.client, self.world, self.settings, self.wall = client, world, settings, wall
+@dataclass
+class Converged:
+    """Where one pass over an instance left it."""
+
+    status: dict[str, Any]
+    wait: float | None  # seconds until it should be looked at again; None: when it changes
+    transitions: list[lifecycle.Transition] = field(default_factory=list)
+
+
+async def converge(driver: Driver, instance: dict[str, Any], now: float, settings: Settings,
+                   report: Report) -> Converged:
+    """Move the instance's guest as far as it goes now; `report(instance, status)` says so."""
+    transitions: list[lifecycle.Transition] = []
+    outcome: lifecycle.Outcome | None = None
+    for _ in range(MAX_ACTIONS):
+        seen = await driver.observe(instance)
+        plan = lifecycle.plan(instance, seen, now, settings, outcome)
+        if plan.transition is not None:
+            transitions.append(plan.transition)
+        if plan.action is None and seen.state in ("up", "paused"):
+            plan = await _plug(driver, instance, plan, seen)
+        await report(instance, plan.status)  # before acting: a pull or a stop may take a while
+        instance = {**instance, "status": plan.status}
+        if plan.action is None:
+            return Converged(plan.status, plan.wait, transitions)
+        outcome = await _act(driver, instance, plan.action)
+    return Converged(instance["status"], 0.0, transitions)
+
+
+async def _act(driver: Driver, instance: dict[str, Any], action: lifecycle.Action) -> lifecycle.Outcome:
+    try:
+        if action == "pull":
+            return lifecycle.Outcome(action, pending=await driver.pull(instance))
+        if action == "start":
+            return lifecycle.Outcome(action, pending=await driver.start(instance))
+        await driver.stop(instance)
+        return lifecycle.Outcome(action)
+    except DriverError as problem:
+        return lifecycle.Outcome(action, error=str(problem))
+
+
+async def _plug(driver: Driver, instance: dict[str, Any], plan: lifecycle.Plan,
+                seen: lifecycle.Observation) -> lifecycle.Plan:
+    """Plug the wanted disks into the running guest and unplug the others."""
+    wanted: list[lifecycle.HotswapWant] = get(instance, "spec", "hotswap") or []
+    plugged = dict(seen.plugged)
+    for serial in set(plugged) - {w["serial"] for w in wanted}:
+        try:
+            await driver.detach(instance, serial)
+            del plugged[serial]
+        except DriverError as problem:
+            log.warning("unplugging disk %s from %s/%s: %s", serial, *key_of(instance), problem)
+    failures: dict[str, str] = {}
+    for want in wanted:
+        if want["serial"] not in plugged:
+            try:
+                plugged[want["serial"]] = await driver.attach(instance, want)
+            except DriverError as problem:
+                failures[want["serial"]] = str(problem)
+    return lifecycle.with_hotswap(plan, wanted, plugged, failures, up=True)
+
+
+class Agent:
+    """The agent of the hosts one driver serves: a reconciler of the instances bound to them."""
+
+    def __init__(self, name: str, client: Client, world: World, settings: Settings, driver: Driver,
+                 *, wall: Callable[[], float] = time.time, workers: int = 4) -> None:
+        self.client, self.world, self.settings, self.driver = client, world, settings, driver
+        self.wall = wall
         self.queue = WorkQueue()
-        self.controller = Controller("sim-agent", self, self.queue, workers=workers)
+        self.controller = Controller(name, self, self.queue, workers=workers)
         self._host_specs: dict[str, Any] = {}
         world.instances.add_handler(self._on_instance)
         world.hosts.add_handler(self._on_host)
+        world.vms.add_handler(self._on_vm)
 
     def _mine(self, host_name: str | None) -> bool:
         host = self.world.hosts.get("", host_name or "")
-        return host is not None and get(host, "spec", "driver") in (None, "sim")
+        return host is not None and self.driver.serves(host)
 
     def _silent(self, host_name: str | None) -> bool:
         host = self.world.hosts.get("", host_name or "")
@@ -57,6 +124,12 @@ class SimAgent:
     def _on_instance(self, event: str, instance: dict[str, Any]) -> None:
         if event != "DELETED" and self._mine(get(instance, "spec", "host")):
             self.queue.add(key_of(instance))
+
+    def _on_vm(self, event: str, vm: dict[str, Any]) -> None:
+        # A start may wait for what the VM controller writes (the private address).
+        instance = self.world.instances.get(*key_of(vm))
+        if instance is not None and get(instance, "status", "phase") == "Starting":
+            self._on_instance(event, instance)
 
     def _on_host(self, event: str, host: dict[str, Any]) -> None:
         # A host that comes back (or is drained) has instances to look at again; the
@@ -70,11 +143,13 @@ class SimAgent:
             self.queue.add(key_of(instance))
 
     async def run(self) -> None:
+        await self.world.synced.wait()
         for instance in self.world.instances.cache.values():
             self._on_instance("ADDED", instance)
         async with asyncio.TaskGroup() as group:
             group.create_task(self.controller.run())
             group.create_task(heartbeats(self.renew_leases, self.settings.heartbeat_interval))
+            group.create_task(self.driver.run())
 
     def stop(self) -> None:
         self.controller.stop()
@@ -89,39 +164,32 @@ class SimAgent:
         if not self._mine(host) or self._silent(host):
             return Result()
         if deleting(instance):
+            await self.driver.remove(instance)
             await set_finalizer(self.client, VIRTUAL_MACHINE_INSTANCE, instance,
                                 FINALIZER_INSTANCE, False)
             return Result()
         now = self.wall()
         if get(instance, "spec", "migrateTo"):
-            return await self._migrate(instance, now)
-        step = sim.step(instance, now, self.settings)
-        await self._report(instance, step.status)
-        return Result(requeue_after=step.wait)
+            try:
+                return await self._migrate(instance, now)
+            except MigrationUnsupported:
+                pass  # it keeps running here
+        done = await converge(self.driver, instance, now, self.settings, self._report)
+        for transition in done.transitions:
+            log.debug("%s/%s: %s: %s", *key, transition.reason, transition.message)
+        return Result(requeue_after=done.wait)
 
     async def _report(self, instance: dict[str, Any], status: dict[str, Any]) -> None:
         await report(self.client, instance, status)
 
     async def _migrate(self, instance: dict[str, Any], now: float) -> Result:
-        """Live migration: Migrating for `timing.migrate` seconds, then the target runs it."""
-        status = dict(instance.get("status") or {})
-        target = instance["spec"]["migrateTo"]
-        if status.get("phase") != "Migrating":
-            status.update(phase="Migrating", phaseSince=format_time(now),
-                          message=f'migrating to host "{target}"')
-            await self._report(instance, status)
-            return Result(requeue_after=self.settings.timing.migrate)
-        since = parse_time(status.get("phaseSince")) or now
-        remaining = since + self.settings.timing.migrate - now
-        if remaining > 0:
-            return Result(requeue_after=remaining)
-        namespace, name = key_of(instance)
-        await self.client.patch(VIRTUAL_MACHINE_INSTANCE, namespace, name,
-                                {"spec": {"host": target, "migrateTo": None}})
-        status.update(phase="Running", phaseSince=format_time(now),
-                      message=f'migrated from host "{instance["spec"]["host"]}"')
-        await self._report(instance, status)
-        return Result()
+        plan = lifecycle.migrate(instance, await self.driver.migrate(instance), now)
+        if plan.status.get("phase") == "Running":  # moved: the target host runs it now
+            namespace, name = key_of(instance)
+            await self.client.patch(VIRTUAL_MACHINE_INSTANCE, namespace, name,
+                                    {"spec": {"host": instance["spec"]["migrateTo"], "migrateTo": None}})
+        await self._report(instance, plan.status)
+        return Result(requeue_after=plan.wait)
 
     # ---- heartbeats -------------------------------------------------------------------
 

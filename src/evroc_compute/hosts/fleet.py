@@ -26,7 +26,7 @@ import yaml
 
 from evroc_compute.api.catalog import GPU_MODELS
 from evroc_compute.api.infra import HOST
-from evroc_compute.controllers.settings import DEFAULT_SUBNETS, Settings, Timing
+from evroc_compute.runtime.settings import DEFAULT_SUBNETS, Settings, Timing
 
 ZONES = ("se-sto-a", "se-sto-b", "se-sto-c")
 

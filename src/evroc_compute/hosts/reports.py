@@ -14,8 +14,8 @@ from typing import Any
 
 from evroc_compute.api.infra import LEASE, VIRTUAL_MACHINE_INSTANCE
 from evroc_compute.client.base import Client, ClientError
-from evroc_compute.controllers.settings import Settings
-from evroc_compute.controllers.world import key_of
+from evroc_compute.runtime.settings import Settings
+from evroc_compute.runtime.world import key_of
 
 log = logging.getLogger(__name__)
 

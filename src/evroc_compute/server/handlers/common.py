@@ -156,8 +156,8 @@ def store_errors(target: Target) -> Iterator[None]:
         raise errors.already_exists(target.kind, target.name) from None
     except KeyNotFound:
         raise errors.not_found(target.kind, target.name) from None
-    except RevisionConflict:
-        raise errors.conflict(target.kind, target.name) from None
+    except RevisionConflict as problem:  # the cause tells a lost race from a refusal
+        raise errors.conflict(target.kind, target.name) from problem
     except StoreUnavailable as problem:
         raise errors.unavailable(f"the write was not applied: storage is unavailable ({problem});"
                                  " retry when the server's disk has space again") from None

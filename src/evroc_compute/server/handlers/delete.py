@@ -18,7 +18,7 @@ from evroc_compute.server.handlers.common import (
 )
 from evroc_compute.server.handlers.list import select
 from evroc_compute.server.http import Request, Response
-from evroc_compute.store.base import Entry
+from evroc_compute.store.base import Entry, RevisionConflict
 
 PROPAGATION = ("Orphan", "Background", "Foreground")
 RETRIES = 5
@@ -79,8 +79,9 @@ async def delete_latest(ctx: Context, target: Target, options: dict[str, Any]) -
                 return response.status, response.body
             return await remove(ctx, target, entry, options["dryRun"])
         except errors.ApiError as problem:
-            if problem.reason != "Conflict" or options.get("preconditions") or \
-                    attempt == RETRIES - 1:
+            # Only a write that lost a race is worth another try; a refusal stays a refusal.
+            if not isinstance(problem.__cause__, RevisionConflict) or \
+                    options.get("preconditions") or attempt == RETRIES - 1:
                 raise
     raise AssertionError("unreachable")
 

@@ -1,14 +1,14 @@
-"""The QEMU agent's decisions that need no QEMU: what the host offers, disk serials, addresses."""
+"""The QEMU driver's decisions that need no QEMU: what the host offers, disk serials, addresses."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from evroc_compute.hosts.drivers.qemu import driver
+from evroc_compute.hosts.drivers.qemu.driver import QemuHostConfig, _address_refused, _serial
 from evroc_compute.hosts.drivers.qemu.spec import check_serial
-from evroc_compute.hosts.qemu_agent import QemuHostConfig, _address_refused, _serial, _Status
 
 
 def config(cpu: float, memory: float) -> QemuHostConfig:
@@ -17,15 +17,24 @@ def config(cpu: float, memory: float) -> QemuHostConfig:
                           memory_overcommit=memory)
 
 
-@pytest.mark.parametrize(("cpu", "memory"), [(1.0, 1.0), (4.0, 1.0), (2.5, 0.5)])
-def test_the_host_offers_its_cores_and_memory_times_the_over_commit(cpu: float, memory: float) -> None:
-    total_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                     if line.startswith("MemTotal:"))
+@pytest.mark.parametrize(("cpu", "memory", "vcpu", "memory_gb"), [
+    (1.0, 1.0, 6, 16), (4.0, 1.0, 24, 16), (2.5, 0.5, 15, 8), (0.1, 0.01, 1, 1)],
+    ids=["as-is", "cpu-overcommit", "fractions-round-down", "never-below-one"])
+def test_the_host_offers_its_cores_and_memory_times_the_over_commit(
+        monkeypatch: pytest.MonkeyPatch, cpu: float, memory: float, vcpu: int, memory_gb: int) -> None:
+    # A machine with 6 cores and 16.5 GB of RAM (the figures are the test's, not this host's).
+    monkeypatch.setattr(driver.os, "cpu_count", lambda: 6)
+    monkeypatch.setattr(driver, "_memory_bytes", lambda: 16_500_000_000)
     host = config(cpu, memory).host_spec().to_object()
     assert host["spec"]["driver"] == "qemu" and host["spec"]["zone"] == "se-sto-b"
-    assert host["spec"]["capacity"]["vcpu"] == int((os.cpu_count() or 1) * cpu)
-    assert host["spec"]["capacity"]["memory"] == {
-        "amount": int(total_kib * 1024 * memory / 10**9), "unit": "GB"}
+    assert host["spec"]["capacity"]["vcpu"] == vcpu
+    assert host["spec"]["capacity"]["memory"] == {"amount": memory_gb, "unit": "GB"}
+
+
+def test_the_memory_offered_is_this_machines_memtotal() -> None:
+    total_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemTotal:"))
+    assert driver._memory_bytes() == total_kib * 1024
 
 
 @pytest.mark.parametrize(("name", "expected"), [("boot", "boot"), ("a" * 20, "a" * 20)])
@@ -48,12 +57,3 @@ def test_long_disk_names_get_distinct_valid_serials_of_at_most_20_bytes() -> Non
 ])
 def test_a_vm_boots_without_an_address_only_when_none_is_free(conditions: list, refused: bool) -> None:
     assert _address_refused({"status": {"conditions": conditions}}) is refused
-
-
-def test_a_phase_keeps_its_start_time_until_it_changes() -> None:
-    status = _Status({"status": {"phase": "Starting", "phaseSince": "2026-01-01T00:00:00.000000Z"}},
-                     now=1_800_000_000.0)
-    status.move("Starting", "still booting")
-    assert status.new["phaseSince"] == "2026-01-01T00:00:00.000000Z"
-    status.move("Running", "up")
-    assert status.new["phase"] == "Running" and status.new["phaseSince"].startswith("2027-")

@@ -13,10 +13,6 @@ from evroc_compute.hosts.drivers.qemu.errors import MachineError
 from evroc_compute.hosts.drivers.qemu.machine import RunState, classify
 from evroc_compute.hosts.drivers.qemu.spec import DiskAttachment, MachineSpec
 
-from .conftest import requires_qemu
-
-pytestmark = [pytest.mark.slow, requires_qemu]
-
 PATHS = command_line.MachinePaths(Path("/vms/web-1"))
 
 

@@ -41,7 +41,7 @@ class Settings:
 
     def backoff(self, failures: int) -> float:
         """The wait after `failures` consecutive failures (1, 2, ...): doubling, capped."""
-        return min(self.backoff_max, self.backoff_base * 2 ** max(0, failures - 1))
+        return min(self.backoff_max, self.backoff_base * 2.0 ** max(0, failures - 1))
 
     def subnet(self, zone: str) -> ipaddress.IPv4Network | None:
         cidr = self.subnets.get(zone)

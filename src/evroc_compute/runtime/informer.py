@@ -16,7 +16,7 @@ from typing import Any
 
 from evroc_compute.api.kinds import Kind
 from evroc_compute.client.base import Client, ClientError
-from evroc_compute.controllers.runtime import Key
+from evroc_compute.runtime.controller import Key
 
 log = logging.getLogger(__name__)
 Handler = Callable[[str, dict[str, Any]], None]

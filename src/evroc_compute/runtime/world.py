@@ -14,8 +14,8 @@ from evroc_compute.api import catalog, compute, infra, networking
 from evroc_compute.api.kinds import Kind
 from evroc_compute.api.meta import parse_time
 from evroc_compute.client.base import Client
-from evroc_compute.controllers.informer import Informer
-from evroc_compute.controllers.runtime import Key
+from evroc_compute.runtime.controller import Key
+from evroc_compute.runtime.informer import Informer
 
 FINALIZER_VM = "compute.evroclabs.net/vm-cleanup"
 FINALIZER_DISK = "compute.evroclabs.net/disk-protection"
@@ -58,7 +58,8 @@ def disk_refs(vm: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def disk_zone(disk: dict[str, Any]) -> str | None:
-    return get(disk, "status", "placement", "zone") or get(disk, "spec", "placement", "zone")
+    zone = get(disk, "status", "placement", "zone") or get(disk, "spec", "placement", "zone")
+    return str(zone) if zone else None
 
 
 def public_ip_ref(vm: dict[str, Any]) -> str | None:
