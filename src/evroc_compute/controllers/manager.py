@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import evroc_compute.controllers.metrics  # noqa: F401  (registers the controllers' metrics)
 from evroc_compute.client.base import Client
 from evroc_compute.controllers.disk import DiskController
 from evroc_compute.controllers.hosts import HostMonitor
