@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import socket
 import sys
@@ -21,6 +22,7 @@ from evroc_compute.server import connections
 if TYPE_CHECKING:
     from evroc_compute.hosts.qemu_agent import QemuHostConfig
 
+log = logging.getLogger("evroc_compute")
 DEFAULT_DATA_DIR = Path(os.environ.get("EVROC_COMPUTE_DATA_DIR", "./data"))
 
 
@@ -67,16 +69,15 @@ def serve(args: argparse.Namespace) -> None:
     fleet = _fleet(args)
     qemu_host = _qemu_host(args) if args.driver == "qemu" else None
     if qemu_host is not None:
-        print(f"evroc-compute: host {qemu_host.name} in {qemu_host.zone} runs VMs with QEMU "
-              f"({qemu_host.accel.upper()}), images in {qemu_host.image_dir}",
-              file=sys.stderr, flush=True)
+        log.info("host %s in %s runs VMs with QEMU (%s), images in %s", qemu_host.name,
+                 qemu_host.zone, qemu_host.accel.upper(), qemu_host.image_dir)
     cap = _connection_cap(args.max_connections)
     # Watches may hold half the connections, so open watches cannot lock out requests.
     app = Cloud(Path(args.data_dir), fleet=fleet, controllers=not args.no_controllers,
                 qemu_host=qemu_host, compact_interval=args.compact_interval,
                 compact_keep=args.compact_keep, max_watches=max(1, cap // 2))
-    print(f"evroc-compute serving on http://{args.host}:{args.port} "
-          f"(data in {Path(args.data_dir).resolve()})", file=sys.stderr, flush=True)
+    log.info("serving on http://%s:%d (data in %s)", args.host, args.port,
+             Path(args.data_dir).resolve())
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=None,
                 access_log=args.access_log, loop="uvloop",
                 http=connections.limited(cap, args.idle_timeout),
@@ -91,8 +92,8 @@ def _connection_cap(requested: int) -> int:
     files = connections.raise_file_limit()
     cap = connections.connection_cap(requested, files)
     if cap < requested:
-        print(f"evroc-compute: at most {cap} connections (the open file limit is {files}; "
-              "raise it with ulimit -n)", file=sys.stderr, flush=True)
+        log.warning("at most %d connections: the open file limit is %d (raise it with ulimit -n)",
+                    cap, files)
     return cap
 
 
@@ -111,8 +112,8 @@ async def _run_agent(args: argparse.Namespace) -> None:
         except ClientError as problem:
             sys.exit(f"evroc-compute: cannot register host {config.name} with {args.server}: "
                      f"{problem}")
-        print(f"evroc-compute agent: host {config.name} in {config.zone} ({config.accel.upper()}) "
-              f"serving {args.server}", file=sys.stderr, flush=True)
+        log.info("agent: host %s in %s (%s) serving %s", config.name, config.zone,
+                 config.accel.upper(), args.server)
         try:
             await world.start()
             await agent.run()
