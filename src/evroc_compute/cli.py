@@ -81,7 +81,7 @@ def serve(args: argparse.Namespace) -> None:
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=None,
                 access_log=args.access_log, loop="uvloop",
                 http=connections.limited(cap, args.idle_timeout),
-                timeout_keep_alive=int(args.idle_timeout), backlog=4096,
+                timeout_keep_alive=args.idle_timeout, backlog=4096,
                 # Open watches would otherwise hold a graceful shutdown (Ctrl-C) for up to
                 # their timeout (30 min): give requests 3 s, then cancel what remains.
                 timeout_graceful_shutdown=3)
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--max-connections", type=int, default=connections.DEFAULT_MAX_CONNECTIONS,
                      help="open connections at most (default %(default)s, fewer if the file "
                           "limit is lower); watches may hold half of them")
-    run.add_argument("--idle-timeout", type=float, default=60.0,
+    run.add_argument("--idle-timeout", type=int, default=60,
                      help="seconds a connection may wait to send a request head before it is "
                           "closed (default %(default)s); open watches are not affected")
     _host_options(run, default_driver="sim")
