@@ -75,7 +75,8 @@ def serve(args: argparse.Namespace) -> None:
     # Watches may hold half the connections, so open watches cannot lock out requests.
     app = Cloud(Path(args.data_dir), fleet=fleet, controllers=not args.no_controllers,
                 qemu_host=qemu_host, compact_interval=args.compact_interval,
-                compact_keep=args.compact_keep, max_watches=max(1, cap // 2))
+                compact_keep=args.compact_keep, max_watches=max(1, cap // 2),
+                body_timeout=args.idle_timeout)
     log.info("serving on http://%s:%d (data in %s)", args.host, args.port,
              Path(args.data_dir).resolve())
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=None,
@@ -197,8 +198,9 @@ def main(argv: list[str] | None = None) -> None:
                      help="open connections at most (default %(default)s, fewer if the file "
                           "limit is lower); watches may hold half of them")
     run.add_argument("--idle-timeout", type=int, default=60,
-                     help="seconds a connection may wait to send a request head before it is "
-                          "closed (default %(default)s); open watches are not affected")
+                     help="seconds a connection may take to send a request head, or a request "
+                          "body, before it is closed (default %(default)s); open watches are "
+                          "not affected")
     _host_options(run, default_driver="sim")
     _log_options(run)
     run.add_argument("--access-log", action="store_true",

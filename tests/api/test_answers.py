@@ -11,13 +11,16 @@ import json
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from evroc_compute.api.compute import DISK
 from evroc_compute.client.http import HttpClient
 from evroc_compute.controllers.writes import set_finalizer
+from evroc_compute.server.app import App
 from evroc_compute.server.connections import MAX_HEAD_BYTES, MAX_REQUEST_LINE_BYTES
 from evroc_compute.server.http import warning_header
 from tests.api.client import GROUP, Http, Reply, disk, disk_path
@@ -240,3 +243,40 @@ async def test_removing_a_finalizer_from_an_object_already_gone_is_done(server: 
         await client.delete(DISK, "default", "gone")
         await client.patch(DISK, "default", "gone", {"metadata": {"finalizers": None}})
         assert await set_finalizer(client, DISK, stale, "example.com/keep", False) == stale
+
+
+# --- request bodies -----------------------------------------------------------------------------
+
+
+def test_a_body_that_never_arrives_is_408(limited: Server) -> None:
+    answer = _exchange(limited, (f"POST {disk_path()} HTTP/1.1\r\nHost: x\r\n"
+                                 "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                                 '{"kind": "Di').encode())
+    code, _, status = _status(answer)
+    assert (code, status["reason"]) == (408, "Timeout") and "body" in status["message"]
+
+
+async def test_a_body_cut_short_by_a_disconnect_is_never_acted_on(tmp_path: Path) -> None:
+    """YAML cut at a line end still decodes: the server must see that the client left."""
+    sent_part = yaml.safe_dump(disk("cut-short")).encode()  # a whole document by itself
+    app = App(tmp_path)
+    await app.start()
+    try:
+        messages = [{"type": "http.request", "body": sent_part, "more_body": True},
+                    {"type": "http.disconnect"}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app({"type": "http", "method": "POST", "path": disk_path(), "query_string": b"",
+                   "headers": [(b"content-type", b"application/yaml"),
+                               (b"content-length", str(len(sent_part) + 100).encode())]},
+                  receive, send)
+        assert sent == []
+        assert app.ctx is not None and app.ctx.store.get(DISK.key("default", "cut-short")) is None
+    finally:
+        await app.stop()

@@ -38,6 +38,7 @@ from evroc_compute.server.handlers.patch import patch
 from evroc_compute.server.handlers.update import update
 from evroc_compute.server.handlers.watch import watch
 from evroc_compute.server.http import (
+    ClientGone,
     Receive,
     Request,
     Response,
@@ -70,7 +71,8 @@ def version_info() -> dict[str, str]:
 class App:
     def __init__(self, data_dir: Path, *, registry: Registry | None = None,
                  compact_interval: float = 300.0, compact_keep: int = 1000,
-                 bookmark_interval: float = 5.0, max_watches: int = 0) -> None:
+                 bookmark_interval: float = 5.0, max_watches: int = 0,
+                 body_timeout: float = 60.0) -> None:
         self.data_dir = data_dir
         self.registry = registry or default_registry()
         self.compact_interval, self.compact_keep = compact_interval, compact_keep
@@ -81,6 +83,7 @@ class App:
         self._background: list[asyncio.Task[None]] = []
         self._version = orjson.dumps(version_info())
         self.max_watches = max_watches  # 0: no limit
+        self.body_timeout = body_timeout  # seconds for a request body to arrive
         self.watches = 0  # open over HTTP
         self.metrics_registry = CollectorRegistry(auto_describe=False)
         self.metrics_registry.register(metrics.WorldCollector(
@@ -132,9 +135,11 @@ class App:
         started = time.perf_counter()
         req: Request | None = None
         try:
-            req = await read_request(scope, receive)
+            req = await read_request(scope, receive, self.body_timeout)
             self._admit_watch(req)
             response = await self.route(req)
+        except ClientGone:
+            return
         except errors.ApiError as problem:
             response = error_response(problem)
         except StoreUnavailable as problem:

@@ -51,15 +51,36 @@ class Request:
         return bodies.decode(self.body, self.content_type)
 
 
-async def read_request(scope: Scope, receive: Receive) -> Request:
+class ClientGone(Exception):
+    """The client went away before its request body was complete: nobody to answer."""
+
+
+async def read_request(scope: Scope, receive: Receive, body_timeout: float) -> Request:
+    """The request with its whole body, which must arrive within `body_timeout` seconds."""
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     length = headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise errors.too_large(MAX_BODY_BYTES)
+    expects_body = (length not in (None, "0")) or "transfer-encoding" in headers
+    try:
+        # No timer for the bodiless requests (most of them): nothing to wait for.
+        async with asyncio.timeout(body_timeout if expects_body else None):
+            body = await _read_body(receive)
+    except TimeoutError:
+        raise errors.ApiError(408, "Timeout", f"the request body did not arrive within "
+                              f"{body_timeout:g} s") from None
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                           keep_blank_values=True))
+    return Request(scope["method"], scope["path"], query, headers, body)
+
+
+async def _read_body(receive: Receive) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()  # a truncated body must never be decoded and acted on
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)
@@ -67,10 +88,7 @@ async def read_request(scope: Scope, receive: Receive) -> Request:
                 raise errors.too_large(MAX_BODY_BYTES)
             chunks.append(chunk)
         if not message.get("more_body"):
-            break
-    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                           keep_blank_values=True))
-    return Request(scope["method"], scope["path"], query, headers, b"".join(chunks))
+            return b"".join(chunks)
 
 
 @dataclass
