@@ -191,6 +191,7 @@ def test_a_watch_outlives_the_idle_timeout(limited: Server) -> None:
         assert http.request("POST", disk_path(), disk("after-idle")).status == 201
         event = watch.readline()
         while b"after-idle" not in event:
+            assert event, "the watch was closed"
             event = watch.readline()
         assert event.startswith(b'{"type":"ADDED"')
     finally:
