@@ -4,10 +4,10 @@ Left alone, uvicorn keeps a connection that sends nothing open for ever, buffers
 head of any size, and accepts connections until the process runs out of file descriptors.
 Here, before a request reaches the application:
 
-- its head (request line and headers) must arrive within `head_timeout` of the connection
-  opening or of the request's first byte (uvicorn's keep-alive timeout covers the wait
-  between requests): a connection that sent nothing is closed, one that sent part of a
-  head is answered 408;
+- a request must begin within `head_timeout` of the connection opening or of the previous
+  response, and its head (request line and headers) must be complete within
+  `head_timeout` of its first bytes: a connection that sent nothing is closed, one that
+  sent part of a head is answered 408;
 - a request line over MAX_REQUEST_LINE_BYTES is answered 414, a head over MAX_HEAD_BYTES 431;
 - past `max_connections` open connections a new one is answered 503 at once.
 
