@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from evroc_compute import images_cli
+from evroc_compute import images_cli, logs
 from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
 from evroc_compute.runtime.settings import Settings, Timing
+from evroc_compute.server import connections
 
 if TYPE_CHECKING:
     from evroc_compute.hosts.drivers.qemu.driver import QemuHostConfig
 
+log = logging.getLogger("evroc_compute")
 DEFAULT_DATA_DIR = Path(os.environ.get("EVROC_COMPUTE_DATA_DIR", "./data"))
 
 
@@ -80,20 +82,33 @@ def serve(args: argparse.Namespace) -> None:
     fleet = _fleet(args)
     qemu_host = _qemu_host(args) if args.driver == "qemu" else None
     if qemu_host is not None:
-        print(f"evroc-compute: host {qemu_host.name} in {qemu_host.zone} runs VMs with QEMU "
-              f"({qemu_host.accel.upper()}), images in {qemu_host.image_dir}",
-              file=sys.stderr, flush=True)
+        log.info("host %s in %s runs VMs with QEMU (%s), images in %s", qemu_host.name,
+                 qemu_host.zone, qemu_host.accel.upper(), qemu_host.image_dir)
+    cap = _connection_cap(args.max_connections)
+    # Watches may hold half the connections, so open watches cannot lock out requests.
     app = Cloud(Path(args.data_dir), fleet=fleet, controllers=not args.no_controllers,
                 qemu_host=qemu_host, compact_interval=args.compact_interval,
-                compact_keep=args.compact_keep, event_ttl=args.event_ttl)
-    print(f"evroc-compute serving on http://{args.host}:{args.port} "
-          f"(data in {Path(args.data_dir).resolve()})", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log, loop="uvloop", http="httptools",
-                timeout_keep_alive=60, backlog=4096,
+                compact_keep=args.compact_keep, max_watches=max(1, cap // 2),
+                body_timeout=args.idle_timeout, event_ttl=args.event_ttl)
+    log.info("serving on http://%s:%d (data in %s)", args.host, args.port,
+             Path(args.data_dir).resolve())
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=None,
+                access_log=args.access_log, loop="uvloop",
+                http=connections.limited(cap, args.idle_timeout),
+                timeout_keep_alive=args.idle_timeout, backlog=4096,
                 # Open watches would otherwise hold a graceful shutdown (Ctrl-C) for up to
                 # their timeout (30 min): give requests 3 s, then cancel what remains.
                 timeout_graceful_shutdown=3)
+
+
+def _connection_cap(requested: int) -> int:
+    """`requested`, or fewer if the process cannot open that many files."""
+    files = connections.raise_file_limit()
+    cap = connections.connection_cap(requested, files)
+    if cap < requested:
+        log.warning("at most %d connections: the open file limit is %d (raise it with ulimit -n)",
+                    cap, files)
+    return cap
 
 
 async def _run_agent(args: argparse.Namespace) -> None:
@@ -113,8 +128,8 @@ async def _run_agent(args: argparse.Namespace) -> None:
         except ClientError as problem:
             sys.exit(f"evroc-compute: cannot register host {config.name} with {args.server}: "
                      f"{problem}")
-        print(f"evroc-compute agent: host {config.name} in {config.zone} ({config.accel.upper()}) "
-              f"serving {args.server}", file=sys.stderr, flush=True)
+        log.info("agent: host %s in %s (%s) serving %s", config.name, config.zone,
+                 config.accel.upper(), args.server)
         try:
             await world.start()
             await agent.run()
@@ -168,6 +183,15 @@ def _host_options(parser: argparse.ArgumentParser, *, default_driver: str) -> No
                         help="seconds a guest gets to power off before QEMU quits it")
 
 
+def _log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", choices=logs.LEVELS, default="info",
+                        help="debug adds one line per request (method, path, code, duration, "
+                             "user agent)")
+    parser.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                        help="json: one JSON object per line (time, level, logger, message, "
+                             "extra fields)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="evroc-compute", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -187,9 +211,18 @@ def main(argv: list[str] | None = None) -> None:
                           "built-in simulated fleet of three zones with realistic timing")
     run.add_argument("--no-controllers", action="store_true",
                      help="serve the API only: no controllers, scheduler or hosts")
+    run.add_argument("--max-connections", type=int, default=connections.DEFAULT_MAX_CONNECTIONS,
+                     help="open connections at most (default %(default)s, fewer if the file "
+                          "limit is lower); watches may hold half of them")
+    run.add_argument("--idle-timeout", type=int, default=60,
+                     help="seconds a connection may take to send a request head, or a request "
+                          "body, before it is closed (default %(default)s); open watches are "
+                          "not affected")
     _host_options(run, default_driver="sim")
-    run.add_argument("--log-level", default="warning")
-    run.add_argument("--access-log", action="store_true")
+    _log_options(run)
+    run.add_argument("--access-log", action="store_true",
+                     help="uvicorn's access log (info); --log-level debug logs each request "
+                          "with its duration instead")
     config = commands.add_parser("kubeconfig", help="print a kubeconfig for the local server")
     config.add_argument("--server", default="http://127.0.0.1:6443")
     config.add_argument("--cluster", default="",
@@ -201,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     host_agent.add_argument("--fleet", default="",
                             help="the server's fleet file, for its heartbeat, back-off and subnets")
     _host_options(host_agent, default_driver="qemu")
+    _log_options(host_agent)
     images_cli.add_parser(commands)
     show = commands.add_parser("console", help="print the serial console of a VM on this host")
     show.add_argument("name")
@@ -209,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
                       help="the data directory of the server or agent running the VM")
     show.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(getattr(args, "log_level", "info"), getattr(args, "log_format", "text"))
     if args.command == "serve":
         serve(args)
     elif args.command == "agent":

@@ -391,6 +391,10 @@ NOT_JSON: list[tuple[str, bytes, str, str | None]] = [
      "nested deeper than 100", None),
     ("nested far too deep", _disk_yaml(f"  ownerReferences: [{{a: {'[' * 5000}{']' * 5000}}}]\n"),
      "nested deeper than 100", None),
+    ("lone surrogate in a value", _disk_yaml('  annotations: {a: "x\\ud800"}\n'),
+     "lone UTF-16 surrogate", "metadata.annotations.a"),
+    ("lone surrogate in a key", _disk_yaml('  annotations: {"x\\udfff": a}\n'),
+     "lone UTF-16 surrogate", "metadata.annotations"),
 ]
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from evroc_compute.client.base import ClientError
 from evroc_compute.runtime.controller import (
     Controller,
     ExponentialBackoff,
@@ -310,6 +311,23 @@ async def test_a_crash_in_one_key_is_caught_logged_and_counted_and_the_others_go
     failure = next(record for record in caplog.records if record.levelno == logging.ERROR)
     assert "vms" in failure.getMessage() and "team-a/vm-a" in failure.getMessage()
     assert failure.exc_info is not None and isinstance(failure.exc_info[1], ZeroDivisionError)
+
+
+@pytest.mark.parametrize("code", [409, 404], ids=["changed meanwhile", "gone meanwhile"])
+async def test_a_stale_cache_write_is_retried_quietly(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture, code: int
+) -> None:
+    stale = ClientError({"kind": "Status", "code": code, "message": "stale"})
+    script = Script(clock, outcomes={A: [stale]})
+    queue = WorkQueue(clock)
+    async with running(Controller("vms", script, queue)) as controller:
+        queue.add(A)
+        await until(lambda: clock.sleepers == 1)
+        step_to_next_deadline(clock)
+        await until(lambda: len(script.calls) == 2)
+        await settle()
+    assert controller.metrics == {"reconciled": 1, "requeued": 0, "errors": 0, "terminal": 0, "conflicts": 1}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "no error, no traceback"
 
 
 async def test_terminal_errors_are_not_retried(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import socket
 from typing import Any
 
+import evroc_compute.runtime.metrics  # noqa: F401  (registers the controllers' metrics)
 from evroc_compute.client.base import Client
 from evroc_compute.client.recorder import EventRecorder
 from evroc_compute.controllers.disk import DiskController

@@ -28,8 +28,11 @@ import heapq
 import itertools
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
+
+from prometheus_client import Histogram
 
 from evroc_compute.client.base import ClientError
 
@@ -308,7 +311,13 @@ class Reconciler(Protocol):
 METRICS = ("reconciled", "requeued", "errors", "terminal", "conflicts")
 """reconciled: successful reconciles; requeued: of those, the ones that asked to be looked at
 again; errors: failures retried with back-off (crashes included); terminal: failures not retried;
-conflicts: writes refused because the object changed meanwhile (retried with back-off, quietly)."""
+conflicts: writes refused because the object changed or went away meanwhile (409 or 404; retried
+with back-off, quietly)."""
+
+
+RECONCILE_TIME = Histogram("controller_runtime_reconcile_time_seconds",
+                           "Time per reconcile, by controller.", ("controller",))
+LIVE: weakref.WeakSet[Controller] = weakref.WeakSet()  # read by runtime/metrics.py
 
 
 class Controller:
@@ -331,6 +340,8 @@ class Controller:
         self.clock: Clock = clock or queue.clock  # times each reconcile, for the logs
         self.metrics: dict[str, int] = dict.fromkeys(METRICS, 0)
         self._running = False
+        self._reconcile_time = RECONCILE_TIME.labels(name)
+        LIVE.add(self)
 
     async def run(self) -> None:
         """Reconcile keys until `stop()`; returns once every worker has finished its key."""
@@ -356,10 +367,12 @@ class Controller:
                 key = await self.queue.get()
             except QueueShutDown:
                 return
+            started = self.clock.now()
             try:
                 await self._process(key)
             finally:
                 self.queue.done(key)
+                self._reconcile_time.observe(self.clock.now() - started)
 
     async def _process(self, key: Key) -> None:
         started = self.clock.now()
@@ -372,8 +385,9 @@ class Controller:
                          self.name, format_key(key), error)
             return
         except Exception as error:
-            if isinstance(error, ClientError) and error.conflict:
-                # Acted on a stale cache: expected under concurrency; look again shortly.
+            if isinstance(error, ClientError) and (error.conflict or error.not_found):
+                # Acted on a stale cache (the object changed or went away): expected under
+                # concurrency; look again shortly, from fresher facts.
                 self.metrics["conflicts"] += 1
                 self.queue.add_rate_limited(key)
                 logger.debug("controller %s: %s: conflict, retrying", self.name, format_key(key))

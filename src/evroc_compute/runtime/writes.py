@@ -22,7 +22,8 @@ async def write_status(client: Client, kind: Kind, obj: dict[str, Any],
 
 async def set_finalizer(client: Client, kind: Kind, obj: dict[str, Any], finalizer: str,
                         present: bool) -> dict[str, Any]:
-    """Add or remove one finalizer, keeping the others."""
+    """Add or remove one finalizer, keeping the others; removing it from an object already
+    gone (someone else removed the last finalizer) is done, not an error."""
     meta = obj["metadata"]
     finalizers = list(meta.get("finalizers") or [])
     if (finalizer in finalizers) == present:
@@ -33,7 +34,12 @@ async def set_finalizer(client: Client, kind: Kind, obj: dict[str, Any], finaliz
         finalizers.remove(finalizer)
     body = {"metadata": {"finalizers": finalizers or None,
                          "resourceVersion": meta["resourceVersion"]}}
-    return await client.patch(kind, meta.get("namespace"), meta["name"], body)
+    try:
+        return await client.patch(kind, meta.get("namespace"), meta["name"], body)
+    except ClientError as problem:
+        if present or not problem.not_found:
+            raise
+        return obj
 
 
 async def delete_quietly(client: Client, kind: Kind, obj: dict[str, Any]) -> None:

@@ -13,15 +13,17 @@ import dataclasses
 import gc
 import logging
 import platform
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry
 
 from evroc_compute import __version__
 from evroc_compute.api.kinds import Registry
 from evroc_compute.api.registry import default_registry
-from evroc_compute.server import errors, expiry, namespaces
+from evroc_compute.server import errors, expiry, metrics, namespaces
 from evroc_compute.server.conversion import ConvertingStore
 from evroc_compute.server.discovery import Discovery
 from evroc_compute.server.handlers.common import (
@@ -38,6 +40,7 @@ from evroc_compute.server.handlers.patch import patch
 from evroc_compute.server.handlers.update import update
 from evroc_compute.server.handlers.watch import watch
 from evroc_compute.server.http import (
+    ClientGone,
     Receive,
     Request,
     Response,
@@ -48,6 +51,7 @@ from evroc_compute.server.http import (
     json_response,
     lifespan,
     read_request,
+    refuse_websocket,
 )
 from evroc_compute.server.openapi import OpenAPI
 from evroc_compute.server.openapi_v2 import OpenAPIV2
@@ -56,6 +60,7 @@ from evroc_compute.store.log import LogStore
 from evroc_compute.store.sqlite import SQLiteLog
 
 log = logging.getLogger(__name__)
+requests_log = logging.getLogger("evroc_compute.requests")  # one line per request, at debug
 
 AnyResponse = Response | StreamingResponse
 
@@ -69,7 +74,8 @@ def version_info() -> dict[str, str]:
 class App:
     def __init__(self, data_dir: Path, *, registry: Registry | None = None,
                  compact_interval: float = 300.0, compact_keep: int = 1000,
-                 bookmark_interval: float = 5.0, event_ttl: float = 3600.0) -> None:
+                 bookmark_interval: float = 5.0, max_watches: int = 0,
+                 body_timeout: float = 60.0, event_ttl: float = 3600.0) -> None:
         self.data_dir = data_dir
         self.registry = registry or default_registry()
         self.compact_interval, self.compact_keep = compact_interval, compact_keep
@@ -81,6 +87,12 @@ class App:
         self.openapi_v2 = OpenAPIV2(self.registry)
         self._background: list[asyncio.Task[None]] = []
         self._version = orjson.dumps(version_info())
+        self.max_watches = max_watches  # 0: no limit
+        self.body_timeout = body_timeout  # seconds for a request body to arrive
+        self.watches = 0  # open over HTTP
+        self.metrics_registry = CollectorRegistry(auto_describe=False)
+        self.metrics_registry.register(metrics.WorldCollector(
+            self.registry, lambda: self.ctx.store if self.ctx else None))
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -138,11 +150,19 @@ class App:
         if scope["type"] == "lifespan":
             await lifespan(receive, send, self.start, self.stop)
             return
+        if scope["type"] == "websocket":
+            await refuse_websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
+        req: Request | None = None
         try:
-            req = await read_request(scope, receive)
+            req = await read_request(scope, receive, self.body_timeout)
+            self._admit_watch(req)
             response = await self.route(req)
+        except ClientGone:
+            return
         except errors.ApiError as problem:
             response = error_response(problem)
         except StoreUnavailable as problem:
@@ -151,10 +171,35 @@ class App:
             log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
             response = error_response(errors.ApiError(
                 500, "InternalError", "an internal error occurred; the server log has the details"))
-        if isinstance(response, StreamingResponse):
+        labels = req.labels if req is not None and req.labels else _unrouted(scope["method"])
+        try:
+            if isinstance(response, StreamingResponse):
+                await self._stream(response, labels, send, receive)
+            else:
+                await response.send(send)
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.observe(labels, response.status, elapsed)
+            if requests_log.isEnabledFor(logging.DEBUG):
+                _log_request(scope, response.status, elapsed)
+
+    def _admit_watch(self, req: Request) -> None:
+        """Watches may hold at most `max_watches` connections: the rest stay for requests."""
+        if self.max_watches and self.watches >= self.max_watches and req.method == "GET" \
+                and req.flag("watch"):
+            raise errors.too_many_requests(
+                f"too many open watches ({self.max_watches}); retry later")
+
+    async def _stream(self, response: StreamingResponse, labels: metrics.Labels, send: Send,
+                      receive: Receive) -> None:
+        self.watches += 1
+        open_now = metrics.longrunning(labels)
+        open_now.inc()
+        try:
             await response.send(send, receive)  # a watch ends when its client goes away
-        else:
-            await response.send(send)
+        finally:
+            self.watches -= 1
+            open_now.dec()
 
     # ---- routing ----------------------------------------------------------------------
 
@@ -162,39 +207,52 @@ class App:
         parts = [p for p in req.path.split("/") if p]
         if len(parts) >= 2 and parts[0] == "clusters":
             parts = parts[2:]
+        head = parts[0] if parts else ""
+        if head == "api" and len(parts) >= 3 and parts[1] == "v1":
+            return await self._resource(req, "", "v1", parts[2:])
+        if head == "apis" and len(parts) >= 4:
+            return await self._resource(req, parts[1], parts[2], parts[3:])
+        document = self._document(req, parts)
+        req.labels = (req.method, "", "", "", "", f"/{head}", "", "")
+        if req.method not in ("GET", "HEAD"):
+            raise errors.method_not_allowed(req.method, req.path)
+        return document()
+
+    def _document(self, req: Request, parts: list[str]) -> Callable[[], Response]:
+        """What answers a path that is not a resource: a read-only document (or 404)."""
+        head = parts[0] if parts else ""
         if not parts:
-            return json_response({"paths": ["/api", "/apis", "/healthz", "/livez", "/openapi/v2",
-                                            "/openapi/v3",
-                                            "/readyz", "/version"]})
-        head = parts[0]
+            return lambda: json_response({"paths": [
+                "/api", "/apis", "/healthz", "/livez", "/metrics", "/openapi/v2", "/openapi/v3",
+                "/readyz", "/version"]})
         if head in ("healthz", "readyz", "livez"):
             ready = self.ctx is not None
-            return Response(200 if ready else 503, b"ok" if ready else b"starting",
-                            b"text/plain; charset=utf-8")
-        if head == "version":
-            return Response(200, self._version)
+            return lambda: Response(200 if ready else 503, b"ok" if ready else b"starting",
+                                    b"text/plain; charset=utf-8")
+        if head == "version" and len(parts) == 1:
+            return lambda: Response(200, self._version)
+        if head == "metrics" and len(parts) == 1:
+            return lambda: Response(200, metrics.exposition(self.metrics_registry),
+                                    metrics.CONTENT_TYPE)
         if parts == ["openapi", "v2"]:
-            return self.openapi_v2.respond(req)
+            return lambda: self.openapi_v2.respond(req)
         if head == "openapi":
-            return self._openapi(parts)
-        if head == "api":
-            if len(parts) == 1:
-                return self.discovery.api(req)
-            if parts[1] != "v1":
-                raise _no_path(req)
-            if len(parts) == 2:
-                found = self.discovery.resources("", "v1")
-                assert found is not None
-                return found
-            return await self._resource(req, "", "v1", parts[2:])
-        if head == "apis":
-            if len(parts) == 1:
-                return self.discovery.apis(req)
-            if len(parts) == 2:
-                return self.discovery.group(parts[1]) or _raise(_no_path(req))
-            if len(parts) == 3:
-                return self.discovery.resources(parts[1], parts[2]) or _raise(_no_path(req))
-            return await self._resource(req, parts[1], parts[2], parts[3:])
+            document = self._openapi(parts)
+            return lambda: document
+        if parts == ["api"]:
+            return lambda: self.discovery.api(req)
+        if parts == ["apis"]:
+            return lambda: self.discovery.apis(req)
+        found: Response | None = None
+        if parts == ["api", "v1"]:
+            found = self.discovery.resources("", "v1")
+        elif head == "apis" and len(parts) == 2:
+            found = self.discovery.group(parts[1])
+        elif head == "apis" and len(parts) == 3:
+            found = self.discovery.resources(parts[1], parts[2])
+        if found is not None:
+            answer: Response = found
+            return lambda: answer
         raise _no_path(req)
 
     def _openapi(self, parts: list[str]) -> Response:
@@ -228,6 +286,9 @@ class App:
         if kind.stored_as is not None:  # another version of a stored kind: convert at the store
             ctx = dataclasses.replace(ctx, store=ConvertingStore(ctx.store, kind.stored_as))
         method = req.method
+        req.labels = (_verb(req, bool(name)), _dry_run(req), group, version, kind.plural,
+                      subresource, "resource" if name or method == "POST"
+                      else "namespace" if namespace else "cluster", "apiserver")
         if not name:
             if method == "GET":
                 if req.flag("watch"):
@@ -271,5 +332,36 @@ def _no_path(req: Request) -> errors.ApiError:
                            f"({req.method} {req.path})")
 
 
-def _raise(error: errors.ApiError) -> Any:
-    raise error
+_VERBS = {("GET", False): "LIST", ("POST", False): "CREATE", ("DELETE", False): "DELETECOLLECTION",
+          ("GET", True): "GET", ("PUT", True): "UPDATE", ("PATCH", True): "PATCH",
+          ("DELETE", True): "DELETE"}
+
+
+def _verb(req: Request, named: bool) -> str:
+    """kube's verb label: WATCH for a watching LIST, APPLY for a server-side apply PATCH."""
+    verb = _VERBS.get((req.method, named), req.method)
+    if verb == "LIST" and req.flag("watch"):
+        return "WATCH"
+    if verb == "PATCH" and req.content_type == "application/apply-patch+yaml":
+        return "APPLY"
+    return verb
+
+
+def _unrouted(method: str) -> metrics.Labels:
+    """The metric labels of a request that named nothing this server serves."""
+    return (method, "", "", "", "", "", "", "")
+
+
+def _dry_run(req: Request) -> str:
+    """kube's label value: the dryRun parameter if valid, "invalid" if not (bounded)."""
+    value = req.query.get("dryRun", "")
+    return value if value in ("", "All") else "invalid"
+
+
+def _log_request(scope: Scope, code: int, seconds: float) -> None:
+    query = scope.get("query_string", b"").decode("latin-1")
+    path = scope["path"] + (f"?{query}" if query else "")
+    agent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"user-agent"), "")
+    requests_log.debug("%s %s %d %.1fms %s", scope["method"], path, code, seconds * 1000, agent,
+                       extra={"method": scope["method"], "path": path, "code": code,
+                              "duration": round(seconds, 6), "user_agent": agent})

@@ -8,6 +8,7 @@ JSON cannot represent is refused here rather than failing later.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -63,6 +64,8 @@ def decode(body: bytes, content_type: str) -> Any:
 # gain a few (managedFields, Table rows, watch events). Kubernetes objects nest a dozen.
 MAX_DEPTH = 100
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson (and so the store) can encode
+_SURROGATE = re.compile("[\ud800-\udfff]")  # YAML's \uXXXX escapes can make lone ones
+_NOT_TEXT = "holds a lone UTF-16 surrogate, which is not text JSON can carry"
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -130,11 +133,16 @@ def _check_json_values(value: Any, size: int, what: str = "YAML") -> None:
                 if not isinstance(key, str):
                     raise fail(location, f"mapping key {_short(key)} is not a string; quote "
                                          "it to use it as one")
+                if _SURROGATE.search(key):
+                    raise fail(location, f"mapping key {_short(key)} {_NOT_TEXT}")
                 stack.append((child, (location, key), depth + 1))
         elif isinstance(item, list):
             stack.extend((child, (location, index), depth + 1)
                          for index, child in enumerate(item))
-        elif isinstance(item, bool) or item is None or isinstance(item, str):
+        elif isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise fail(location, f"{_short(item)} {_NOT_TEXT}")
+        elif isinstance(item, bool) or item is None:
             continue
         elif isinstance(item, int):
             if not _INT_RANGE[0] <= item <= _INT_RANGE[1]:

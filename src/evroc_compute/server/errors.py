@@ -114,6 +114,10 @@ def forbidden(message: str, *, kind: Kind | None = None, name: str = "") -> ApiE
     return ApiError(403, "Forbidden", message, kind=kind, name=name)
 
 
+def too_many_requests(message: str) -> ApiError:
+    return ApiError(429, "TooManyRequests", message, retry_after=1)
+
+
 def unavailable(message: str) -> ApiError:
     return ApiError(503, "ServiceUnavailable", message, retry_after=1)
 

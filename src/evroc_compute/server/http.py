@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes = b""
+    # What the request is, for metrics (verb, group, resource...): set by the router.
+    labels: tuple[str, ...] = ()
 
     @property
     def content_type(self) -> str:
@@ -48,15 +51,37 @@ class Request:
         return bodies.decode(self.body, self.content_type)
 
 
-async def read_request(scope: Scope, receive: Receive) -> Request:
+class ClientGone(Exception):
+    """The client went away before its request body was complete: nobody to answer."""
+
+
+async def read_request(scope: Scope, receive: Receive, body_timeout: float) -> Request:
+    """The request with its whole body, which must arrive within `body_timeout` seconds."""
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     length = headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise errors.too_large(MAX_BODY_BYTES)
+    if length in (None, "0") and "transfer-encoding" not in headers:
+        body = await _read_body(receive)  # nothing to wait for: no timer (2 us a request)
+    else:
+        try:
+            async with asyncio.timeout(body_timeout):
+                body = await _read_body(receive)
+        except TimeoutError:
+            raise errors.ApiError(408, "Timeout", f"the request body did not arrive within "
+                                  f"{body_timeout:g} s") from None
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                           keep_blank_values=True))
+    return Request(scope["method"], scope["path"], query, headers, body)
+
+
+async def _read_body(receive: Receive) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()  # a truncated body must never be decoded and acted on
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)
@@ -64,10 +89,7 @@ async def read_request(scope: Scope, receive: Receive) -> Request:
                 raise errors.too_large(MAX_BODY_BYTES)
             chunks.append(chunk)
         if not message.get("more_body"):
-            break
-    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                           keep_blank_values=True))
-    return Request(scope["method"], scope["path"], query, headers, b"".join(chunks))
+            return b"".join(chunks)
 
 
 @dataclass
@@ -136,6 +158,37 @@ class StreamingResponse:
 async def _until_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+# Characters a header value cannot carry (uvicorn refuses them after the handler has
+# committed its write) and lone surrogates (not encodable as UTF-8).
+_UNSAFE_IN_HEADER = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def warning_header(text: str) -> tuple[bytes, bytes]:
+    """A `Warning: 299 - "text"` header, whatever `text` holds (it often quotes user input).
+
+    As kube-apiserver: the warn-text is a quoted-string (client-go drops a warning whose
+    inner quotes are not escaped) in UTF-8. Control characters and lone surrogates, which
+    no header may carry, are shown as `\\uXXXX`.
+    """
+    safe = _UNSAFE_IN_HEADER.sub(lambda found: f"\\u{ord(found[0]):04x}", text)
+    quoted = safe.replace("\\", "\\\\").replace('"', '\\"')
+    return b"warning", f'299 - "{quoted}"'.encode()
+
+
+async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a websocket upgrade with a 400 Status: no path here streams over websockets
+    (watches are chunked HTTP). Without uvicorn's denial-response extension, a close (403)."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = errors.bad_request(f"{scope.get('path', '/')} does not serve websocket upgrades; "
+                              "watch collections with ?watch=true over HTTP").body()
+    await send({"type": "websocket.http.response.start", "status": 400,
+                "headers": [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 def json_response(value: Any, status: int = 200, content_type: bytes = JSON) -> Response:

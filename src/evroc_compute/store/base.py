@@ -99,6 +99,10 @@ class Store(Protocol):
 
     def get(self, key: str) -> Entry | None: ...
 
+    def current(self, prefix: str) -> list[Entry]:
+        """The latest entries under prefix, unordered, without waiting (for metrics)."""
+        ...
+
     async def list(self, prefix: str, *, revision: int = 0, start_after: str = "",
                    limit: int = 0) -> tuple[list[Entry], int]:
         """Entries under prefix at `revision` (0 = latest), ordered by key; returns the

@@ -18,9 +18,11 @@ import bisect
 import contextlib
 import itertools
 import logging
+import time
 from typing import Any
 
 import orjson
+from prometheus_client import Counter, Histogram
 
 from evroc_compute.store.base import (
     Compacted,
@@ -41,6 +43,15 @@ log = logging.getLogger(__name__)
 # A watcher that falls this far behind is closed (the client re-watches from its last
 # resourceVersion) rather than buffering without bound.
 MAX_WATCH_BACKLOG = 100_000
+
+COMMIT_SECONDS = Histogram(
+    "evroc_store_commit_duration_seconds", "Time to make one batch of writes durable.",
+    buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5))
+COMMIT_ROWS = Histogram(
+    "evroc_store_commit_batch_size", "Writes made durable by one transaction (group commit).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000))
+COMMIT_FAILURES = Counter("evroc_store_commit_failures_total",
+                          "Transactions that failed (disk full, I/O error): nothing was applied.")
 
 
 # Queued writes: (row to insert, entry to publish, previous entry, the caller's future).
@@ -178,6 +189,10 @@ class LogStore:
     def get(self, key: str) -> Entry | None:
         return self._resources.get(_resource_of(key), {}).get(key)
 
+    def current(self, prefix: str) -> list[Entry]:
+        objects = self._resources.get(_resource_of(prefix), {})
+        return [entry for key, entry in objects.items() if key.startswith(prefix)]
+
     async def list(self, prefix: str, *, revision: int = 0, start_after: str = "",
                    limit: int = 0) -> tuple[list[Entry], int]:
         if revision and revision < self._compacted:
@@ -274,9 +289,13 @@ class LogStore:
             if not batch:
                 continue
             self._committing = True
+            started = time.perf_counter()
             try:
                 await asyncio.to_thread(self.backend.append, [item[0] for item in batch])
+                COMMIT_SECONDS.observe(time.perf_counter() - started)
+                COMMIT_ROWS.observe(len(batch))
             except Exception as problem:  # disk full, I/O error: nothing was applied
+                COMMIT_FAILURES.inc()
                 log.error("store write of %d rows failed: %s", len(batch), problem)
                 for row, _, _, future in batch:
                     self._settled(row.key, future)

@@ -21,7 +21,7 @@ import orjson
 from evroc_compute.api.kinds import Kind, Registry
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.server import admission, errors, managedfields
-from evroc_compute.server.http import Request, Response
+from evroc_compute.server.http import Request, Response, warning_header
 from evroc_compute.store.base import (
     Entry,
     KeyExists,
@@ -64,11 +64,7 @@ def load(entry: Entry) -> dict[str, Any]:
 
 
 def object_response(raw: bytes, status: int = 200, warnings: Sequence[str] = ()) -> Response:
-    # RFC 7234 warn-text is a quoted-string: client-go drops a warning whose inner quotes
-    # are not escaped, so kubectl would never show `unknown field "spec.foo"`.
-    headers = [(b"warning", '299 - "{}"'.format(
-        w.replace("\\", "\\\\").replace('"', '\\"')).encode()) for w in warnings]
-    return Response(status, raw, headers=headers)
+    return Response(status, raw, headers=[warning_header(w) for w in warnings])
 
 
 def is_dry_run(req: Request) -> bool:

@@ -1,0 +1,166 @@
+"""HTTP connections: uvicorn's httptools protocol with the limits a server facing clients needs.
+
+Left alone, uvicorn keeps a connection that sends nothing open for ever, buffers a request
+head of any size, and accepts connections until the process runs out of file descriptors.
+Here, before a request reaches the application:
+
+- a request must begin within `head_timeout` of the connection opening or of the previous
+  response, and its head (request line and headers) must be complete within
+  `head_timeout` of its first bytes: a connection that sent nothing is closed, one that
+  sent part of a head is answered 408;
+- a request line over MAX_REQUEST_LINE_BYTES is answered 414, a head over MAX_HEAD_BYTES 431;
+- past `max_connections` open connections a new one is answered 503 at once.
+
+Each answer is a Kubernetes Status, written by hand (no request reached the application),
+and the connection is closed after it. Once a head is complete none of this applies: a
+watch streams for as long as its timeout says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from evroc_compute.server import errors
+
+MAX_REQUEST_LINE_BYTES = 32 * 1024  # nginx allows 8 KiB; long selectors fit in 32
+MAX_HEAD_BYTES = 256 * 1024  # a bearer token or client certificate header is a few KiB
+DEFAULT_MAX_CONNECTIONS = 4096
+FD_RESERVE = 256  # descriptors kept for the store, logs, QEMU and outgoing connections
+REFUSAL_GRACE = 1.0  # seconds a refused client gets to read its answer before the close
+
+
+def connection_cap(requested: int, fd_limit: int) -> int:
+    """The connections a process with `fd_limit` descriptors can hold open, at most `requested`."""
+    return max(1, min(requested, fd_limit - FD_RESERVE))
+
+
+def raise_file_limit(ceiling: int = 1 << 20) -> int:
+    """Raise the open-file limit to the hard limit (as Go servers do) and return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return wanted if soft == resource.RLIM_INFINITY else soft
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        return wanted
+    return soft
+
+
+class LimitedProtocol(HttpToolsProtocol):
+    """One client connection; `limited` makes the subclass `serve` hands to uvicorn."""
+
+    max_connections = DEFAULT_MAX_CONNECTIONS
+    head_timeout = 60.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reading_head = True  # until the current request's headers are complete
+        self._line_bytes, self._line_done = 0, False  # of its request line
+        self._head_bytes = 0  # of its request line and headers
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_began = 0.0  # loop time the current head began (or the wait for it)
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self._refuse(errors.unavailable(
+                f"the server has too many open connections ({self.max_connections}); "
+                "retry later"))
+            return
+        self._head_began = self.loop.time()
+        self._head_timer = self.loop.call_later(self.head_timeout, self._check_head)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # read and dropped, so the close after the answer is not a reset
+        if self._reading_head:
+            # Measured before parsing: httptools would buffer any amount, and refuses a
+            # URL over 64 KiB with a bare 400.
+            if not self._head_bytes:
+                self._head_began = self.loop.time()
+            if not self._line_done:
+                line_end = data.find(b"\n")
+                self._line_bytes += len(data) if line_end < 0 else line_end + 1
+                self._line_done = line_end >= 0
+            head_end = data.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if head_end < 0 else head_end + 4
+            if self._line_bytes > MAX_REQUEST_LINE_BYTES:
+                self._refuse(errors.ApiError(
+                    414, "RequestURITooLong", f"the request line is longer than "
+                    f"{MAX_REQUEST_LINE_BYTES} bytes; split long selectors over several requests"))
+                return
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse(errors.ApiError(
+                    431, "RequestHeaderFieldsTooLarge",
+                    f"the request line and headers are larger than {MAX_HEAD_BYTES} bytes"))
+                return
+        HttpToolsProtocol.data_received(self, data)
+
+    # One timer per connection, not one per request (arming and cancelling a timer costs
+    # 2 us, a twentieth of a GET): requests only note when their head began (its first
+    # bytes) and when their response ended. Base methods are called directly: these run
+    # for every request, and super() costs a little more.
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        HttpToolsProtocol.on_headers_complete(self)
+
+    def on_message_complete(self) -> None:
+        HttpToolsProtocol.on_message_complete(self)
+        self._reading_head, self._line_done, self._line_bytes, self._head_bytes = \
+            True, False, 0, 0
+
+    def on_response_complete(self) -> None:
+        HttpToolsProtocol.on_response_complete(self)
+        self._head_began = self.loop.time()  # the wait for the next request begins
+
+    def _check_head(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        waited = self.loop.time() - self._head_began
+        answering = self.cycle is not None and not self.cycle.response_complete  # a watch
+        if answering or not self._reading_head or waited < self.head_timeout:
+            self._head_timer = self.loop.call_later(
+                max(self.head_timeout - waited, 0.1) if self._reading_head and not answering
+                else self.head_timeout, self._check_head)
+            return
+        if self._head_bytes == 0:
+            self.transport.close()  # sent nothing: nobody to answer
+            return
+        self._refuse(errors.ApiError(
+            408, "Timeout", f"the request head did not arrive within {self.head_timeout:g} s"))
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(self, error: errors.ApiError) -> None:
+        """Answer `error` without the application and close; later input is dropped."""
+        self._refused = True
+        self._stop_head_timer()
+        body = error.body()
+        retry = b"retry-after: %d\r\n" % error.retry_after if error.retry_after else b""
+        self.transport.write(b"".join((
+            STATUS_LINE[error.code], b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body), retry, b"connection: close\r\n\r\n", body)))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(REFUSAL_GRACE, self.transport.close)
+
+
+def limited(max_connections: int, head_timeout: float) -> type[LimitedProtocol]:
+    """The protocol class for uvicorn's `http=` with these limits."""
+    return type("LimitedProtocol", (LimitedProtocol,),
+                {"max_connections": max_connections, "head_timeout": head_timeout})
