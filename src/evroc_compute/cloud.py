@@ -5,8 +5,8 @@ fleet's Host objects are registered (existing ones are left as the operator edit
 the process campaigns for the controller lease.  The leader runs the controllers, the scheduler,
 the simulated hosts' agent and, with `serve --driver qemu`, the agent of this machine, all
 through an in-process client that goes through the same handlers (admission, concurrency) as
-kubectl.  With `controllers=False` the server only serves
-the API (status is whatever clients write), which the API-level tests use.
+kubectl.  With `controllers=False` the server serves the API with only the namespace
+controller behind it (status is whatever clients write), which the API-level tests use.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from evroc_compute.client.base import ClientError
 from evroc_compute.client.inprocess import InProcessClient
 from evroc_compute.controllers.leader import LeaderElector
 from evroc_compute.controllers.manager import Manager
+from evroc_compute.controllers.namespace import NamespaceController
 from evroc_compute.hosts.agent import Agent
 from evroc_compute.hosts.drivers.qemu.driver import QemuDriver, QemuHostConfig, register_host
 from evroc_compute.hosts.drivers.sim import SimDriver
@@ -49,9 +50,8 @@ class Cloud:
 
     async def start(self) -> None:
         await self.app.start()
-        if not self.controllers:
-            return
-        await self.register_hosts()
+        if self.controllers:
+            await self.register_hosts()
         elector = LeaderElector(self.client, LEADER_LEASE, self.identity)
         self._task = asyncio.create_task(elector.run(self._lead), name="leader-election")
 
@@ -67,6 +67,13 @@ class Cloud:
                     raise
 
     async def _lead(self) -> None:
+        """The leader's work: the namespace controller always (deleting a namespace finishes
+        even when the API is served alone, as kube-controller-manager's would finish it), the
+        compute controllers, the scheduler and the hosts' agents unless `controllers=False`."""
+        namespaces = NamespaceController(self.client)
+        if not self.controllers:
+            await namespaces.run()
+            return
         manager = self.manager = Manager(self.client, self.fleet.settings)
         world, settings = manager.world, self.fleet.settings
         agents = [Agent("sim-agent", self.client, world, settings, SimDriver(settings))]
@@ -75,6 +82,7 @@ class Cloud:
                                 QemuDriver(world, settings, self.qemu_host)))
         try:
             async with asyncio.TaskGroup() as group:
+                group.create_task(namespaces.run())
                 group.create_task(manager.run())
                 await manager.world.synced.wait()
                 for agent in agents:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from evroc_compute.cloud import Cloud
 from evroc_compute.server.app import App
 from evroc_compute.server.handlers import create as create_handler
 from evroc_compute.store.sqlite import SQLiteLog
@@ -23,10 +24,11 @@ MERGE = "application/merge-patch+json"
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[App]:
-    instance = App(tmp_path, compact_interval=3600)
-    await instance.start()
-    yield instance
-    await instance.stop()
+    """The API in process, with the namespace controller that finishes namespace deletions."""
+    cloud = Cloud(tmp_path, controllers=False, compact_interval=3600)
+    await cloud.start()
+    yield cloud.app
+    await cloud.stop()
 
 
 async def call(app: App, method: str, path: str, body: Any = None,
@@ -282,3 +284,32 @@ async def test_generate_name_draws_again_when_the_name_is_taken(
     status, refused = await call(app, "POST", DISKS, body)
     assert status == 409 and refused["reason"] == "AlreadyExists"
     assert "every generated name tried was taken" in refused["message"]
+
+
+async def test_finalize_is_refused_while_the_namespace_has_content(tmp_path: Path) -> None:
+    """The server's half of namespace deletion, without the controller: /finalize deletes the
+    namespace only once nothing is left in it."""
+    app = App(tmp_path, compact_interval=3600)
+    await app.start()
+    try:
+        await call(app, "POST", NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
+                                             "metadata": {"name": "s"}})
+        s_disks = "/apis/compute.evroclabs.net/v1alpha1/namespaces/s/disks"
+        await call(app, "POST", s_disks, disk("kept"))
+        finalize = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "s"},
+                    "spec": {"finalizers": []}}
+        status, body = await call(app, "PUT", f"{NAMESPACES}/s/finalize", finalize)
+        assert status == 200 and body["spec"]["finalizers"] == []  # not deleting: just set
+        assert (await call(app, "DELETE", f"{NAMESPACES}/s"))[0] == 200
+        status, refused = await call(app, "PUT", f"{NAMESPACES}/s/finalize", finalize)
+        assert status == 409 and "disks/kept" in refused["message"]
+        # A status write to a Terminating namespace never deletes it by itself.
+        _, ns = await call(app, "GET", f"{NAMESPACES}/s")
+        ns["status"]["conditions"][0]["message"] = "still going"
+        assert (await call(app, "PUT", f"{NAMESPACES}/s/status", ns))[0] == 200
+        assert (await call(app, "GET", f"{NAMESPACES}/s"))[0] == 200
+        await call(app, "DELETE", f"{s_disks}/kept")
+        assert (await call(app, "PUT", f"{NAMESPACES}/s/finalize", finalize))[0] == 200
+        assert (await call(app, "GET", f"{NAMESPACES}/s"))[0] == 404
+    finally:
+        await app.stop()

@@ -57,3 +57,29 @@ def test_a_server_killed_mid_reconcile_converges_without_duplicates_or_leaks(tmp
     addresses = [v["status"]["networking"]["privateIPv4Address"] for v in vms
                  if v["status"].get("networking")]
     assert len(addresses) == len(set(addresses)) >= 32
+
+
+def test_a_namespace_being_deleted_when_the_server_dies_is_finished_by_the_next_leader(
+        tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = start_server(data)  # the API with only the namespace controller behind it
+    kc = make_kubectl(server, tmp_path)
+    kc("create", "namespace", "doomed")
+    held = {"apiVersion": "compute.evroclabs.net/v1alpha1", "kind": "PlacementGroup",
+            "metadata": {"name": "held", "finalizers": ["example.com/hold"]},
+            "spec": {"strategy": {"type": "spread"}}}
+    kc("apply", "-n", "doomed", "-f", "-", input=yaml.safe_dump(held))
+    kc("delete", "namespace", "doomed", "--wait=false")
+    kc("wait", "-n", "doomed", "pg/held", "--for=jsonpath={.metadata.deletionTimestamp}",
+       "--timeout=10s")
+    server.kill()
+    server = start_server(data, port=int(server.url.rsplit(":", 1)[1]))
+    try:
+        assert json.loads(kc("get", "namespace", "doomed", "-o", "json"))["status"][
+            "phase"] == "Terminating"
+        kc("patch", "-n", "doomed", "pg/held", "--type", "json",
+           "-p", '[{"op":"remove","path":"/metadata/finalizers"}]')
+        kc("wait", "--for=delete", "namespace/doomed", "--timeout=20s")
+        assert kc.run("get", "namespace", "doomed", check=False).returncode == 1
+    finally:
+        server.stop()

@@ -16,6 +16,8 @@ NAMESPACE = Kind(
                conditions=array({"type": "object", "x-kubernetes-preserve-unknown-fields": True},
                                 "Conditions.")),
     seed=({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}},),
+    # As kube-apiserver: `kubectl get ns` shows Active from the start.
+    initial_status={"phase": "Active"}, extra_subresources=("finalize",),
     columns=(Column("Status", "string", path("status", "phase"), "Active or Terminating."),
              Column("Age", "date", age, "Time since creation.")),
 )

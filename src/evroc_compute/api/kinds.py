@@ -71,10 +71,18 @@ class Kind:
     # Whether writes record metadata.managedFields. Events do not: nobody applies them, and
     # the record would double what each of the many events holds in memory.
     managed_fields: bool = True
+    # The status a new object starts with (a Namespace is Active); None: none until written.
+    initial_status: dict[str, Any] | None = None
+    # Subresources besides /status (a Namespace has /finalize).
+    extra_subresources: tuple[str, ...] = ()
 
     @property
     def singular(self) -> str:
         return self.kind.lower()
+
+    @property
+    def subresources(self) -> tuple[str, ...]:
+        return ("status",) * (self.status is not None) + self.extra_subresources
 
     @property
     def builtin(self) -> bool:

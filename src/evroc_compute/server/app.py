@@ -21,6 +21,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from evroc_compute import __version__
+from evroc_compute.api.core import NAMESPACE
 from evroc_compute.api.kinds import Registry
 from evroc_compute.api.registry import default_registry
 from evroc_compute.server import errors, expiry, metrics, namespaces
@@ -102,7 +103,6 @@ class App:
         self.ctx = Context(self.registry, store, self.bookmark_interval)
         await self._seed(store)
         await self._finish_deletions(store)
-        await namespaces.resume_terminations(self.ctx)
         self._background.append(asyncio.create_task(
             store.compact_forever(self.compact_interval, self.compact_keep), name="compactor"))
         self._background.append(asyncio.create_task(
@@ -124,7 +124,7 @@ class App:
         deletes in the same commit; this finishes objects stored by older versions, which
         removed it first and deleted after (a crash in between stranded them)."""
         for kind in self.registry.kinds:
-            if kind.plural == "namespaces" or kind.stored_as:  # namespaces: termination resumes
+            if "finalize" in kind.subresources or kind.stored_as:  # namespaces go by /finalize
                 continue
             entries, _ = await store.list(kind.key_prefix(None))
             for entry in entries:
@@ -140,8 +140,6 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.ctx:
-            for task in list(self.ctx.namespace_tasks.values()):
-                task.cancel()
             await self.ctx.store.close()
 
     # ---- ASGI -------------------------------------------------------------------------
@@ -269,13 +267,13 @@ class App:
                         rest: list[str]) -> AnyResponse:
         assert self.ctx is not None
         namespace: str | None = None
-        if rest[0] == "namespaces" and len(rest) >= 3 and not (group == "" and rest[2] == "status"
-                                                               and len(rest) == 3):
+        if rest[0] == "namespaces" and len(rest) >= 3 and not (
+                group == "" and len(rest) == 3 and rest[2] in NAMESPACE.subresources):
             namespace, rest = rest[1], rest[2:]
         kind = self.registry.resource(group, version, rest[0])
         if kind is None or len(rest) > 3 or (namespace is not None and not kind.namespaced):
             raise _no_path(req)
-        if len(rest) == 3 and (rest[2] != "status" or kind.status is None):
+        if len(rest) == 3 and rest[2] not in kind.subresources:
             raise _no_path(req)
         name = rest[1] if len(rest) > 1 else ""
         subresource = rest[2] if len(rest) > 2 else ""
@@ -303,6 +301,8 @@ class App:
                 ensure_namespace(ctx, target, creating=False)
                 return await delete_collection(ctx, req, target)
             raise errors.method_not_allowed(method, kind.plural)
+        if subresource == "finalize":
+            return await namespaces.finalize(ctx, req, target)
         if method == "GET":
             return await get(ctx, req, target)
         if method == "PUT":

@@ -34,10 +34,14 @@ def _aggregated_resource(kind: Kind) -> dict[str, Any]:
         resource["shortNames"] = list(kind.short_names)
     if kind.categories:
         resource["categories"] = list(kind.categories)
-    if kind.status is not None:
-        resource["subresources"] = [{"subresource": "status", "responseKind": gvk,
-                                     "verbs": ["get", "patch", "update"]}]
+    if kind.subresources:
+        resource["subresources"] = [{"subresource": sub, "responseKind": gvk,
+                                     "verbs": _subresource_verbs(sub)} for sub in kind.subresources]
     return resource
+
+
+def _subresource_verbs(subresource: str) -> list[str]:
+    return ["update"] if subresource == "finalize" else ["get", "patch", "update"]
 
 
 def _aggregated(registry: Registry, core: bool, beta: bool) -> bytes:
@@ -69,10 +73,9 @@ def resource_list(registry: Registry, group: str, version: str) -> dict[str, Any
         if kind.categories:
             entry["categories"] = list(kind.categories)
         resources.append(entry)
-        if kind.status is not None:
-            resources.append({"name": f"{kind.plural}/status", "singularName": "",
-                              "namespaced": kind.namespaced, "kind": kind.kind,
-                              "verbs": ["get", "patch", "update"]})
+        resources += [{"name": f"{kind.plural}/{sub}", "singularName": "",
+                       "namespaced": kind.namespaced, "kind": kind.kind,
+                       "verbs": _subresource_verbs(sub)} for sub in kind.subresources]
     return {"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
 

@@ -1,14 +1,17 @@
-"""Namespace (project) lifecycle: deleting one deletes everything in it, then itself.
+"""Namespace (project) deletion, the server's part: what is special about the Namespace kind.
 
-DELETE marks the namespace Terminating (no new content is admitted), deletes each object in
-it (objects with finalizers are marked and waited for), and removes the namespace once it
-is empty. The work restarts from the stored state if the server restarts midway.
+As in Kubernetes, DELETE only marks the namespace Terminating (`deletionTimestamp`, the
+`kubernetes` finalizer in spec.finalizers): nothing new may be created in it. The namespace
+controller (controllers/namespace.py, leader-elected like the others) deletes what is in it
+through the API and reports progress in its status, then asks to remove the finalizer with
+`PUT .../namespaces/NAME/finalize`. That request is where the server keeps the guarantee: it
+is refused (409) while anything is left in the namespace or a create admitted before the
+namespace turned Terminating is still being committed, and otherwise deletes the namespace
+in the same step, so nothing can be left behind in a namespace that no longer exists.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Any
 
 import orjson
@@ -16,25 +19,24 @@ import orjson
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.server import errors
 from evroc_compute.server.handlers.common import (
-    NAMESPACE_KEY_PREFIX,
     Context,
     Target,
+    current,
     load,
     object_response,
-    remove,
     store_errors,
 )
-from evroc_compute.server.http import Response
-from evroc_compute.store.base import Entry, StoreError
+from evroc_compute.server.http import Request, Response
+from evroc_compute.store.base import Entry
 
-log = logging.getLogger(__name__)
 PROTECTED = frozenset({"default"})
-POLL_SECONDS = 0.2
+FINALIZER = "kubernetes"
 
 
-def _terminating(obj: dict[str, Any], remaining: str) -> None:
+def terminating(obj: dict[str, Any], remaining: str) -> None:
+    """Mark `obj` Terminating, with what is left (empty when nothing is)."""
     obj["metadata"].setdefault("deletionTimestamp", now_rfc3339())
-    obj.setdefault("spec", {})["finalizers"] = ["kubernetes"]
+    obj.setdefault("spec", {})["finalizers"] = [FINALIZER]
     obj["status"] = {"phase": "Terminating", "conditions": [{
         "type": "NamespaceContentRemaining", "status": "True" if remaining else "False",
         "lastTransitionTime": now_rfc3339(),
@@ -48,85 +50,51 @@ async def delete(ctx: Context, target: Target, entry: Entry, dry_run: bool) -> R
                                "be deleted", kind=target.kind, name=target.name)
     obj = load(entry)
     if obj["metadata"].get("deletionTimestamp"):
-        if not dry_run:
-            start_termination(ctx, target.name)  # no-op while it runs; revives a failed one
         return object_response(entry.raw)
-    _terminating(obj, "deleting the objects in this namespace")
+    terminating(obj, "deleting the objects in this namespace")
     if dry_run:
         return object_response(orjson.dumps(obj))
     with store_errors(target):
         stored = await ctx.store.update(target.key, obj, entry.revision)
-    start_termination(ctx, target.name)
     return object_response(stored.raw)
 
 
-def start_termination(ctx: Context, name: str) -> None:
-    tasks = ctx.namespace_tasks
-    running = tasks.get(name)
-    if running is not None and not running.done():
-        return
-    task = asyncio.create_task(_terminate(ctx, name), name=f"terminate-namespace-{name}")
-    tasks[name] = task
-    task.add_done_callback(lambda done: tasks.pop(name, None) if tasks.get(name) is done
-                           else None)
+def remaining(ctx: Context, name: str) -> list[str]:
+    """What is still in namespace `name` (`plural/name`), in-flight creates included."""
+    left = [f"{kind.plural}/{entry.obj['metadata']['name']}"
+            for kind in ctx.registry.kinds if kind.namespaced and kind.stored_as is None
+            for entry in ctx.store.current(kind.key_prefix(name))]
+    in_flight = ctx.creating.get(name, 0)
+    return left + [f"{in_flight} object(s) being created"] * bool(in_flight)
 
 
-async def resume_terminations(ctx: Context) -> None:
-    """Namespaces a previous run was deleting: carry on."""
-    entries, _ = await ctx.store.list(NAMESPACE_KEY_PREFIX)
-    for entry in entries:
-        if entry.obj["metadata"].get("deletionTimestamp"):
-            start_termination(ctx, entry.obj["metadata"]["name"])
-
-
-async def _delete_contents(ctx: Context, name: str) -> list[str]:
-    """Delete what can go now; return the objects still held by finalizers."""
-    remaining: list[str] = []
-    for kind in ctx.registry.kinds:
-        if not kind.namespaced or kind.stored_as:  # a view's objects are its stored kind's
-            continue
-        entries, _ = await ctx.store.list(kind.key_prefix(name))
-        for entry in entries:
-            meta = entry.obj["metadata"]
-            held = bool(meta.get("deletionTimestamp"))
-            if not held:
-                try:
-                    held = (await remove(ctx, Target(kind, name, meta["name"]), entry,
-                                         False))[0] == 202
-                except errors.ApiError:
-                    held = True  # changed meanwhile: the next pass sees it again
-            if held:
-                remaining.append(f"{kind.plural}/{meta['name']}")
-    return remaining
-
-
-async def _terminate(ctx: Context, name: str) -> None:
-    key = NAMESPACE_KEY_PREFIX + name
-    while True:
-        try:
-            # Creates admitted before the namespace turned Terminating may still be
-            # committing: one in flight when this pass began may have landed after the
-            # pass listed its kind, so only a pass that began and ended with none counts.
-            busy = ctx.creating.get(name)
-            remaining = await _delete_contents(ctx, name)
-            ns = ctx.store.get(key)
-            if ns is None:
-                return
-            if not remaining and not busy and not ctx.creating.get(name):
-                await ctx.store.delete(key, ns.revision)
-                return
-            message = (f"waiting for {len(remaining)} object(s) with finalizers to be deleted: "
-                       f"{', '.join(remaining[:5])}") if remaining else \
-                "waiting for objects being created to be deleted"
-            if ns.obj.get("status", {}).get("conditions", [{}])[0].get("message") != message:
-                obj = load(ns)
-                _terminating(obj, message)
-                await ctx.store.update(key, obj, ns.revision)
-        except asyncio.CancelledError:
-            raise
-        except (StoreError, errors.ApiError) as problem:  # transient: try again next pass
-            log.warning("terminating namespace %s: %s; retrying", name, problem)
-        except Exception:
-            log.exception("terminating namespace %s failed; it resumes at the next start", name)
-            return
-        await asyncio.sleep(POLL_SECONDS)
+async def finalize(ctx: Context, req: Request, target: Target) -> Response:
+    """PUT .../namespaces/NAME/finalize: set spec.finalizers; with none left, delete it."""
+    if req.method != "PUT":
+        raise errors.method_not_allowed(req.method, f"namespaces/{target.name}/finalize")
+    body = req.decode_body()
+    spec = body.get("spec") if isinstance(body, dict) else None
+    finalizers = spec.get("finalizers") if isinstance(spec, dict) else None
+    if finalizers is None:
+        finalizers = []
+    if not (isinstance(finalizers, list) and all(isinstance(f, str) for f in finalizers)):
+        raise errors.bad_request("spec.finalizers must be a list of strings",
+                                 field="spec.finalizers")
+    entry = current(ctx, target)
+    obj = load(entry)
+    deleting = bool(obj["metadata"].get("deletionTimestamp"))
+    if deleting and not finalizers:
+        left = remaining(ctx, target.name)
+        if left:
+            raise errors.conflict(target.kind, target.name, (
+                f"the namespace still has content: {', '.join(left[:5])}"
+                + (f" and {len(left) - 5} more" if len(left) > 5 else "")))
+        with store_errors(target):
+            gone = await ctx.store.delete(target.key, entry.revision)
+        return object_response(gone.raw)
+    obj.setdefault("spec", {})["finalizers"] = finalizers
+    if obj == entry.obj:
+        return object_response(entry.raw)
+    with store_errors(target):
+        stored = await ctx.store.update(target.key, obj, entry.revision)
+    return object_response(stored.raw)

@@ -8,7 +8,7 @@ short of the store.
 
 from __future__ import annotations
 
-import asyncio
+import copy
 import secrets
 import uuid
 from collections.abc import Iterator, Sequence
@@ -41,7 +41,6 @@ class Context:
     registry: Registry
     store: Store
     bookmark_interval: float = 5.0
-    namespace_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     creating: dict[str, int] = field(default_factory=dict)  # namespace -> creates in flight
 
 
@@ -130,8 +129,8 @@ def new_object_metadata(obj: dict[str, Any], target: Target) -> None:
         meta["generation"] = 1
     if target.kind.namespaced:
         meta["namespace"] = target.namespace
-    if target.kind.plural == "namespaces":
-        obj["status"] = {"phase": "Active"}  # as kube-apiserver: `kubectl get ns` shows Active
+    if target.kind.initial_status is not None:
+        obj["status"] = copy.deepcopy(target.kind.initial_status)
     elif target.kind.status is not None:
         obj.pop("status", None)  # status is written only through /status
 
@@ -262,7 +261,8 @@ async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: d
         del meta["managedFields"]
     if _comparable(new) == _comparable(entry.obj):
         return object_response(entry.raw, warnings=warnings)  # a no-op writes nothing
-    if old_meta.get("deletionTimestamp") and not meta.get("finalizers"):
+    if old_meta.get("deletionTimestamp") and not meta.get("finalizers") and \
+            "finalize" not in target.kind.subresources:  # a Namespace goes by /finalize only
         if is_dry_run(req):
             return object_response(orjson.dumps(new), warnings=warnings)
         return await finalize(ctx, target, entry, new, warnings)
