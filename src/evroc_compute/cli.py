@@ -18,6 +18,7 @@ import yaml
 from evroc_compute import images_cli
 from evroc_compute.controllers.settings import Settings, Timing
 from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
+from evroc_compute.store import urls
 
 if TYPE_CHECKING:
     from evroc_compute.hosts.qemu_agent import QemuHostConfig
@@ -83,11 +84,16 @@ def serve(args: argparse.Namespace) -> None:
         print(f"evroc-compute: host {qemu_host.name} in {qemu_host.zone} runs VMs with QEMU "
               f"({qemu_host.accel.upper()}), images in {qemu_host.image_dir}",
               file=sys.stderr, flush=True)
-    app = Cloud(Path(args.data_dir), fleet=fleet, controllers=not args.no_controllers,
+    try:
+        store_url = urls.check(args.store) if args.store else ""
+    except ValueError as problem:
+        sys.exit(f"evroc-compute: {problem}")
+    app = Cloud(Path(args.data_dir), store_url=store_url, fleet=fleet, controllers=not args.no_controllers,
                 qemu_host=qemu_host, compact_interval=args.compact_interval,
                 compact_keep=args.compact_keep, event_ttl=args.event_ttl)
-    print(f"evroc-compute serving on http://{args.host}:{args.port} "
-          f"(data in {Path(args.data_dir).resolve()})", file=sys.stderr, flush=True)
+    where = urls.redacted(store_url) if store_url else f"data in {Path(args.data_dir).resolve()}"
+    print(f"evroc-compute serving on http://{args.host}:{args.port} ({where})",
+          file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=args.access_log, loop="uvloop", http="httptools",
                 timeout_keep_alive=60, backlog=4096,
@@ -174,6 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--port", type=int, default=6443)
     run.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
                      help="where the embedded SQLite store lives (default ./data)")
+    run.add_argument("--store", default=os.environ.get("EVROC_STORE", ""),
+                     help="where the objects live: sqlite:///PATH (default: store.db in the data "
+                          "dir) or postgresql://USER@HOST:PORT/DB, shared by several servers "
+                          "(default $EVROC_STORE)")
     run.add_argument("--compact-interval", type=float, default=300.0,
                      help="seconds between store compactions")
     run.add_argument("--compact-keep", type=int, default=1000,

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from evroc_compute import __version__
-from evroc_compute.api.kinds import Registry
+from evroc_compute.api.kinds import Kind, Registry
 from evroc_compute.api.registry import default_registry
 from evroc_compute.server import errors, expiry, namespaces
 from evroc_compute.server.conversion import ConvertingStore
@@ -51,9 +51,14 @@ from evroc_compute.server.http import (
 )
 from evroc_compute.server.openapi import OpenAPI
 from evroc_compute.server.openapi_v2 import OpenAPIV2
-from evroc_compute.store.base import StoreUnavailable
-from evroc_compute.store.log import LogStore
-from evroc_compute.store.sqlite import SQLiteLog
+from evroc_compute.store import urls
+from evroc_compute.store.base import (
+    KeyExists,
+    KeyNotFound,
+    RevisionConflict,
+    Store,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +72,11 @@ def version_info() -> dict[str, str]:
 
 
 class App:
-    def __init__(self, data_dir: Path, *, registry: Registry | None = None,
+    def __init__(self, data_dir: Path, *, store_url: str = "", registry: Registry | None = None,
                  compact_interval: float = 300.0, compact_keep: int = 1000,
                  bookmark_interval: float = 5.0, event_ttl: float = 3600.0) -> None:
         self.data_dir = data_dir
+        self.store_url = store_url or urls.default_url(data_dir)
         self.registry = registry or default_registry()
         self.compact_interval, self.compact_keep = compact_interval, compact_keep
         self.bookmark_interval = bookmark_interval
@@ -85,7 +91,7 @@ class App:
     # ---- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        store = LogStore(SQLiteLog(self.data_dir / "store.db"))
+        store = await asyncio.to_thread(urls.store, self.store_url)
         await store.open()
         self.ctx = Context(self.registry, store, self.bookmark_interval)
         await self._seed(store)
@@ -97,7 +103,7 @@ class App:
             expiry.sweep_forever(store, self.event_ttl), name="event-expiry"))
         self._background.append(asyncio.create_task(_freeze_long_lived(), name="gc-freeze"))
 
-    async def _seed(self, store: LogStore) -> None:
+    async def _seed(self, store: Store) -> None:
         """Write the catalog and `default` namespace if absent; admins' edits are kept."""
         for kind in self.registry.kinds:
             for seed in kind.seed:
@@ -105,9 +111,10 @@ class App:
                 target = Target(kind, None, obj["metadata"]["name"])
                 if store.get(target.key) is None:
                     new_object_metadata(obj, target)
-                    await store.create(target.key, obj)
+                    with contextlib.suppress(KeyExists):  # another server seeded it first
+                        await store.create(target.key, obj)
 
-    async def _finish_deletions(self, store: LogStore) -> None:
+    async def _finish_deletions(self, store: Store) -> None:
         """Delete what is being deleted and has no finalizer left. Removing the last finalizer
         deletes in the same commit; this finishes objects stored by older versions, which
         removed it first and deleted after (a crash in between stranded them)."""
@@ -120,7 +127,8 @@ class App:
                 if meta.get("deletionTimestamp") and not meta.get("finalizers"):
                     log.warning("deleting %s: it was being deleted with no finalizer left",
                                 entry.key)
-                    await store.delete(entry.key, entry.revision)
+                    with contextlib.suppress(KeyNotFound, RevisionConflict):  # another server
+                        await store.delete(entry.key, entry.revision)
 
     async def stop(self) -> None:
         for task in self._background:
@@ -225,6 +233,16 @@ class App:
             raise _no_path(req)
         target = Target(kind, namespace if kind.namespaced else None, name, subresource)
         ctx = self.ctx
+        fresh = await _catch_up(ctx.store, req)
+        response = await self._dispatch(ctx, req, target, kind)
+        if not fresh and isinstance(response, Response):
+            response.headers.append((b"warning", b'299 - "the storage is unreachable: this '
+                                     b'answer comes from the server\'s last known state"'))
+        return response
+
+    async def _dispatch(self, ctx: Context, req: Request, target: Target,
+                        kind: Kind) -> AnyResponse:
+        name, namespace, subresource = target.name, target.namespace, target.subresource
         if kind.stored_as is not None:  # another version of a stored kind: convert at the store
             ctx = dataclasses.replace(ctx, store=ConvertingStore(ctx.store, kind.stored_as))
         method = req.method
@@ -264,6 +282,17 @@ async def _freeze_long_lived(interval: float = 1.0) -> None:
     while True:
         await asyncio.sleep(interval)
         gc.freeze()
+
+
+async def _catch_up(store: Store, req: Request) -> bool:
+    """Make this server's memory as new as the request needs, as kube-apiserver does with its
+    watch cache: a read at resourceVersion N waits for N; an unset resourceVersion (and every
+    write) for everything committed before the request, by any server; "0" waits for nothing.
+    False if the store's database cannot be asked (the answer may be stale)."""
+    version = req.query.get("resourceVersion", "") if req.method == "GET" else ""
+    if version == "0":
+        return True
+    return await store.sync(int(version) if version.isdigit() else 0)
 
 
 def _no_path(req: Request) -> errors.ApiError:

@@ -37,6 +37,9 @@ class ConvertingStore:
     def _stored(self, obj: dict[str, Any]) -> dict[str, Any]:
         return self.stored_as.to_storage(obj)
 
+    async def sync(self, revision: int = 0) -> bool:
+        return await self.store.sync(revision)
+
     def get(self, key: str) -> Entry | None:
         entry = self.store.get(key)
         return None if entry is None else self.served(entry)

@@ -4,11 +4,13 @@ in SQLAlchemy's URLs (`sqlite:///data/store.db`; absolute: `sqlite:////var/lib/s
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from evroc_compute.store.base import LogReader
-from evroc_compute.store.log import LogCache, LogStore
+from evroc_compute.store.log import LogStore
+from evroc_compute.store.shared import SharedLogStore
 from evroc_compute.store.sqlite import SQLiteLog
 
 if TYPE_CHECKING:
@@ -29,18 +31,21 @@ def check(url: str) -> str:
     return url
 
 
+def redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+
+
 def backend(url: str) -> LogReader:
     """The SQL side alone (backup, restore, migrate)."""
     return _sqlite(url) if check(url).startswith("sqlite:///") else _postgres(url)
 
 
-def store(url: str) -> LogCache[Any]:
+def store(url: str) -> LogStore | SharedLogStore:
     """The store for `url`, not yet opened. Connects (and migrates a database schema): call
     it off the event loop."""
     if check(url).startswith("sqlite:///"):
         return LogStore(_sqlite(url))
-    from evroc_compute.store.shared import SharedLogStore
-
     return SharedLogStore(_postgres(url))
 
 
