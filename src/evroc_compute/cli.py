@@ -1,4 +1,4 @@
-"""Command line: `evroc-compute serve|agent|images|console|kubeconfig`."""
+"""Command line: `evroc-compute serve|agent|images|store|console|kubeconfig`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from evroc_compute import images_cli
+from evroc_compute import images_cli, store_cli
 from evroc_compute.controllers.settings import Settings, Timing
 from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
 from evroc_compute.store import urls
@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
                             help="the server's fleet file, for its heartbeat, back-off and subnets")
     _host_options(host_agent, default_driver="qemu")
     images_cli.add_parser(commands)
+    store_cli.add_parser(commands, DEFAULT_DATA_DIR)
     show = commands.add_parser("console", help="print the serial console of a VM on this host")
     show.add_argument("name")
     show.add_argument("-n", "--namespace", default="default")
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.driver != "qemu":
             sys.exit("evroc-compute: a separate agent runs real VMs: --driver qemu")
         agent(args)
+    elif args.command == "store":
+        sys.exit(store_cli.run(args))
     elif args.command == "images":
         sys.exit(images_cli.run(args))
     elif args.command == "console":

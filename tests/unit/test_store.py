@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +26,12 @@ from evroc_compute.store.base import (
 )
 from evroc_compute.store.log import LogStore
 from evroc_compute.store.sqlite import SQLiteLog
-from tests import postgres
 
 PREFIX = "/compute.evroclabs.net/virtualmachines/default/"
 
 
 def vm(name: str, **spec: Any) -> dict[str, Any]:
     return {"metadata": {"name": name}, "spec": spec}
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield urls.default_url(tmp_path)
-    else:
-        with postgres.database() as url:
-            yield url
 
 
 async def open_store(url: str) -> Store:
