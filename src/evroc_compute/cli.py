@@ -1,4 +1,4 @@
-"""Command line: `evroc-compute serve|agent|images|console|kubeconfig`."""
+"""Command line: `evroc-compute serve|agent|images|store|console|kubeconfig`."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from evroc_compute import images_cli, logs
+from evroc_compute import images_cli, logs, store_cli
 from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
 from evroc_compute.runtime.settings import Settings, Timing
 from evroc_compute.server import connections
+from evroc_compute.store import urls
 
 if TYPE_CHECKING:
     from evroc_compute.hosts.drivers.qemu.driver import QemuHostConfig
@@ -84,14 +85,19 @@ def serve(args: argparse.Namespace) -> None:
     if qemu_host is not None:
         log.info("host %s in %s runs VMs with QEMU (%s), images in %s", qemu_host.name,
                  qemu_host.zone, qemu_host.accel.upper(), qemu_host.image_dir)
+    try:
+        store_url = urls.check(args.store) if args.store else ""
+    except ValueError as problem:
+        sys.exit(f"evroc-compute: {problem}")
     cap = _connection_cap(args.max_connections)
     # Watches may hold half the connections, so open watches cannot lock out requests.
-    app = Cloud(Path(args.data_dir), fleet=fleet, controllers=not args.no_controllers,
-                qemu_host=qemu_host, compact_interval=args.compact_interval,
-                compact_keep=args.compact_keep, max_watches=max(1, cap // 2),
-                body_timeout=args.idle_timeout, event_ttl=args.event_ttl)
-    log.info("serving on http://%s:%d (data in %s)", args.host, args.port,
-             Path(args.data_dir).resolve())
+    app = Cloud(Path(args.data_dir), store_url=store_url, fleet=fleet,
+                controllers=not args.no_controllers, qemu_host=qemu_host,
+                compact_interval=args.compact_interval, compact_keep=args.compact_keep,
+                max_watches=max(1, cap // 2), body_timeout=args.idle_timeout,
+                event_ttl=args.event_ttl)
+    where = urls.redacted(store_url) if store_url else f"data in {Path(args.data_dir).resolve()}"
+    log.info("serving on http://%s:%d (%s)", args.host, args.port, where)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=None,
                 access_log=args.access_log, loop="uvloop",
                 http=connections.limited(cap, args.idle_timeout),
@@ -200,6 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--port", type=int, default=6443)
     run.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
                      help="where the embedded SQLite store lives (default ./data)")
+    run.add_argument("--store", default=os.environ.get("EVROC_STORE", ""),
+                     help="where the objects live: sqlite:///PATH (default: store.db in the data "
+                          "dir) or postgresql://USER@HOST:PORT/DB, shared by several servers "
+                          "(default $EVROC_STORE)")
     run.add_argument("--compact-interval", type=float, default=300.0,
                      help="seconds between store compactions")
     run.add_argument("--compact-keep", type=int, default=1000,
@@ -236,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     _host_options(host_agent, default_driver="qemu")
     _log_options(host_agent)
     images_cli.add_parser(commands)
+    store_cli.add_parser(commands, DEFAULT_DATA_DIR)
     show = commands.add_parser("console", help="print the serial console of a VM on this host")
     show.add_argument("name")
     show.add_argument("-n", "--namespace", default="default")
@@ -250,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.driver != "qemu":
             sys.exit("evroc-compute: a separate agent runs real VMs: --driver qemu")
         agent(args)
+    elif args.command == "store":
+        sys.exit(store_cli.run(args))
     elif args.command == "images":
         sys.exit(images_cli.run(args))
     elif args.command == "console":

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import socket
 from pathlib import Path
 from typing import Any
@@ -41,10 +43,13 @@ class Cloud:
         self.qemu_host = qemu_host
         self.controllers = controllers
         self.client = InProcessClient(self.app, "evroc-compute-controllers")
-        # Stable across restarts of the server on this data: a restarted leader (after kill -9)
-        # takes its lease back at once instead of waiting for it to expire.  Two servers never
-        # share one embedded store, so the identity is never held by two live processes.
-        self.identity = f"{socket.gethostname()}:{data_dir.resolve()}"
+        # Embedded store: stable across restarts of the server on this data, so a restarted
+        # leader (after kill -9) takes its lease back at once; no two servers share the file.
+        # Shared store: several servers (maybe with one data dir each, maybe the same path on
+        # several machines) campaign, so each process is a candidate of its own.
+        self.identity = f"{socket.gethostname()}:{data_dir.resolve()}" \
+            if self.app.store_url.startswith("sqlite:") \
+            else f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.manager: Manager | None = None
         self._task: asyncio.Task[None] | None = None
 

@@ -1,4 +1,5 @@
-"""The store's contract, exercised on the SQLite backend: revisions, CAS, snapshots, watch."""
+"""The store's contract on every backend (SQLite; PostgreSQL, slow): revisions, CAS,
+snapshots, watch. Tests that reach into one backend's internals name it."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from typing import Any
 
 import pytest
 
+from evroc_compute.store import urls
 from evroc_compute.store.base import (
     Compacted,
     FutureRevision,
     KeyExists,
     KeyNotFound,
     RevisionConflict,
+    Store,
     StoreUnavailable,
 )
 from evroc_compute.store.log import LogStore
@@ -31,23 +34,33 @@ def vm(name: str, **spec: Any) -> dict[str, Any]:
     return {"metadata": {"name": name}, "spec": spec}
 
 
+async def open_store(url: str) -> Store:
+    store = await asyncio.to_thread(urls.store, url)
+    await store.open()
+    return store
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[LogStore]:
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = await open_store(store_url)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[LogStore]:
     s = LogStore(SQLiteLog(tmp_path / "store.db"))
     await s.open()
     yield s
     await s.close()
 
 
-async def reopen(store: LogStore, path: Path) -> LogStore:
+async def reopen(store: Store, url: str) -> Store:
     await store.close()
-    fresh = LogStore(SQLiteLog(path))
-    await fresh.open()
-    return fresh
+    return await open_store(url)
 
 
-
-async def test_every_write_gets_the_next_revision_as_its_resource_version(store: LogStore) -> None:
+async def test_every_write_gets_the_next_revision_as_its_resource_version(store: Store) -> None:
     a = await store.create(PREFIX + "a", vm("a"))
     b = await store.create(PREFIX + "b", vm("b"))
     a2 = await store.update(PREFIX + "a", vm("a", running=False), a.revision)
@@ -57,13 +70,13 @@ async def test_every_write_gets_the_next_revision_as_its_resource_version(store:
     assert store.revision == 3
 
 
-async def test_create_twice_is_refused(store: LogStore) -> None:
+async def test_create_twice_is_refused(store: Store) -> None:
     await store.create(PREFIX + "a", vm("a"))
     with pytest.raises(KeyExists):
         await store.create(PREFIX + "a", vm("a"))
 
 
-async def test_update_and_delete_compare_and_swap(store: LogStore) -> None:
+async def test_update_and_delete_compare_and_swap(store: Store) -> None:
     a = await store.create(PREFIX + "a", vm("a"))
     await store.update(PREFIX + "a", vm("a", running=False), a.revision)
     with pytest.raises(RevisionConflict):
@@ -74,7 +87,7 @@ async def test_update_and_delete_compare_and_swap(store: LogStore) -> None:
         await store.update(PREFIX + "missing", vm("missing"), 1)
 
 
-async def test_list_at_an_old_revision_reads_that_snapshot(store: LogStore) -> None:
+async def test_list_at_an_old_revision_reads_that_snapshot(store: Store) -> None:
     a = await store.create(PREFIX + "a", vm("a", running=True))
     await store.create(PREFIX + "b", vm("b"))
     snapshot = store.revision
@@ -89,7 +102,7 @@ async def test_list_at_an_old_revision_reads_that_snapshot(store: LogStore) -> N
     assert [e.obj["metadata"]["name"] for e in now] == ["a", "c"]
 
 
-async def test_pages_follow_key_order_from_start_after(store: LogStore) -> None:
+async def test_pages_follow_key_order_from_start_after(store: Store) -> None:
     for name in "edcba":
         await store.create(PREFIX + name, vm(name))
     first, rev = await store.list(PREFIX, limit=2)
@@ -97,12 +110,12 @@ async def test_pages_follow_key_order_from_start_after(store: LogStore) -> None:
     assert [e.key[-1] for e in first + second] == ["a", "b", "c", "d"]
 
 
-async def test_list_beyond_the_current_revision_is_refused(store: LogStore) -> None:
+async def test_list_beyond_the_current_revision_is_refused(store: Store) -> None:
     with pytest.raises(FutureRevision):
         await store.list(PREFIX, revision=store.revision + 5)
 
 
-async def test_watch_replays_history_then_streams_live(store: LogStore) -> None:
+async def test_watch_replays_history_then_streams_live(store: Store) -> None:
     a = await store.create(PREFIX + "a", vm("a"))
     a2 = await store.update(PREFIX + "a", vm("a", running=False), a.revision)
     watch = store.watch(PREFIX, a.revision)
@@ -117,7 +130,7 @@ async def test_watch_replays_history_then_streams_live(store: LogStore) -> None:
     assert await watch.next() is None
 
 
-async def test_watch_only_sees_its_prefix(store: LogStore) -> None:
+async def test_watch_only_sees_its_prefix(store: Store) -> None:
     watch = store.watch(PREFIX, store.revision)
     await store.create("/compute.evroclabs.net/virtualmachines/other/x", vm("x"))
     await store.create(PREFIX + "y", vm("y"))
@@ -127,7 +140,7 @@ async def test_watch_only_sees_its_prefix(store: LogStore) -> None:
 
 
 async def test_compaction_drops_history_and_watching_below_it_is_refused(
-        store: LogStore) -> None:
+        store: Store) -> None:
     entry = await store.create(PREFIX + "a", vm("a"))
     for i in range(10):
         entry = await store.update(PREFIX + "a", vm("a", n=i), entry.revision)
@@ -141,13 +154,13 @@ async def test_compaction_drops_history_and_watching_below_it_is_refused(
 
 
 async def test_state_survives_reopening_and_revisions_never_repeat(
-        store: LogStore, tmp_path: Path) -> None:
+        store: Store, store_url: str) -> None:
     a = await store.create(PREFIX + "a", vm("a"))
     b = await store.create(PREFIX + "b", vm("b"))
     await store.delete(PREFIX + "b", b.revision)
     await store.compact(keep=0)
     last = store.revision
-    store = await reopen(store, tmp_path / "store.db")
+    store = await reopen(store, store_url)
     assert store.revision == last
     assert store.get(PREFIX + "a").revision == a.revision  # type: ignore[union-attr]
     assert store.get(PREFIX + "b") is None
@@ -155,7 +168,7 @@ async def test_state_survives_reopening_and_revisions_never_repeat(
     assert c.revision == last + 1
 
 
-async def test_concurrent_writers_to_one_key_never_lose_an_update(store: LogStore) -> None:
+async def test_concurrent_writers_to_one_key_never_lose_an_update(store: Store) -> None:
     """Read-modify-write with CAS from 20 writers: every increment lands exactly once."""
     await store.create(PREFIX + "counter", vm("counter", n=0))
 
@@ -175,20 +188,21 @@ async def test_concurrent_writers_to_one_key_never_lose_an_update(store: LogStor
 
 
 async def test_concurrent_creates_are_batched_and_all_durable(
-        store: LogStore, tmp_path: Path) -> None:
+        store: Store, store_url: str) -> None:
     entries = await asyncio.gather(*(store.create(PREFIX + f"vm-{i:04d}", vm(f"vm-{i}"))
                                      for i in range(500)))
     assert sorted(e.revision for e in entries) == list(range(1, 501))
-    store = await reopen(store, tmp_path / "store.db")
+    store = await reopen(store, store_url)
     listed, _ = await store.list(PREFIX)
     assert len(listed) == 500
 
 
 async def test_a_failed_commit_applies_nothing_and_reports_unavailable(
-        store: LogStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        sqlite_store: LogStore, monkeypatch: pytest.MonkeyPatch) -> None:
     def disk_full(rows: object) -> None:
         raise OSError("database or disk is full")
 
+    store = sqlite_store
     before = store.revision
     monkeypatch.setattr(store.backend, "append", disk_full)
     with pytest.raises(StoreUnavailable):
@@ -238,7 +252,7 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
 
 
 async def test_a_read_at_a_revision_being_compacted_is_refused_not_partial(
-        store: LogStore) -> None:
+        store: Store) -> None:
     for i in range(5):
         await store.create(PREFIX + f"o{i}", vm(f"o{i}"))
     snapshot = store.revision
@@ -257,7 +271,7 @@ async def test_a_read_at_a_revision_being_compacted_is_refused_not_partial(
     await compaction
 
 
-async def test_a_cancelled_writer_still_settles_its_key(store: LogStore) -> None:
+async def test_a_cancelled_writer_still_settles_its_key(store: Store) -> None:
     """A caller that gives up does not un-queue its write: a second create sees the first."""
     first = asyncio.create_task(store.create(PREFIX + "a", vm("a", v=1)))
     await asyncio.sleep(0)
@@ -288,7 +302,7 @@ async def test_closing_waits_for_the_commit_in_progress(
     await reopened.close()
 
 
-async def test_listing_uses_key_order_across_adds_and_deletes(store: LogStore) -> None:
+async def test_listing_uses_key_order_across_adds_and_deletes(store: Store) -> None:
     for name in ("b", "d"):
         await store.create(PREFIX + name, vm(name))
     assert [e.key[-1] for e in (await store.list(PREFIX))[0]] == ["b", "d"]

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from evroc_compute import __version__
 from evroc_compute.api.core import NAMESPACE
-from evroc_compute.api.kinds import Registry
+from evroc_compute.api.kinds import Kind, Registry
 from evroc_compute.api.registry import default_registry
 from evroc_compute.server import errors, expiry, metrics, namespaces
 from evroc_compute.server.conversion import ConvertingStore
@@ -56,9 +56,14 @@ from evroc_compute.server.http import (
 )
 from evroc_compute.server.openapi import OpenAPI
 from evroc_compute.server.openapi_v2 import OpenAPIV2
-from evroc_compute.store.base import StoreUnavailable
-from evroc_compute.store.log import LogStore
-from evroc_compute.store.sqlite import SQLiteLog
+from evroc_compute.store import urls
+from evroc_compute.store.base import (
+    KeyExists,
+    KeyNotFound,
+    RevisionConflict,
+    Store,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 requests_log = logging.getLogger("evroc_compute.requests")  # one line per request, at debug
@@ -73,11 +78,12 @@ def version_info() -> dict[str, str]:
 
 
 class App:
-    def __init__(self, data_dir: Path, *, registry: Registry | None = None,
+    def __init__(self, data_dir: Path, *, store_url: str = "", registry: Registry | None = None,
                  compact_interval: float = 300.0, compact_keep: int = 1000,
                  bookmark_interval: float = 5.0, max_watches: int = 0,
                  body_timeout: float = 60.0, event_ttl: float = 3600.0) -> None:
         self.data_dir = data_dir
+        self.store_url = store_url or urls.default_url(data_dir)
         self.registry = registry or default_registry()
         self.compact_interval, self.compact_keep = compact_interval, compact_keep
         self.bookmark_interval = bookmark_interval
@@ -98,7 +104,7 @@ class App:
     # ---- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        store = LogStore(SQLiteLog(self.data_dir / "store.db"))
+        store = await asyncio.to_thread(urls.store, self.store_url)
         await store.open()
         self.ctx = Context(self.registry, store, self.bookmark_interval)
         await self._seed(store)
@@ -109,7 +115,7 @@ class App:
             expiry.sweep_forever(store, self.event_ttl), name="event-expiry"))
         self._background.append(asyncio.create_task(_freeze_long_lived(), name="gc-freeze"))
 
-    async def _seed(self, store: LogStore) -> None:
+    async def _seed(self, store: Store) -> None:
         """Write the catalog and `default` namespace if absent; admins' edits are kept."""
         for kind in self.registry.kinds:
             for seed in kind.seed:
@@ -117,9 +123,10 @@ class App:
                 target = Target(kind, None, obj["metadata"]["name"])
                 if store.get(target.key) is None:
                     new_object_metadata(obj, target)
-                    await store.create(target.key, obj)
+                    with contextlib.suppress(KeyExists):  # another server seeded it first
+                        await store.create(target.key, obj)
 
-    async def _finish_deletions(self, store: LogStore) -> None:
+    async def _finish_deletions(self, store: Store) -> None:
         """Delete what is being deleted and has no finalizer left. Removing the last finalizer
         deletes in the same commit; this finishes objects stored by older versions, which
         removed it first and deleted after (a crash in between stranded them)."""
@@ -132,7 +139,8 @@ class App:
                 if meta.get("deletionTimestamp") and not meta.get("finalizers"):
                     log.warning("deleting %s: it was being deleted with no finalizer left",
                                 entry.key)
-                    await store.delete(entry.key, entry.revision)
+                    with contextlib.suppress(KeyNotFound, RevisionConflict):  # another server
+                        await store.delete(entry.key, entry.revision)
 
     async def stop(self) -> None:
         for task in self._background:
@@ -281,10 +289,20 @@ class App:
             raise _no_path(req)
         target = Target(kind, namespace if kind.namespaced else None, name, subresource)
         ctx = self.ctx
+        fresh = await _catch_up(ctx.store, req)
+        response = await self._dispatch(ctx, req, target, kind)
+        if not fresh and isinstance(response, Response):
+            response.headers.append((b"warning", b'299 - "the storage is unreachable: this '
+                                     b'answer comes from the server\'s last known state"'))
+        return response
+
+    async def _dispatch(self, ctx: Context, req: Request, target: Target,
+                        kind: Kind) -> AnyResponse:
+        name, namespace, subresource = target.name, target.namespace, target.subresource
         if kind.stored_as is not None:  # another version of a stored kind: convert at the store
             ctx = dataclasses.replace(ctx, store=ConvertingStore(ctx.store, kind.stored_as))
         method = req.method
-        req.labels = (_verb(req, bool(name)), _dry_run(req), group, version, kind.plural,
+        req.labels = (_verb(req, bool(name)), _dry_run(req), kind.group, kind.version, kind.plural,
                       subresource, "resource" if name or method == "POST"
                       else "namespace" if namespace else "cluster", "apiserver")
         if not name:
@@ -325,6 +343,17 @@ async def _freeze_long_lived(interval: float = 1.0) -> None:
     while True:
         await asyncio.sleep(interval)
         gc.freeze()
+
+
+async def _catch_up(store: Store, req: Request) -> bool:
+    """Make this server's memory as new as the request needs, as kube-apiserver does with its
+    watch cache: a read at resourceVersion N waits for N; an unset resourceVersion (and every
+    write) for everything committed before the request, by any server; "0" waits for nothing.
+    False if the store's database cannot be asked (the answer may be stale)."""
+    version = req.query.get("resourceVersion", "") if req.method == "GET" else ""
+    if version == "0":
+        return True
+    return await store.sync(int(version) if version.isdigit() else 0)
 
 
 def _no_path(req: Request) -> errors.ApiError:

@@ -40,6 +40,9 @@ class ConvertingStore:
     def current(self, prefix: str) -> list[Entry]:
         return [self.served(e) for e in self.store.current(prefix)]
 
+    async def sync(self, revision: int = 0) -> bool:
+        return await self.store.sync(revision)
+
     def get(self, key: str) -> Entry | None:
         entry = self.store.get(key)
         return None if entry is None else self.served(entry)

@@ -1,12 +1,16 @@
 """The store's contract: a revisioned key-value log of Kubernetes objects, like etcd.
 
 Every write gets the next global revision, which is the object's resourceVersion. Callers
-(the HTTP handlers) only see `Store`; the SQL behind it is a `LogBackend` (SQLite now,
-PostgreSQL later) that knows nothing about caching, batching or watches.
+(the HTTP handlers) only see `Store`; the SQL behind it is a `LogBackend` (SQLite: one
+server owns the file) or a `SharedLogBackend` (PostgreSQL: several servers share it), which
+know nothing about caching or watches.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -43,6 +47,15 @@ class Row:
     create_revision: int
     prev_revision: int
     value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A store at one revision: every retained row up to it, in revision order (backups)."""
+
+    revision: int
+    compacted: int
+    rows: Iterator[Row]
 
 
 class StoreError(Exception):
@@ -103,6 +116,12 @@ class Store(Protocol):
         """The latest entries under prefix, unordered, without waiting (for metrics)."""
         ...
 
+    async def sync(self, revision: int = 0) -> bool:
+        """Bring the in-memory state up to the database: to `revision` if given (and it
+        exists), else to every write committed before this call, by any server. False when
+        the database cannot say (the state is what this server last saw)."""
+        ...
+
     async def list(self, prefix: str, *, revision: int = 0, start_after: str = "",
                    limit: int = 0) -> tuple[list[Entry], int]:
         """Entries under prefix at `revision` (0 = latest), ordered by key; returns the
@@ -125,19 +144,54 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-class LogBackend(Protocol):
-    """The SQL side: synchronous, called from a worker thread, one writer at a time."""
+class LogReader(Protocol):
+    """What both SQL sides offer: synchronous, called from worker threads."""
 
     def load(self) -> tuple[list[Row], int, int]:
         """Latest live row per key, the current revision, the compacted revision."""
         ...
 
+    def rows_at(self, prefix: str, revision: int, start_after: str, limit: int) -> list[Row]: ...
+    def rows_after(self, prefix: str, after: int, upto: int) -> list[Row]: ...
+    def rows(self, revisions: list[int]) -> dict[int, Row]: ...
+    def snapshot(self) -> AbstractContextManager[Snapshot]: ...
+
+    def restore(self, snapshot: Snapshot) -> int:
+        """Fill an empty store with a snapshot's rows, revisions kept; returns the row count."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LogBackend(LogReader, Protocol):
+    """A log one server owns: it numbers the rows and decides compare-and-swap in memory."""
+
     def append(self, rows: list[Row]) -> None:
         """Insert rows in one durable transaction; all or nothing."""
         ...
 
-    def rows_at(self, prefix: str, revision: int, start_after: str, limit: int) -> list[Row]: ...
-    def rows_after(self, prefix: str, after: int, upto: int) -> list[Row]: ...
-    def rows(self, revisions: list[int]) -> dict[int, Row]: ...
     def compact(self, target: int) -> int: ...
-    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One shared write's answer: its revision, or 0 and the key's latest revision."""
+
+    revision: int
+    latest: int
+
+
+class SharedLogBackend(LogReader, Protocol):
+    """A log several servers write: it numbers rows and decides compare-and-swap itself."""
+
+    def commit(self, names: list[str], ops: list[int], expected: list[int],
+               values: list[bytes]) -> list[Outcome]: ...
+
+    def compact(self, keep: int) -> int: ...
+
+    def poll(self, after: int, limit: int) -> tuple[list[Row], int]:
+        """Rows after `after` in revision order, and the compacted revision."""
+        ...
+
+    def current_revision(self) -> int: ...
+    def listen(self, wake: Callable[[], None], stopping: threading.Event) -> None: ...

@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import logging
 import time
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 from prometheus_client import Counter, Histogram
@@ -33,6 +33,7 @@ from evroc_compute.store.base import (
     KeyExists,
     KeyNotFound,
     LogBackend,
+    LogReader,
     RevisionConflict,
     Row,
     StoreUnavailable,
@@ -72,7 +73,7 @@ def _entry(row: Row) -> Entry:
 
 
 class _Watcher:
-    def __init__(self, store: LogStore, prefix: str, after: int) -> None:
+    def __init__(self, store: LogCache[Any], prefix: str, after: int) -> None:
         self.store, self.prefix, self.after = store, prefix, after
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self.closed = False
@@ -138,42 +139,41 @@ class _Watcher:
                 return item
 
 
-class LogStore:
-    def __init__(self, backend: LogBackend) -> None:
+B = TypeVar("B", bound=LogReader)
+
+
+class LogCache(Generic[B]):
+    """The current state in memory, reads, watches and publishing: what both stores share."""
+
+    def __init__(self, backend: B) -> None:
         self.backend = backend
         self._resources: dict[str, dict[str, Entry]] = {}
         self._revision = 0
-        self._next_revision = 1
         self._compacted = 0
         self._inflight: dict[str, asyncio.Future[Entry]] = {}
-        self._queue: _Batch = []
-        self._wake = asyncio.Event()
         self._watchers: dict[str, list[_Watcher]] = {}
-        self._writer: asyncio.Task[None] | None = None
-        self._committing = False
         self._read_lock = asyncio.Lock()
         # Key order per resource, kept until a key is added or removed (lists sort once).
         self._sorted_keys: dict[str, list[str]] = {}
 
     async def open(self) -> None:
-        rows, revision, compacted = await asyncio.to_thread(self.backend.load)
+        self._load(*await asyncio.to_thread(self.backend.load))
+
+    def _load(self, rows: list[Row], revision: int, compacted: int) -> None:
+        self._resources.clear()
+        self._sorted_keys.clear()
         for row in rows:
             entry = _entry(row)
             self._resources.setdefault(_resource_of(row.key), {})[row.key] = entry
         self._revision, self._compacted = revision, compacted
-        self._next_revision = revision + 1
-        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
 
-    async def close(self) -> None:
-        if self._writer:
-            while self._queue or self._committing:  # never cancel a commit midway
-                await asyncio.sleep(0.001)
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+    def _close_watches(self) -> None:
         for watchers in list(self._watchers.values()):
             for watcher in list(watchers):
                 watcher.close()
+
+    async def close(self) -> None:
+        self._close_watches()
         await asyncio.to_thread(self.backend.close)
 
     @property
@@ -192,6 +192,9 @@ class LogStore:
     def current(self, prefix: str) -> list[Entry]:
         objects = self._resources.get(_resource_of(prefix), {})
         return [entry for key, entry in objects.items() if key.startswith(prefix)]
+
+    async def sync(self, revision: int = 0) -> bool:
+        return True  # one server owns the data: memory is the latest state
 
     async def list(self, prefix: str, *, revision: int = 0, start_after: str = "",
                    limit: int = 0) -> tuple[list[Entry], int]:
@@ -230,6 +233,91 @@ class LogStore:
         rows = self.backend.rows_after(prefix, after, upto)
         return rows, self.backend.rows([r.prev_revision for r in rows if r.prev_revision])
 
+    # ---- publishing --------------------------------------------------------------------
+
+    async def _settle(self, key: str) -> None:
+        """Wait until no write to `key` is queued or committing."""
+        while (pending := self._inflight.get(key)) is not None:
+            await asyncio.wait([pending])
+
+    def _settled(self, key: str, future: asyncio.Future[Entry]) -> None:
+        if self._inflight.get(key) is future:
+            del self._inflight[key]
+
+    def _publish_one(self, row: Row, entry: Entry, prev: Entry | None) -> None:
+        """Make one committed row the current state and tell the watchers, in revision order."""
+        resource = _resource_of(row.key)
+        objects = self._resources.setdefault(resource, {})
+        if row.deleted:
+            objects.pop(row.key, None)
+            self._sorted_keys.pop(resource, None)
+            kind: EventType = "DELETED"
+        else:
+            if row.key not in objects:
+                self._sorted_keys.pop(resource, None)
+            objects[row.key] = entry
+            kind = "ADDED" if row.created else "MODIFIED"
+        self._revision = row.revision
+        watchers = self._watchers.get(resource)
+        if watchers:
+            event = Event(kind, entry, prev)
+            for watcher in list(watchers):
+                if row.key.startswith(watcher.prefix):
+                    watcher.push(event)
+
+    # ---- watch and compaction -----------------------------------------------------------
+
+    def watch(self, prefix: str, after_revision: int) -> _Watcher:
+        if after_revision and after_revision < self._compacted:
+            raise Compacted(after_revision, self._compacted)
+        if after_revision > self._revision:
+            raise FutureRevision(after_revision, self._revision)
+        watcher = _Watcher(self, prefix, after_revision)
+        self._watchers.setdefault(_resource_of(prefix), []).append(watcher)
+        return watcher
+
+    def _unsubscribe(self, watcher: _Watcher) -> None:
+        watchers = self._watchers.get(_resource_of(watcher.prefix), [])
+        if watcher in watchers:
+            watchers.remove(watcher)
+
+    async def compact(self, keep: int) -> int:
+        raise NotImplementedError
+
+    async def compact_forever(self, interval: float, keep: int) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.compact(keep)
+            except Exception:
+                log.exception("compaction failed")
+
+
+class LogStore(LogCache[LogBackend]):
+    """The store of one server that owns its log (SQLite): CAS in memory, group commit."""
+
+    def __init__(self, backend: LogBackend) -> None:
+        super().__init__(backend)
+        self._next_revision = 1
+        self._queue: _Batch = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._committing = False
+
+    async def open(self) -> None:
+        await super().open()
+        self._next_revision = self._revision + 1
+        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    async def close(self) -> None:
+        if self._writer:
+            while self._queue or self._committing:  # never cancel a commit midway
+                await asyncio.sleep(0.001)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        await super().close()
+
     # ---- writes -----------------------------------------------------------------------
 
     async def create(self, key: str, obj: dict[str, Any]) -> Entry:
@@ -257,11 +345,6 @@ class LogStore:
             raise RevisionConflict(current)
         return await self._enqueue(key, last if last is not None else orjson.loads(current.raw),
                                    current, created=False, deleted=True)
-
-    async def _settle(self, key: str) -> None:
-        """Wait until no write to `key` is queued or committing."""
-        while (pending := self._inflight.get(key)) is not None:
-            await asyncio.wait([pending])
 
     async def _enqueue(self, key: str, obj: dict[str, Any], prev: Entry | None, *,
                        created: bool, deleted: bool) -> Entry:
@@ -307,49 +390,12 @@ class LogStore:
                 self._committing = False
             self._publish(batch)
 
-    def _settled(self, key: str, future: asyncio.Future[Entry]) -> None:
-        if self._inflight.get(key) is future:
-            del self._inflight[key]
-
     def _publish(self, batch: _Batch) -> None:
         for row, entry, prev, future in batch:
-            resource = _resource_of(row.key)
-            objects = self._resources.setdefault(resource, {})
-            if row.deleted:
-                objects.pop(row.key, None)
-                self._sorted_keys.pop(resource, None)
-                kind: EventType = "DELETED"
-            else:
-                if row.key not in objects:
-                    self._sorted_keys.pop(resource, None)
-                objects[row.key] = entry
-                kind = "ADDED" if row.created else "MODIFIED"
-            self._revision = row.revision
-            watchers = self._watchers.get(_resource_of(row.key))
-            if watchers:
-                event = Event(kind, entry, prev)
-                for watcher in list(watchers):
-                    if row.key.startswith(watcher.prefix):
-                        watcher.push(event)
+            self._publish_one(row, entry, prev)
             self._settled(row.key, future)
             if not future.done():
                 future.set_result(entry)
-
-    # ---- watch and compaction -----------------------------------------------------------
-
-    def watch(self, prefix: str, after_revision: int) -> _Watcher:
-        if after_revision and after_revision < self._compacted:
-            raise Compacted(after_revision, self._compacted)
-        if after_revision > self._revision:
-            raise FutureRevision(after_revision, self._revision)
-        watcher = _Watcher(self, prefix, after_revision)
-        self._watchers.setdefault(_resource_of(prefix), []).append(watcher)
-        return watcher
-
-    def _unsubscribe(self, watcher: _Watcher) -> None:
-        watchers = self._watchers.get(_resource_of(watcher.prefix), [])
-        if watcher in watchers:
-            watchers.remove(watcher)
 
     async def compact(self, keep: int) -> int:
         target = self._revision - keep
@@ -359,11 +405,3 @@ class LogStore:
             self._compacted = target  # later readers of older revisions get Compacted
             await asyncio.to_thread(self.backend.compact, target)
         return target
-
-    async def compact_forever(self, interval: float, keep: int) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.compact(keep)
-            except Exception:
-                log.exception("compaction failed")

@@ -3,17 +3,19 @@
 `synchronous=FULL` in WAL mode syncs the WAL at each commit, so a batch the writer has
 committed survives kill -9 and power loss. Writes and compaction share one connection
 (SQLite has one writer); reads use their own, which WAL lets run alongside. With a single
-server process owning the file, compare-and-swap is decided by LogStore in memory; the
-PostgreSQL backend, shared by several servers, will need kine's unique (name, prev_revision).
+server process owning the file, compare-and-swap is decided by LogStore in memory (the
+PostgreSQL backend, shared by several servers, decides it in the database).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-from evroc_compute.store.base import Row
+from evroc_compute.store.base import Row, Snapshot, StoreError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -43,6 +45,7 @@ def _row(t: tuple[int, str, int, int, int, int, bytes]) -> Row:
 class SQLiteLog:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
         self._writer = self._connect(path)
         self._writer.executescript(_SCHEMA)
         self._reader = self._connect(path)
@@ -122,6 +125,42 @@ class SQLiteLog:
                 self._writer.execute("ROLLBACK")
                 raise
         return target
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """Every retained row, read in one WAL snapshot while the server goes on writing."""
+        conn = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            conn.execute("BEGIN")  # the snapshot starts at the first read
+            newest = conn.execute("SELECT COALESCE(MAX(id), 0) FROM log").fetchone()[0]
+            compacted = dict(conn.execute("SELECT key, value FROM meta").fetchall()).get(
+                "compacted", 0)
+            rows = (_row(t) for t in conn.execute(f"SELECT {_COLUMNS} FROM log ORDER BY id"))
+            yield Snapshot(max(newest, compacted), compacted, rows)
+        finally:
+            conn.close()
+
+    def restore(self, snapshot: Snapshot) -> int:
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                if self._writer.execute("SELECT EXISTS (SELECT 1 FROM log) OR EXISTS "
+                                        "(SELECT 1 FROM meta)").fetchone()[0]:
+                    raise StoreError("the target store is not empty; restore fills an empty one")
+                count = 0
+                for row in snapshot.rows:
+                    self._writer.execute(
+                        f"INSERT INTO log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (row.revision, row.key, int(row.created), int(row.deleted),
+                         row.create_revision, row.prev_revision, row.value))
+                    count += 1
+                self._writer.execute("INSERT INTO meta (key, value) VALUES ('compacted', ?)",
+                                     (snapshot.compacted,))
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+        return count
 
     def close(self) -> None:
         self._writer.close()

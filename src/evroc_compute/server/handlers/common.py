@@ -154,8 +154,9 @@ def store_errors(target: Target) -> Iterator[None]:
     except RevisionConflict as problem:  # the cause tells a lost race from a refusal
         raise errors.conflict(target.kind, target.name) from problem
     except StoreUnavailable as problem:
-        raise errors.unavailable(f"the write was not applied: storage is unavailable ({problem});"
-                                 " retry when the server's disk has space again") from None
+        raise errors.unavailable(f"the write was not acknowledged: storage is unavailable "
+                                 f"({problem}); retry it (the server resumes by itself once its "
+                                 "disk has space or its database is back)") from None
 
 
 async def store_create(ctx: Context, target: Target, obj: dict[str, Any]) -> Entry:

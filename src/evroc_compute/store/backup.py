@@ -1,0 +1,63 @@
+"""The backup file: a store's snapshot at one revision, gzip-compressed JSON lines.
+
+The first line says what the file is, its revision and compacted revision; each further line
+is one log row (revision, key, created, deleted, create revision, previous revision, object),
+in revision order. Every retained row is kept, not only the latest per key, so a restored
+store answers watches and reads at any revision the original still held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from evroc_compute.store.base import Row, Snapshot, StoreError
+
+FORMAT = "evroc-compute-store-backup"
+VERSION = 1
+
+
+def write(snapshot: Snapshot, path: Path) -> int:
+    """Write the snapshot to `path` (atomically: a partial file never has the name)."""
+    partial = path.with_name(path.name + ".partial")
+    count = 0
+    with gzip.open(partial, "wb", compresslevel=4) as out:
+        out.write(orjson.dumps({"format": FORMAT, "version": VERSION,
+                                "revision": snapshot.revision,
+                                "compacted": snapshot.compacted}) + b"\n")
+        for row in snapshot.rows:
+            head = orjson.dumps([row.revision, row.key, row.created, row.deleted,
+                                 row.create_revision, row.prev_revision])
+            out.write(head[:-1] + b"," + row.value + b"]\n")
+            count += 1
+    partial.replace(path)
+    return count
+
+
+@contextlib.contextmanager
+def read(path: Path) -> Iterator[Snapshot]:
+    with gzip.open(path, "rb") as source:
+        header = _header(source, path)
+
+        def rows() -> Iterator[Row]:
+            for line in source:
+                r = orjson.loads(line)
+                yield Row(r[0], r[1], r[2], r[3], r[4], r[5], orjson.dumps(r[6]))
+        yield Snapshot(header["revision"], header["compacted"], rows())
+
+
+def _header(source: gzip.GzipFile, path: Path) -> dict[str, int]:
+    try:
+        header = orjson.loads(source.readline())
+    except (OSError, orjson.JSONDecodeError) as problem:
+        raise StoreError(f"{path} is not a store backup: {problem}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise StoreError(f"{path} is not a store backup (no {FORMAT} header)")
+    if header.get("version") != VERSION:
+        raise StoreError(f"{path} is a version {header.get('version')} backup; this program "
+                         f"reads version {VERSION}")
+    return header
