@@ -115,7 +115,7 @@ class EventRecorder:
                         raise
                     del self._written[key]
             await self._create(key, pending)
-        except ClientError as problem:
+        except Exception as problem:  # an event is never worth stopping the recorder for
             log.info("event %s about %s/%s not recorded: %s", key.reason, key.namespace,
                      pending.reference["name"], problem)
 
