@@ -33,6 +33,7 @@ from evroc_compute.runtime.writes import set_finalizer
 log = logging.getLogger(__name__)
 FAULT_HEARTBEAT = FAULT_PREFIX + "heartbeat"
 MAX_ACTIONS = 4  # pull, start and a retry fit; more in one reconcile means look again at once
+INTERIM_REPORT_SECONDS = 0.05
 
 Report = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
 
@@ -48,9 +49,14 @@ class Converged:
 
 async def converge(driver: Driver, instance: dict[str, Any], now: float, settings: Settings,
                    report: Report) -> Converged:
-    """Move the instance's guest as far as it goes now; `report(instance, status)` says so."""
+    """Move the instance's guest as far as it goes now; `report(instance, status)` says so.
+
+    The status before an action is reported only if the action takes a while (longer than
+    `INTERIM_REPORT_SECONDS`: a real pull, boot or shutdown), so a step that is over at once
+    (the simulated fleet's immediate timing) costs no write of a state nobody could see."""
     transitions: list[lifecycle.Transition] = []
     outcome: lifecycle.Outcome | None = None
+    reported = instance
     for _ in range(MAX_ACTIONS):
         seen = await driver.observe(instance)
         plan = lifecycle.plan(instance, seen, now, settings, outcome)
@@ -58,11 +64,17 @@ async def converge(driver: Driver, instance: dict[str, Any], now: float, setting
             transitions.append(plan.transition)
         if plan.action is None and seen.state in ("up", "paused"):
             plan = await _plug(driver, instance, plan, seen)
-        await report(instance, plan.status)  # before acting: a pull or a stop may take a while
         instance = {**instance, "status": plan.status}
         if plan.action is None:
+            await report(reported, plan.status)
             return Converged(plan.status, plan.wait, transitions)
-        outcome = await _act(driver, instance, plan.action)
+        acting = asyncio.ensure_future(_act(driver, instance, plan.action))
+        done, _ = await asyncio.wait([acting], timeout=INTERIM_REPORT_SECONDS)
+        if not done:
+            await report(reported, plan.status)
+            reported = instance
+        outcome = await acting
+    await report(reported, instance["status"])
     return Converged(instance["status"], 0.0, transitions)
 
 
