@@ -40,18 +40,19 @@ def kc(cloud: Server, tmp_path: Path) -> Kubectl:
     return kubectl_in_new_namespace(cloud, tmp_path)
 
 
-def events_for(kc: Kubectl, what: str) -> list[dict]:
+def events_for(kc: Kubectl, what: str, *where: str) -> list[dict]:
     """`kubectl events --for KIND/NAME -o json`: the object's events, oldest first."""
-    listed = json.loads(kc("events", "--for", what, "-o", "json"))
-    return list(listed["items"])
+    out = kc("events", "--for", what, "-o", "json", *where)
+    return list(json.loads(out)["items"]) if out.startswith("{") else []  # else "No events"
 
 
-def wait_for_reasons(kc: Kubectl, what: str, wanted: list[str], timeout: float = 20) -> list[dict]:
+def wait_for_reasons(kc: Kubectl, what: str, wanted: list[str], *where: str,
+                     timeout: float = 20) -> list[dict]:
     """Poll until the object's events include `wanted` in that order (events are written a
     moment after the status: the recorder never holds up a reconcile)."""
     deadline = time.monotonic() + timeout
     while True:
-        events = events_for(kc, what)
+        events = events_for(kc, what, *where)
         reasons = [e["reason"] for e in events]
         found = iter(reasons)
         if all(reason in found for reason in wanted) or time.monotonic() > deadline:
@@ -255,3 +256,21 @@ def test_events_k8s_io_v1_is_the_same_events_in_their_newer_shape(tmp_path: Path
         assert names == ["old.1"]
     finally:
         server.stop()
+
+
+def test_a_host_is_lost_only_after_it_had_the_time_to_send_a_heartbeat(kc: Kubectl) -> None:
+    # The module's fleet started with every host Ready and no host ever reported lost.
+    warnings = json.loads(kc("get", "events", "-n", "default", "--field-selector",
+                             "reason=HostUnreachable", "-o", "json"))["items"]
+    assert warnings == []
+    # A host nobody runs: no verdict during its first heartbeat timeout (2 s), then Unknown.
+    kc("create", "-f", "-", input=json.dumps({
+        "apiVersion": "infra.evroc-compute.io/v1alpha1", "kind": "Host",
+        "metadata": {"name": "orphan"},
+        "spec": {"zone": "se-sto-c", "driver": "qemu", "capacity": {"vcpu": 4, "memory": {
+            "amount": 8, "unit": "GB"}}}}))
+    assert "conditions" not in (json.loads(kc("get", "host", "orphan", "-o", "json"))
+                                .get("status") or {})
+    kc("wait", "host/orphan", "--for=condition=Ready=Unknown", "--timeout=20s")
+    wait_for_reasons(kc, "host/orphan", ["HostUnreachable"], "-n", "default")
+    kc("delete", "host", "orphan")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from evroc_compute.api.infra import HOST
-from evroc_compute.api.meta import now_rfc3339
+from evroc_compute.api.meta import now_rfc3339, parse_time
 from evroc_compute.client.base import Client, ClientError
 from evroc_compute.controllers.vmstatus import Condition, conditions_to_dicts
 from evroc_compute.runtime.settings import Settings
@@ -43,11 +43,19 @@ class HostMonitor:
                                  f"{self.settings.heartbeat_timeout:g}s; the host's VMs are Unknown",
                          observed_generation=host["metadata"].get("generation", 1))
 
+    def _new(self, host: dict[str, Any], name: str, now: float) -> bool:
+        """Registered less than a heartbeat timeout ago and never heard from."""
+        created = parse_time(host["metadata"].get("creationTimestamp")) or 0.0
+        return self.world.leases.get("", f"host-{name}") is None and \
+            now - created < self.settings.heartbeat_timeout
+
     async def check(self) -> None:
         now = self.wall()
         for (_, name), host in list(self.world.hosts.cache.items()):
             alive = self.world.host_alive(name, now, self.settings.heartbeat_timeout)
             shown = (condition(host, "Ready") or {}).get("status")
+            if shown is None and not alive and self._new(host, name, now):
+                continue  # not lost: its agent has not had the time to send a first heartbeat
             if self._alive.get(name) != alive:
                 self._alive[name] = alive
                 self.on_change(name)
