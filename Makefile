@@ -48,6 +48,7 @@ test-fast: lint
 bench: $(STAMP)
 	$(VENV)/bin/python bench/run.py
 	$(VENV)/bin/python bench/fleet.py
+	$(VENV)/bin/python bench/ha.py
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .ruff_cache
