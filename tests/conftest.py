@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,6 +18,27 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# `EVROC_TEST_STORE=postgresql`: every server a test starts keeps its objects in a PostgreSQL
+# database of its own (tests/e2e/test_on_postgresql.py reruns the e2e suites so). One database
+# per data directory, so a server restarted on its data directory finds its objects again.
+POSTGRES_STORES = os.environ.get("EVROC_TEST_STORE", "") == "postgresql"
+_databases: dict[Path, str] = {}
+_dropped_at_exit = contextlib.ExitStack()
+
+
+def _database_of(data_dir: Path) -> str:
+    from tests import postgres
+
+    if data_dir not in _databases:
+        _databases[data_dir] = _dropped_at_exit.enter_context(postgres.database())
+    return _databases[data_dir]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    with _dropped_at_exit:
+        yield
 
 
 def free_port() -> int:
@@ -52,6 +74,8 @@ def start_server(data_dir: Path, *extra: str, port: int | None = None,
     port = port or free_port()
     if not controllers and "--fleet" not in extra:
         extra = (*extra, "--no-controllers")
+    if POSTGRES_STORES and "--store" not in extra:
+        extra = (*extra, "--store", _database_of(data_dir))
     log_path = data_dir.parent / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(

@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     config.add_argument("--cluster", default="",
                         help="serve through evroc's kcp-style prefix, e.g. root:my-org")
     host_agent = commands.add_parser("agent", help="run this machine as a host of a server")
-    host_agent.add_argument("--server", required=True, help="the API server's URL")
+    host_agent.add_argument("--server", required=True,
+                            help="the API server's URL, or several servers of one database: "
+                                 "URL1,URL2 (the agent fails over between them)")
     host_agent.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
                             help="where the agent keeps VM files and disks (default ./data)")
     host_agent.add_argument("--fleet", default="",

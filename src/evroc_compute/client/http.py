@@ -11,11 +11,17 @@ Every answer of 400 or more raises a ClientError carrying the server's Kubernete
 Transport failures (connection refused, reset, timeouts) raise a ClientError with a synthetic
 503 ServiceUnavailable Status, so retry loops (informers, the agent's reconcilers) treat an
 unreachable server like a server that said it is unavailable.
+
+Given several server URLs (servers of one HA control plane, one database), the client talks to
+one and fails over to the next when it cannot be reached; a request that may already have been
+applied is sent again only if that is safe (`may_resend`), and a watch resumes on the next
+server from the last resourceVersion it delivered (docs/api-decisions.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -42,25 +48,66 @@ _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotF
             504: "Timeout"}
 
 
+log = logging.getLogger(__name__)
+
+# The request never left this machine: any request may go to another server.
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def may_resend(sent: bool, idempotent: bool, recheck: bool) -> bool:
+    """Whether a request that failed in transit may be sent to the next server.
+
+    `sent`: it may have reached the server (the connection broke after it was written).
+    `idempotent`: applying it twice is applying it once (GET, PUT, DELETE, merge and apply
+    patches). `recheck`: a named create, whose AlreadyExists on the retry is checked to be
+    our own earlier attempt.
+    """
+    return not sent or idempotent or recheck
+
+
+def parse_servers(servers: str | Sequence[str]) -> tuple[str, ...]:
+    """The server URLs of `URL1,URL2` (or a list), without trailing slashes."""
+    urls = servers.split(",") if isinstance(servers, str) else servers
+    parsed = tuple(url.strip().rstrip("/") for url in urls if url.strip())
+    if not parsed:
+        raise ValueError("no server URL given")
+    return parsed
+
+
 def _failure(code: int, reason: str, message: str) -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": message, "reason": reason, "code": code}
 
 
 class HttpClient:
-    """A `Client` for the server at `base_url` (e.g. "http://10.0.0.1:6443").
+    """A `Client` for the server at `servers` (e.g. "http://10.0.0.1:6443"), or for the first
+    reachable one of several ("http://10.0.0.1:6443,http://10.0.0.2:6443").
 
     One pooled httpx.AsyncClient serves every request and watch; close it with `aclose()` or
     use the client as `async with HttpClient(...) as client:`.
     """
 
-    def __init__(self, base_url: str, field_manager: str, *, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, servers: str | Sequence[str], field_manager: str, *,
+                 timeout: float = 30.0) -> None:
+        self.servers = parse_servers(servers)
+        self._current = 0
         self.field_manager = field_manager
         self.timeout = timeout
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=httpx.Timeout(timeout),
+            timeout=httpx.Timeout(timeout),
             headers={"accept": "application/json", "user-agent": f"{field_manager}/http"})
+
+    @property
+    def base_url(self) -> str:
+        """The server requests go to now."""
+        return self.servers[self._current]
+
+    def _fail_over(self, failed: int, problem: httpx.TransportError) -> None:
+        """Move on from server `failed`, unless a concurrent request already did."""
+        if len(self.servers) > 1 and self._current == failed:
+            self._current = (failed + 1) % len(self.servers)
+            log.warning("%s unreachable (%s); failing over to %s", self.servers[failed],
+                        type(problem).__name__, self.base_url)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -72,11 +119,12 @@ class HttpClient:
                         traceback: TracebackType | None) -> None:
         await self.aclose()
 
-    def _unavailable(self, method: str, path: str, problem: httpx.TransportError) -> ClientError:
+    @staticmethod
+    def _unavailable(method: str, url: str, problem: httpx.TransportError,
+                     note: str = "") -> ClientError:
         detail = str(problem) or type(problem).__name__
         return ClientError(_failure(
-            503, "ServiceUnavailable",
-            f"{method} {self.base_url}{path}: {type(problem).__name__}: {detail}"))
+            503, "ServiceUnavailable", f"{method} {url}: {type(problem).__name__}: {detail}{note}"))
 
     @staticmethod
     def _error(response: httpx.Response) -> ClientError:
@@ -94,21 +142,54 @@ class HttpClient:
 
     async def _object(self, method: str, path: str, body: Any = None, *,
                       content_type: str = "application/json",
-                      query: dict[str, str] | None = None) -> dict[str, Any]:
+                      query: dict[str, str] | None = None, idempotent: bool = True,
+                      recheck: str = "") -> dict[str, Any]:
+        """One request, on each server in turn until one answers (see `may_resend`); `recheck`
+        is the path of the object a POST creates."""
         headers: dict[str, str] = {}
         content: bytes | None = None
         if body is not None:
             content = orjson.dumps(body)
             headers["content-type"] = content_type
-        try:
-            response = await self._http.request(method, path, params=query, content=content,
-                                                headers=headers)
-        except httpx.TransportError as problem:
-            raise self._unavailable(method, path, problem) from None
-        if response.status_code >= 400:
-            raise self._error(response)
-        result: dict[str, Any] = orjson.loads(response.content)
-        return result
+        maybe_applied = False
+        failure: tuple[str, httpx.TransportError] | None = None
+        for _ in self.servers:
+            server = self._current
+            url = self.servers[server] + path
+            try:
+                response = await self._http.request(method, url, params=query, content=content,
+                                                    headers=headers)
+            except httpx.TransportError as problem:
+                sent = not isinstance(problem, _UNSENT)
+                if not may_resend(sent, idempotent, bool(recheck)):
+                    self._fail_over(server, problem)
+                    raise self._unavailable(
+                        method, url, problem,
+                        "; it may have been applied: read it back before sending it again",
+                    ) from None
+                maybe_applied = maybe_applied or sent
+                failure = (url, problem)
+                self._fail_over(server, problem)
+                continue
+            if response.status_code >= 400:
+                error = self._error(response)
+                if maybe_applied and recheck and error.reason == "AlreadyExists":
+                    return await self._our_create(recheck, error)
+                raise error
+            result: dict[str, Any] = orjson.loads(response.content)
+            return result
+        assert failure is not None  # every server was tried: each failed
+        raise self._unavailable(method, *failure) from None
+
+    async def _our_create(self, path: str, exists: ClientError) -> dict[str, Any]:
+        """The object a create that may have landed before a failover found in its way: ours if
+        this client's field manager created it, else the AlreadyExists stands."""
+        found = await self._object("GET", path)
+        managers = {entry.get("manager") for entry in
+                    (found.get("metadata") or {}).get("managedFields") or []}
+        if self.field_manager in managers:
+            return found
+        raise exists
 
     def _writes(self, **extra: str) -> dict[str, str]:
         return {"fieldManager": self.field_manager, **extra}
@@ -126,27 +207,47 @@ class HttpClient:
     async def watch(self, kind: Kind, namespace: str | None = None, *, resource_version: str = "",
                     label_selector: str = "", timeout_seconds: int = 0,
                     ) -> AsyncIterator[WatchEvent]:
-        query = watch_query(resource_version, label_selector, timeout_seconds)
+        """The events after `resource_version`; when the server goes away the watch goes on,
+        on the next server, from the last resourceVersion it delivered (a watch from "now",
+        with nothing delivered yet, cannot: it ends with 503)."""
         path = resource_path(kind, namespace)
         # No read timeout: an idle watch is quiet between the server's bookmarks, and how long
         # it lasts is the server's business (timeoutSeconds), not the socket's.
         timeout = httpx.Timeout(self.timeout, read=None)
-        try:
-            async with self._http.stream("GET", path, params=query, timeout=timeout) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise self._error(response)
-                async for line in response.aiter_lines():
-                    if line.strip():
-                        event = orjson.loads(line)
-                        yield WatchEvent(event["type"], event["object"])
-        except httpx.TransportError as problem:
-            raise self._unavailable("GET", path, problem) from None
+        version = resource_version
+        failures = 0  # in a row, without an event in between
+        while True:
+            server = self._current
+            url = self.servers[server] + path
+            query = watch_query(version, label_selector, timeout_seconds)
+            try:
+                async with self._http.stream("GET", url, params=query,
+                                             timeout=timeout) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise self._error(response)
+                    async for line in response.aiter_lines():
+                        if line.strip():
+                            event = orjson.loads(line)
+                            delivered = WatchEvent(event["type"], event["object"])
+                            if delivered.type != "ERROR" and delivered.resource_version:
+                                version = delivered.resource_version
+                                failures = 0
+                            yield delivered
+                return
+            except httpx.TransportError as problem:
+                failures += 1
+                self._fail_over(server, problem)
+                if not version or failures >= len(self.servers):
+                    raise self._unavailable("GET", url, problem) from None
 
     async def create(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
-        namespace = (obj.get("metadata") or {}).get("namespace")
+        meta = obj.get("metadata") or {}
+        namespace, name = meta.get("namespace"), meta.get("name")
+        # A generateName create sent twice makes two objects: it is never resent.
+        recheck = resource_path(kind, namespace, name) if name else ""
         return await self._object("POST", resource_path(kind, namespace), obj,
-                                  query=self._writes())
+                                  query=self._writes(), idempotent=False, recheck=recheck)
 
     async def update(self, kind: Kind, obj: dict[str, Any],
                      subresource: str = "") -> dict[str, Any]:
@@ -158,8 +259,10 @@ class HttpClient:
                     patch_type: PatchType = "merge", subresource: str = "",
                     force: bool = False) -> dict[str, Any]:
         query = self._writes(**({"force": "true"} if force else {}))
+        # A JSON patch may append or move: applied twice it is not applied once.
         return await self._object("PATCH", resource_path(kind, namespace, name, subresource),
-                                  body, content_type=PATCH_CONTENT_TYPES[patch_type], query=query)
+                                  body, content_type=PATCH_CONTENT_TYPES[patch_type], query=query,
+                                  idempotent=patch_type != "json")
 
     async def delete(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
         return await self._object("DELETE", resource_path(kind, namespace, name))
