@@ -257,6 +257,28 @@ def test_a_body_that_never_arrives_is_408(limited: Server) -> None:
     assert (code, status["reason"]) == (408, "Timeout") and "body" in status["message"]
 
 
+def test_a_connection_answered_before_its_body_is_closed(limited: Server) -> None:
+    """A 413 for a body too large: the server closes, instead of reading a trickle forever."""
+    with socket.create_connection(("127.0.0.1", _port(limited)), timeout=10) as sock:
+        sock.sendall((f"POST {disk_path()} HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      "application/json\r\nContent-Length: 999999999999\r\n\r\n{").encode())
+        answer, started = b"", time.monotonic()
+        sock.settimeout(0.5)
+        while True:
+            assert time.monotonic() - started < 8, "the connection was kept open"
+            try:
+                sock.sendall(b" ")  # a trickle of body bytes, as a slow client sends them
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                break
+            if not chunk:
+                break
+            answer += chunk
+    assert _status(answer)[0] == 413
+
+
 async def test_a_body_cut_short_by_a_disconnect_is_never_acted_on(tmp_path: Path) -> None:
     """YAML cut at a line end still decodes: the server must see that the client left."""
     sent_part = yaml.safe_dump(disk("cut-short")).encode()  # a whole document by itself

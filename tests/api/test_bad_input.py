@@ -564,3 +564,9 @@ def test_too_large_resource_version_is_504(http: Http, query: dict[str, str]) ->
                                             "message": "Too large resource version"}]
     assert status["details"]["retryAfterSeconds"] == 1
     assert reply.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize("version", ["\u00b2", "\u0663", "1\u00b2"])
+def test_a_resource_version_of_non_ascii_digits_is_400(http: Http, version: str) -> None:
+    reply = http.request("GET", "/api/v1/namespaces", resourceVersion=version)
+    assert reply.status == 400 and reply.body["reason"] == "BadRequest"

@@ -313,3 +313,20 @@ async def test_finalize_is_refused_while_the_namespace_has_content(tmp_path: Pat
         assert (await call(app, "GET", f"{NAMESPACES}/s"))[0] == 404
     finally:
         await app.stop()
+
+
+async def test_a_namespace_waits_for_its_metadata_finalizers_too(app: App) -> None:
+    await call(app, "POST", NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
+                                         "metadata": {"name": "kept",
+                                                      "finalizers": ["example.com/keep"]}})
+    assert (await call(app, "DELETE", f"{NAMESPACES}/kept"))[0] == 200
+    for _ in range(50):  # the controller empties it and finalizes its spec
+        _, ns = await call(app, "GET", f"{NAMESPACES}/kept")
+        if not ns["spec"]["finalizers"]:
+            break
+        await asyncio.sleep(0.1)
+    assert ns["spec"]["finalizers"] == [] and ns["metadata"]["deletionTimestamp"]
+    status, _ = await call(app, "PATCH", f"{NAMESPACES}/kept",
+                           {"metadata": {"finalizers": None}}, MERGE)
+    assert status == 200
+    assert (await call(app, "GET", f"{NAMESPACES}/kept"))[0] == 404

@@ -130,14 +130,20 @@ class EventRecorder:
         self._last_ns = max(time.time_ns(), self._last_ns + 1)  # unique, like kube's names
         name = f"{pending.reference['name']}.{self._last_ns:x}"
         source = {"component": self.component, **({"host": self.host} if self.host else {})}
-        await self.client.create(EVENT, {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": name, "namespace": key.namespace},
-            "involvedObject": pending.reference, "reason": key.reason, "message": key.message,
-            "type": key.type, "count": pending.count, "source": source,
-            "firstTimestamp": _time(pending.first),
-            "lastTimestamp": _time(pending.last),
-            "reportingComponent": self.component, "reportingInstance": self.host or self.component})
+        try:
+            await self.client.create(EVENT, {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": key.namespace},
+                "involvedObject": pending.reference, "reason": key.reason,
+                "message": key.message, "type": key.type, "count": pending.count,
+                "source": source, "firstTimestamp": _time(pending.first),
+                "lastTimestamp": _time(pending.last), "reportingComponent": self.component,
+                "reportingInstance": self.host or self.component})
+        except ClientError as problem:
+            # The name is this recorder's own: taken means a create resent after a failover
+            # landed the first time.
+            if problem.reason != "AlreadyExists":
+                raise
         self._written[key] = _Written(name, pending.count)
         if len(self._written) > _REMEMBERED:
             self._written.popitem(last=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from evroc_compute.api.core import NAMESPACE
+from evroc_compute.api.core import NAMESPACE, listed, terminating_status
 from evroc_compute.api.kinds import Kind
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.api.registry import default_registry
@@ -24,7 +24,6 @@ from evroc_compute.runtime.informer import Informer, key_of
 from evroc_compute.runtime.world import deleting
 
 POLL_SECONDS = 0.2
-FINALIZER = "kubernetes"
 
 
 def content_kinds() -> list[Kind]:
@@ -33,11 +32,8 @@ def content_kinds() -> list[Kind]:
 
 
 def remaining_message(remaining: list[str]) -> str:
-    if not remaining:
-        return "All content successfully deleted"
-    shown = ", ".join(remaining[:5]) + (f" and {len(remaining) - 5} more" if len(remaining) > 5
-                                        else "")
-    return f"waiting for {len(remaining)} object(s) with finalizers to be deleted: {shown}"
+    return f"waiting for {len(remaining)} object(s) with finalizers to be deleted: " \
+        f"{listed(remaining)}" if remaining else ""
 
 
 class NamespaceController:
@@ -106,10 +102,7 @@ class NamespaceController:
         conditions = (namespace.get("status") or {}).get("conditions") or [{}]
         if conditions[0].get("message") == message:
             return
-        status = {"phase": "Terminating", "conditions": [{
-            "type": "NamespaceContentRemaining", "status": "True",
-            "lastTransitionTime": now_rfc3339(), "reason": "SomeResourcesRemain",
-            "message": message}]}
+        status = terminating_status(message, now_rfc3339())
         try:
             await self.client.update(NAMESPACE, {**namespace, "status": status}, "status")
         except ClientError as problem:

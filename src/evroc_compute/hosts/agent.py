@@ -69,11 +69,16 @@ async def converge(driver: Driver, instance: dict[str, Any], now: float, setting
             await report(reported, plan.status)
             return Converged(plan.status, plan.wait, transitions)
         acting = asyncio.ensure_future(_act(driver, instance, plan.action))
-        done, _ = await asyncio.wait([acting], timeout=INTERIM_REPORT_SECONDS)
-        if not done:
-            await report(reported, plan.status)
-            reported = instance
-        outcome = await acting
+        try:
+            done, _ = await asyncio.wait([acting], timeout=INTERIM_REPORT_SECONDS)
+            if not done:
+                await report(reported, plan.status)
+                reported = instance
+            outcome = await acting
+        except BaseException:  # the report failed or we were cancelled: no action left behind
+            acting.cancel()
+            await asyncio.gather(acting, return_exceptions=True)
+            raise
     await report(reported, instance["status"])
     return Converged(instance["status"], 0.0, transitions)
 

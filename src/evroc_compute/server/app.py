@@ -163,11 +163,13 @@ class App:
             return
         started = time.perf_counter()
         req: Request | None = None
+        watching = False
         try:
             req = await read_request(scope, receive, self.body_timeout)
-            self._admit_watch(req)
+            watching = self._admit_watch(req)
             response = await self.route(req)
         except ClientGone:
+            self.watches -= watching
             return
         except errors.ApiError as problem:
             response = error_response(problem)
@@ -184,27 +186,31 @@ class App:
             else:
                 await response.send(send)
         finally:
+            self.watches -= watching
             elapsed = time.perf_counter() - started
             metrics.observe(labels, response.status, elapsed)
             if requests_log.isEnabledFor(logging.DEBUG):
                 _log_request(scope, response.status, elapsed)
 
-    def _admit_watch(self, req: Request) -> None:
-        """Watches may hold at most `max_watches` connections: the rest stay for requests."""
-        if self.max_watches and self.watches >= self.max_watches and req.method == "GET" \
-                and req.flag("watch"):
+    def _admit_watch(self, req: Request) -> bool:
+        """Watches may hold at most `max_watches` connections: the rest stay for requests.
+        A watch's slot is taken here, before anything awaits, so a burst cannot overrun it;
+        returns whether one was taken (the caller gives it back when the request ends)."""
+        if req.method != "GET" or not req.flag("watch"):
+            return False
+        if self.max_watches and self.watches >= self.max_watches:
             raise errors.too_many_requests(
                 f"too many open watches ({self.max_watches}); retry later")
+        self.watches += 1
+        return True
 
     async def _stream(self, response: StreamingResponse, labels: metrics.Labels, send: Send,
                       receive: Receive) -> None:
-        self.watches += 1
         open_now = metrics.longrunning(labels)
         open_now.inc()
         try:
             await response.send(send, receive)  # a watch ends when its client goes away
         finally:
-            self.watches -= 1
             open_now.dec()
 
     # ---- routing ----------------------------------------------------------------------
@@ -353,7 +359,7 @@ async def _catch_up(store: Store, req: Request) -> bool:
     version = req.query.get("resourceVersion", "") if req.method == "GET" else ""
     if version == "0":
         return True
-    return await store.sync(int(version) if version.isdigit() else 0)
+    return await store.sync(int(version) if version.isascii() and version.isdigit() else 0)
 
 
 def _no_path(req: Request) -> errors.ApiError:

@@ -35,8 +35,9 @@ REFUSAL_GRACE = 1.0  # seconds a refused client gets to read its answer before t
 
 
 def connection_cap(requested: int, fd_limit: int) -> int:
-    """The connections a process with `fd_limit` descriptors can hold open, at most `requested`."""
-    return max(1, min(requested, fd_limit - FD_RESERVE))
+    """The connections a process with `fd_limit` descriptors can hold open, at most `requested`
+    (a quarter of a small limit is kept for the store, logs and outgoing connections)."""
+    return max(1, min(requested, fd_limit - min(FD_RESERVE, fd_limit // 4)))
 
 
 def raise_file_limit(ceiling: int = 1 << 20) -> int:
@@ -45,9 +46,10 @@ def raise_file_limit(ceiling: int = 1 << 20) -> int:
     wanted = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
     if soft == resource.RLIM_INFINITY or soft >= wanted:
         return wanted if soft == resource.RLIM_INFINITY else soft
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        return wanted
+    for attempt in (wanted, min(wanted, 10_240)):  # macOS refuses more than its kernel's max
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (attempt, hard))
+            return attempt
     return soft
 
 
@@ -122,6 +124,11 @@ class LimitedProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         HttpToolsProtocol.on_response_complete(self)
+        if not self._reading_head:
+            # Answered before the request's body arrived (413, 408): the rest of the body
+            # would be read and dropped with no deadline, so close, as Go's server does.
+            self.transport.close()
+            return
         self._head_began = self.loop.time()  # the wait for the next request begins
 
     def _check_head(self) -> None:

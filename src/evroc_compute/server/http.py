@@ -59,7 +59,7 @@ async def read_request(scope: Scope, receive: Receive, body_timeout: float) -> R
     """The request with its whole body, which must arrive within `body_timeout` seconds."""
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     length = headers.get("content-length")
-    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+    if length and length.isascii() and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise errors.too_large(MAX_BODY_BYTES)
     if length in (None, "0") and "transfer-encoding" not in headers:
         body = await _read_body(receive)  # nothing to wait for: no timer (2 us a request)

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from evroc_compute.api.core import NAMESPACE_FINALIZER, listed, terminating_status
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.server import errors
 from evroc_compute.server.handlers.common import (
@@ -30,18 +31,13 @@ from evroc_compute.server.http import Request, Response
 from evroc_compute.store.base import Entry
 
 PROTECTED = frozenset({"default"})
-FINALIZER = "kubernetes"
 
 
 def terminating(obj: dict[str, Any], remaining: str) -> None:
     """Mark `obj` Terminating, with what is left (empty when nothing is)."""
     obj["metadata"].setdefault("deletionTimestamp", now_rfc3339())
-    obj.setdefault("spec", {})["finalizers"] = [FINALIZER]
-    obj["status"] = {"phase": "Terminating", "conditions": [{
-        "type": "NamespaceContentRemaining", "status": "True" if remaining else "False",
-        "lastTransitionTime": now_rfc3339(),
-        "reason": "SomeResourcesRemain" if remaining else "ContentDeleted",
-        "message": remaining or "All content successfully deleted"}]}
+    obj.setdefault("spec", {})["finalizers"] = [NAMESPACE_FINALIZER]
+    obj["status"] = terminating_status(remaining, now_rfc3339())
 
 
 async def delete(ctx: Context, target: Target, entry: Entry, dry_run: bool) -> Response:
@@ -83,12 +79,12 @@ async def finalize(ctx: Context, req: Request, target: Target) -> Response:
     entry = current(ctx, target)
     obj = load(entry)
     deleting = bool(obj["metadata"].get("deletionTimestamp"))
-    if deleting and not finalizers:
+    # Gone once both kinds of finalizer are: a user's metadata.finalizers still hold it.
+    if deleting and not finalizers and not obj["metadata"].get("finalizers"):
         left = remaining(ctx, target.name)
         if left:
-            raise errors.conflict(target.kind, target.name, (
-                f"the namespace still has content: {', '.join(left[:5])}"
-                + (f" and {len(left) - 5} more" if len(left) > 5 else "")))
+            raise errors.conflict(target.kind, target.name,
+                                  f"the namespace still has content: {listed(left)}")
         with store_errors(target):
             gone = await ctx.store.delete(target.key, entry.revision)
         return object_response(gone.raw)

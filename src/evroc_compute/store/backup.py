@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,16 +26,28 @@ def write(snapshot: Snapshot, path: Path) -> int:
     """Write the snapshot to `path` (atomically: a partial file never has the name)."""
     partial = path.with_name(path.name + ".partial")
     count = 0
-    with gzip.open(partial, "wb", compresslevel=4) as out:
-        out.write(orjson.dumps({"format": FORMAT, "version": VERSION,
-                                "revision": snapshot.revision,
-                                "compacted": snapshot.compacted}) + b"\n")
-        for row in snapshot.rows:
-            head = orjson.dumps([row.revision, row.key, row.created, row.deleted,
-                                 row.create_revision, row.prev_revision])
-            out.write(head[:-1] + b"," + row.value + b"]\n")
-            count += 1
-    partial.replace(path)
+    try:
+        with open(partial, "wb") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=4) as out:
+                out.write(orjson.dumps({"format": FORMAT, "version": VERSION,
+                                        "revision": snapshot.revision,
+                                        "compacted": snapshot.compacted}) + b"\n")
+                for row in snapshot.rows:
+                    head = orjson.dumps([row.revision, row.key, row.created, row.deleted,
+                                         row.create_revision, row.prev_revision])
+                    out.write(head[:-1] + b"," + row.value + b"]\n")
+                    count += 1
+            raw.flush()
+            os.fsync(raw.fileno())  # on disk before it has the name: a crash leaves no half file
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # and the rename itself survives a crash
+    finally:
+        os.close(directory)
     return count
 
 

@@ -174,6 +174,10 @@ class SharedLogStore(LogCache[SharedLogBackend]):
                     log.error("cannot follow the store's database: %s", problem)
                 failing = True
                 await asyncio.sleep(0.2)
+            except Exception:  # never die silently: this server would stop following the others
+                log.exception("following the store's database failed; retrying")
+                failing = True
+                await asyncio.sleep(1.0)
 
     async def _apply_polled(self, rows: list[Row], compacted: int) -> bool:
         """Apply a page of polled rows; True if there may be more."""

@@ -32,8 +32,9 @@ def check(url: str) -> str:
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+    """The URL without its password (in the authority or as a `password=` parameter)."""
+    url = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 def backend(url: str) -> LogReader:

@@ -262,8 +262,9 @@ async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: d
         del meta["managedFields"]
     if _comparable(new) == _comparable(entry.obj):
         return object_response(entry.raw, warnings=warnings)  # a no-op writes nothing
-    if old_meta.get("deletionTimestamp") and not meta.get("finalizers") and \
-            "finalize" not in target.kind.subresources:  # a Namespace goes by /finalize only
+    if old_meta.get("deletionTimestamp") and not meta.get("finalizers") and not (
+            "finalize" in target.kind.subresources and (new.get("spec") or {}).get("finalizers")):
+        # (A Namespace also waits for its spec.finalizers, which only /finalize empties.)
         if is_dry_run(req):
             return object_response(orjson.dumps(new), warnings=warnings)
         return await finalize(ctx, target, entry, new, warnings)
