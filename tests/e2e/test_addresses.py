@@ -1,4 +1,5 @@
-"""Private addresses through the real kubectl: a full subnet says so, and a freed address is reused."""
+"""Private addresses through the real kubectl: a full subnet says so, a freed address is reused,
+and every project has the zone's whole subnet to itself."""
 
 from __future__ import annotations
 
@@ -45,5 +46,23 @@ def test_a_vm_in_a_full_subnet_says_so_and_gets_the_address_freed_by_another(tmp
             assert time.monotonic() < deadline, f"the freed address was not reused: {second}"
             time.sleep(0.2)
         assert address_condition(second) is None
+    finally:
+        server.stop()
+
+
+def test_each_project_has_the_zones_subnet_to_itself(tmp_path: Path) -> None:
+    server = start_cloud(tmp_path, FLEET)  # room for one VM per project in se-sto-a
+    try:
+        (tmp_path / "one").mkdir()
+        (tmp_path / "two").mkdir()
+        first = kubectl_in_new_namespace(server, tmp_path / "one")
+        second = kubectl_in_new_namespace(server, tmp_path / "two")
+        for kc in (first, second):
+            apply(kc, disk("d", zone="se-sto-a"), vm("web", "d"))
+        for kc in (first, second):
+            wait_status(kc, "web", "Running")
+            web = json.loads(kc("get", "vm/web", "-o", "json"))["status"]
+            assert web["networking"]["privateIPv4Address"] == "10.0.9.2"
+            assert address_condition(web) is None
     finally:
         server.stop()

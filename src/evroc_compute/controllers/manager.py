@@ -84,9 +84,9 @@ class Manager:
         before = self._refs.pop(key, {})
         if event == "DELETED":
             self.vm.release(vm)
-            # A freed address may be what a VM in an exhausted subnet waits for.
+            # A freed address may be what a VM of the project in an exhausted subnet waits for.
             self._add("vm", *(k for k, other in self.world.vms.cache.items()
-                              if get(other, "status", "placement", "zone")
+                              if k[0] == namespace and get(other, "status", "placement", "zone")
                               and not get(other, "status", "networking", "privateIPv4Address")))
         else:
             self._refs[key] = {k: {n for n in v if n} for k, v in now.items()}

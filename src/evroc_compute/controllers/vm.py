@@ -94,8 +94,10 @@ class VMController:
     def __init__(self, client: Client, world: World, settings: Settings, *,
                  wall: Callable[[], float] = time.time) -> None:
         self.client, self.world, self.settings, self.wall = client, world, settings, wall
-        self.pools = {zone: AddressPool(net) for zone in settings.subnets
-                      if (net := settings.subnet(zone)) is not None}
+        # One pool per project (namespace) and zone: like evroc's default subnets, every
+        # project has the same ranges, which overlap between projects and never collide
+        # within one.
+        self.pools: dict[tuple[str, str], AddressPool] = {}
 
     def prime(self) -> None:
         """Take back the addresses recorded on VMs (after a restart)."""
@@ -105,15 +107,30 @@ class VMController:
     def _owner(self, vm: dict[str, Any]) -> str:
         return str(vm["metadata"]["uid"])
 
+    def _pool(self, vm: dict[str, Any], zone: str | None) -> AddressPool | None:
+        """The address pool of the VM's project in `zone` (None: the zone has no subnet)."""
+        if not zone:
+            return None
+        key = (str(vm["metadata"]["namespace"]), zone)
+        pool = self.pools.get(key)
+        if pool is None:
+            network = self.settings.subnet(zone)
+            if network is None:
+                return None
+            pool = self.pools[key] = AddressPool(network)
+        return pool
+
     def _claim_recorded(self, vm: dict[str, Any]) -> None:
-        address, zone = get(vm, "status", "networking", "privateIPv4Address"), \
-            get(vm, "status", "placement", "zone")
-        if address and zone in self.pools:
-            self.pools[zone].claim(self._owner(vm), address)
+        address = get(vm, "status", "networking", "privateIPv4Address")
+        pool = self._pool(vm, get(vm, "status", "placement", "zone"))
+        if address and pool is not None:
+            pool.claim(self._owner(vm), address)
 
     def release(self, vm: dict[str, Any]) -> None:
-        for pool in self.pools.values():
-            pool.release(self._owner(vm))
+        namespace = vm["metadata"]["namespace"]
+        for (project, _), pool in self.pools.items():
+            if project == namespace:
+                pool.release(self._owner(vm))
 
     # ---- the reconcile ----------------------------------------------------------------
 
@@ -330,9 +347,10 @@ class VMController:
         """The VM's addresses: its private one allocated here (or kept), its public one read."""
         zone = self._zone(vm, instance)
         private, problem = get(vm, "status", "networking", "privateIPv4Address"), ""
-        if zone and zone in self.pools:
+        pool = self._pool(vm, zone)
+        if pool is not None:
             try:
-                private = self.pools[zone].allocate(self._owner(vm))
+                private = pool.allocate(self._owner(vm))
             except PoolExhausted as exhausted:  # shown, and retried when an address is released
                 private, problem = None, str(exhausted)
         pip = public_ip_ref(vm)
