@@ -126,8 +126,12 @@ class LimitedProtocol(HttpToolsProtocol):
         HttpToolsProtocol.on_response_complete(self)
         if not self._reading_head:
             # Answered before the request's body arrived (413, 408): the rest of the body
-            # would be read and dropped with no deadline, so close, as Go's server does.
-            self.transport.close()
+            # would be read and dropped with no deadline. Close, as Go's server does, after a
+            # grace in which the body still in flight is read (closing on unread input would
+            # reset the connection and lose the answer before the client reads it).
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(REFUSAL_GRACE, self.transport.close)
             return
         self._head_began = self.loop.time()  # the wait for the next request begins
 
