@@ -48,6 +48,7 @@ test-fast: lint
 bench: $(STAMP)
 	$(VENV)/bin/python bench/run.py
 	$(VENV)/bin/python bench/fleet.py
+	$(VENV)/bin/python bench/fleet.py --postgres
 	$(VENV)/bin/python bench/ha.py
 
 clean:

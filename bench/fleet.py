@@ -53,6 +53,7 @@ import yaml
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -757,11 +758,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp dir (data dir, fleet file, server log)")
     parser.add_argument("--results-dir", type=Path, default=BENCH / "results")
+    parser.add_argument("--postgres", action="store_true",
+                        help="keep the server's objects in a fresh PostgreSQL database "
+                             "(EVROC_TEST_POSTGRES or postgresql://postgres@127.0.0.1:5432)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.postgres:
+        return run(args)
+    from tests import postgres  # a fresh database on the machine's PostgreSQL, dropped after
+
+    with postgres.database() as url:
+        args.server_arg += ["--store", url]
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     loadavg = Path("/proc/loadavg").read_text().split()[:3]
     tmp = Path(tempfile.mkdtemp(prefix="evroc-fleet-bench-"))
