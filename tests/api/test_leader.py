@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from evroc_compute.api.infra import LEASE
 from evroc_compute.client.inprocess import InProcessClient
 from evroc_compute.controllers.leader import LeaderElector
-from evroc_compute.server.app import App
-
-
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[InProcessClient]:
-    app = App(tmp_path, compact_interval=3600)
-    await app.start()
-    yield InProcessClient(app, "test")
-    await app.stop()
 
 
 class Clock:

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from evroc_compute.api.compute import DISK
 from evroc_compute.api.events import EVENT
 from evroc_compute.client.inprocess import InProcessClient
 from evroc_compute.client.recorder import EventRecorder
-from evroc_compute.server.app import App
-
-
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[InProcessClient]:
-    app = App(tmp_path, compact_interval=3600)
-    await app.start()
-    yield InProcessClient(app, "test")
-    await app.stop()
-
 
 DISK_OBJ = {"apiVersion": "compute.evroclabs.net/v1alpha1", "kind": "Disk",
             "metadata": {"name": "d", "namespace": "default", "uid": "u-1", "resourceVersion": "7"}}

@@ -11,6 +11,7 @@ The queue is bounded: past `capacity` distinct pending events new ones are dropp
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -98,7 +99,7 @@ class EventRecorder:
     async def flush(self) -> None:
         """Write everything queued now."""
         while self._pending:
-            batch = list(self._pending.items())[:_WRITES_AT_ONCE]
+            batch = list(itertools.islice(self._pending.items(), _WRITES_AT_ONCE))
             for key, _ in batch:
                 del self._pending[key]
             await asyncio.gather(*(self._write(key, pending) for key, pending in batch))

@@ -31,7 +31,7 @@ class ConvertingStore:
     def served(self, entry: Entry) -> Entry:
         if not entry.key.startswith(self.prefix):
             return entry
-        obj = self.stored_as.from_storage(orjson.loads(entry.raw))
+        obj = self.stored_as.from_storage(entry.obj)  # a new top level; nested parts shared
         return Entry(entry.key, entry.revision, entry.create_revision, orjson.dumps(obj), obj)
 
     def _stored(self, obj: dict[str, Any]) -> dict[str, Any]:

@@ -32,9 +32,8 @@ def expired(entry: Entry, now: float, ttl: float) -> bool:
 
 async def sweep(store: Store, ttl: float, now: float) -> int:
     """Delete every expired event; returns how many went."""
-    entries, _ = await store.list(EVENT.key_prefix(None))
     gone = 0
-    for entry in entries:
+    for entry in store.current(EVENT.key_prefix(None)):
         if expired(entry, now, ttl):
             try:
                 await store.delete(entry.key, entry.revision)
