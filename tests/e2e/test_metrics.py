@@ -192,6 +192,11 @@ def _log_lines(server: Server) -> list[dict[str, Any]]:
 def test_logs_are_one_json_object_per_line_with_a_debug_line_per_request(cloud: Server) -> None:
     reply = Http(cloud.url).request("GET", "/version")
     assert reply.status == 200
+    # The request's line is written once its answer is sent: wait for it, not a moment.
+    deadline = time.monotonic() + 10
+    while '"path":"/version"' not in cloud.log_path.read_text().replace(" ", "") and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
     lines = _log_lines(cloud)  # each line parses, or this fails
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
     assert any(line["logger"] == "evroc_compute" and "serving on" in line["message"]
