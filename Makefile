@@ -23,7 +23,7 @@ serve: $(STAMP)
 	$(VENV)/bin/evroc-compute serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 kubeconfig: $(STAMP)
-	@$(VENV)/bin/evroc-compute kubeconfig --server http://$(HOST):$(PORT)
+	@$(VENV)/bin/evroc-compute kubeconfig --data-dir $(DATA_DIR) --server https://$(HOST):$(PORT)
 
 # Modules held to mypy --strict (the rest follows as it is touched).
 STRICT := src/evroc_compute/runtime src/evroc_compute/hosts/lifecycle.py \

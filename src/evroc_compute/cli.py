@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import logging
 import os
 import re
 import socket
+import ssl
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from evroc_compute import images_cli, logs, store_cli
+from evroc_compute import credentials_cli, images_cli, logs, store_cli
+from evroc_compute.client.kubeconfig import admin_kubeconfig
 from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
 from evroc_compute.runtime.settings import Settings, Timing
 from evroc_compute.server import connections
+from evroc_compute.server.auth.pki import Pki
 from evroc_compute.store import urls
 
 if TYPE_CHECKING:
@@ -28,16 +30,15 @@ log = logging.getLogger("evroc_compute")
 DEFAULT_DATA_DIR = Path(os.environ.get("EVROC_COMPUTE_DATA_DIR", "./data"))
 
 
-def kubeconfig(server: str, cluster: str = "") -> str:
-    """A kubeconfig for the local server; with `cluster`, evroc's kcp-style URL."""
-    url = f"{server.rstrip('/')}/clusters/{cluster}" if cluster else server
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "evroc-compute",
-        "clusters": [{"name": "evroc-compute", "cluster": {"server": url}}],
-        "users": [{"name": "evroc-user", "user": {}}],
-        "contexts": [{"name": "evroc-compute", "context": {
-            "cluster": "evroc-compute", "user": "evroc-user", "namespace": "default"}}],
-    }, sort_keys=False)
+def _pki(args: argparse.Namespace) -> Pki:
+    return Pki(Path(args.pki_dir) if args.pki_dir else Path(args.data_dir) / "pki")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _fleet(args: argparse.Namespace) -> Fleet:
@@ -97,14 +98,35 @@ def serve(args: argparse.Namespace) -> None:
                 max_watches=max(1, cap // 2), body_timeout=args.idle_timeout,
                 event_ttl=args.event_ttl)
     where = urls.redacted(store_url) if store_url else f"data in {Path(args.data_dir).resolve()}"
-    log.info("serving on http://%s:%d (%s)", args.host, args.port, where)
+    log.info("serving on %s://%s:%d (%s)", "http" if args.insecure_http else "https", args.host,
+             args.port, where)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=None,
+                **_tls(args),
                 access_log=args.access_log, loop="uvloop",
                 http=connections.limited(cap, args.idle_timeout),
                 timeout_keep_alive=args.idle_timeout, backlog=4096,
                 # Open watches would otherwise hold a graceful shutdown (Ctrl-C) for up to
                 # their timeout (30 min): give requests 3 s, then cancel what remains.
                 timeout_graceful_shutdown=3)
+
+
+def _tls(args: argparse.Namespace) -> dict[str, Any]:
+    """uvicorn's TLS settings: the operator's certificate or the PKI's (made on first start);
+    client certificates are asked for, verified against the client CA, and optional."""
+    if args.insecure_http:
+        if not _loopback(args.host):
+            sys.exit(f"evroc-compute: --insecure-http serves plain HTTP, which is refused on a "
+                     f"non-loopback address ({args.host}): credentials would cross the network "
+                     "in clear")
+        log.warning("serving plain HTTP (--insecure-http): clients still authenticate")
+        return {}
+    pki = _pki(args)
+    pki.ensure([args.host])
+    if bool(args.tls_cert) != bool(args.tls_key):
+        sys.exit("evroc-compute: --tls-cert and --tls-key go together")
+    return {"ssl_certfile": args.tls_cert or str(pki.serving_cert),
+            "ssl_keyfile": args.tls_key or str(pki.serving_key),
+            "ssl_ca_certs": str(pki.client_ca_cert), "ssl_cert_reqs": ssl.CERT_OPTIONAL}
 
 
 def _connection_cap(requested: int) -> int:
@@ -118,6 +140,7 @@ def _connection_cap(requested: int) -> int:
 
 
 async def _run_agent(args: argparse.Namespace) -> None:
+    from evroc_compute.client import kubeconfig as kubeconfigs
     from evroc_compute.client.base import ClientError
     from evroc_compute.client.http import HttpClient
     from evroc_compute.hosts.agent import Agent
@@ -125,17 +148,23 @@ async def _run_agent(args: argparse.Namespace) -> None:
     from evroc_compute.runtime.world import World
 
     config = _qemu_host(args)
-    async with HttpClient(args.server, f"evroc-compute-agent-{config.name}") as client:
+    try:
+        connection = kubeconfigs.load(Path(args.kubeconfig))
+    except kubeconfigs.KubeconfigError as problem:
+        sys.exit(f"evroc-compute: {problem}")
+    async with HttpClient(args.server, f"evroc-compute-agent-{config.name}",
+                          connection=connection) as client:
+        server = client.base_url
         world = World(client)
         settings = _fleet(args).settings
         agent = Agent("qemu-agent", client, world, settings, QemuDriver(world, settings, config))
         try:
             await register_host(client, config)
         except ClientError as problem:
-            sys.exit(f"evroc-compute: cannot register host {config.name} with {args.server}: "
+            sys.exit(f"evroc-compute: cannot register host {config.name} with {server}: "
                      f"{problem}")
         log.info("agent: host %s in %s (%s) serving %s", config.name, config.zone,
-                 config.accel.upper(), args.server)
+                 config.accel.upper(), server)
         try:
             await world.start()
             await agent.run()
@@ -189,6 +218,12 @@ def _host_options(parser: argparse.ArgumentParser, *, default_driver: str) -> No
                         help="seconds a guest gets to power off before QEMU quits it")
 
 
+def _pki_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pki-dir", default="",
+                        help="the CAs, serving and admin certificates (default DATA_DIR/pki); "
+                             "servers of one database share one")
+
+
 def _log_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=logs.LEVELS, default="info",
                         help="debug adds one line per request (method, path, code, duration, "
@@ -230,17 +265,33 @@ def main(argv: list[str] | None = None) -> None:
                           "not affected")
     _host_options(run, default_driver="sim")
     _log_options(run)
+    _pki_option(run)
+    run.add_argument("--tls-cert", default="",
+                     help="the serving certificate (PEM, chain included) instead of the one "
+                          "made in the PKI directory")
+    run.add_argument("--tls-key", default="", help="the key of --tls-cert (PEM)")
+    run.add_argument("--insecure-http", action="store_true",
+                     help="serve plain HTTP instead of HTTPS (loopback addresses only); "
+                          "requests still need credentials")
     run.add_argument("--access-log", action="store_true",
                      help="uvicorn's access log (info); --log-level debug logs each request "
                           "with its duration instead")
-    config = commands.add_parser("kubeconfig", help="print a kubeconfig for the local server")
-    config.add_argument("--server", default="http://127.0.0.1:6443")
+    config = commands.add_parser("kubeconfig",
+                                 help="print the admin's kubeconfig for the server of a data dir")
+    config.add_argument("--server", default="https://127.0.0.1:6443")
+    config.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                        help="the server's data directory, where its PKI is (default ./data)")
+    _pki_option(config)
     config.add_argument("--cluster", default="",
                         help="serve through evroc's kcp-style prefix, e.g. root:my-org")
     host_agent = commands.add_parser("agent", help="run this machine as a host of a server")
-    host_agent.add_argument("--server", required=True,
-                            help="the API server's URL, or several servers of one database: "
-                                 "URL1,URL2 (the agent fails over between them)")
+    host_agent.add_argument("--kubeconfig", required=True,
+                            help="the host's kubeconfig (evroc-compute credentials create --host "
+                                 "NAME prints one): the server, its CA and the host's credential")
+    host_agent.add_argument("--server", default="",
+                            help="the API server's URL instead of the kubeconfig's, or several "
+                                 "servers of one database: URL1,URL2 (the agent fails over "
+                                 "between them)")
     host_agent.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
                             help="where the agent keeps VM files and disks (default ./data)")
     host_agent.add_argument("--fleet", default="",
@@ -249,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     _log_options(host_agent)
     images_cli.add_parser(commands)
     store_cli.add_parser(commands, DEFAULT_DATA_DIR)
+    credentials_cli.add_parser(commands, DEFAULT_DATA_DIR, duration)
     show = commands.add_parser("console", help="print the serial console of a VM on this host")
     show.add_argument("name")
     show.add_argument("-n", "--namespace", default="default")
@@ -265,12 +317,19 @@ def main(argv: list[str] | None = None) -> None:
         agent(args)
     elif args.command == "store":
         sys.exit(store_cli.run(args))
+    elif args.command == "credentials":
+        sys.exit(credentials_cli.run(args))
     elif args.command == "images":
         sys.exit(images_cli.run(args))
     elif args.command == "console":
         sys.exit(console(args))
     else:
-        print(kubeconfig(args.server, args.cluster), end="")
+        pki = _pki(args)
+        if not pki.admin_cert.exists():
+            sys.exit(f"evroc-compute: no admin credential in {pki.directory}: start the server "
+                     "once with this --data-dir (it creates its certificates on first start)")
+        print(admin_kubeconfig(pki.ca_cert, pki.admin_cert, pki.admin_key, args.server,
+                               args.cluster), end="")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from tests.conftest import Server, start_server
 
 @pytest.fixture(scope="module")
 def http(shared_server: Server) -> Http:
-    return Http(shared_server.url)
+    return Http(shared_server)
 
 
 def _port(server: Server) -> int:
@@ -184,7 +184,7 @@ def test_a_head_that_never_ends_is_408(limited: Server) -> None:
 
 
 def test_a_watch_outlives_the_idle_timeout(limited: Server) -> None:
-    http = Http(limited.url)
+    http = Http(limited)
     conn, watch = http.stream(f"{GROUP}/namespaces/default/disks", watch="true")
     try:
         assert _exchange(limited, b"") == b""  # an idle timeout has passed since the watch began
@@ -199,7 +199,7 @@ def test_a_watch_outlives_the_idle_timeout(limited: Server) -> None:
 
 
 def _get(server: Server) -> Reply:
-    return Http(server.url).request("GET", "/version")
+    return Http(server).request("GET", "/version")
 
 
 def test_connections_past_the_cap_get_503_until_one_closes(limited: Server) -> None:
@@ -216,7 +216,7 @@ def test_connections_past_the_cap_get_503_until_one_closes(limited: Server) -> N
 
 
 def test_watches_hold_at_most_half_the_connections(limited: Server) -> None:
-    http = Http(limited.url)
+    http = Http(limited)
     watches = [http.stream(f"{GROUP}/namespaces/default/disks", watch="true") for _ in range(3)]
     try:
         for _, response in watches:

@@ -25,7 +25,7 @@ VMS = "/apis/compute.evroclabs.net/v1alpha1/namespaces/{namespace}/virtualmachin
 
 @pytest.fixture(scope="module")
 def http(shared_server: Server) -> Http:
-    return Http(shared_server.url)
+    return Http(shared_server)
 
 
 @pytest.fixture(scope="module")

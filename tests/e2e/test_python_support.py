@@ -51,6 +51,8 @@ class Clients:
 def make_clients(server: Server) -> Clients:
     config = client.Configuration()
     config.host = server.url
+    config.ssl_ca_cert = str(server.ca)
+    config.cert_file, config.key_file = (str(path) for path in server.admin_cert)
     api_client = client.ApiClient(config)
     return Clients(api_client, client.CustomObjectsApi(api_client),
                    client.CoreV1Api(api_client), server.url)

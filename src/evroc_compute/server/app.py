@@ -25,6 +25,21 @@ from evroc_compute.api.core import NAMESPACE
 from evroc_compute.api.kinds import Kind, Registry
 from evroc_compute.api.registry import default_registry
 from evroc_compute.server import errors, expiry, metrics, namespaces
+from evroc_compute.server.auth.authn import (
+    CLIENT_CERT,
+    Authenticator,
+    ClientCertificate,
+    TokenAuthenticator,
+    unauthorized,
+)
+from evroc_compute.server.auth.authz import (
+    Attributes,
+    Authorizer,
+    forbidden,
+    request_verb,
+)
+from evroc_compute.server.auth.rbac import RbacAuthorizer
+from evroc_compute.server.auth.users import UserInfo
 from evroc_compute.server.conversion import ConvertingStore
 from evroc_compute.server.discovery import Discovery
 from evroc_compute.server.handlers.common import (
@@ -58,6 +73,7 @@ from evroc_compute.server.openapi import OpenAPI
 from evroc_compute.server.openapi_v2 import OpenAPIV2
 from evroc_compute.store import urls
 from evroc_compute.store.base import (
+    Entry,
     KeyExists,
     KeyNotFound,
     RevisionConflict,
@@ -81,7 +97,8 @@ class App:
     def __init__(self, data_dir: Path, *, store_url: str = "", registry: Registry | None = None,
                  compact_interval: float = 300.0, compact_keep: int = 1000,
                  bookmark_interval: float = 5.0, max_watches: int = 0,
-                 body_timeout: float = 60.0, event_ttl: float = 3600.0) -> None:
+                 body_timeout: float = 60.0, event_ttl: float = 3600.0,
+                 token_authenticators: tuple[TokenAuthenticator, ...] = ()) -> None:
         self.data_dir = data_dir
         self.store_url = store_url or urls.default_url(data_dir)
         self.registry = registry or default_registry()
@@ -97,9 +114,14 @@ class App:
         self.max_watches = max_watches  # 0: no limit
         self.body_timeout = body_timeout  # seconds for a request body to arrive
         self.watches = 0  # open over HTTP
+        self.authenticator = Authenticator(self._lookup, token_authenticators)
+        self.authorizer: Authorizer = RbacAuthorizer(self._lookup)
         self.metrics_registry = CollectorRegistry(auto_describe=False)
         self.metrics_registry.register(metrics.WorldCollector(
             self.registry, lambda: self.ctx.store if self.ctx else None))
+
+    def _lookup(self, key: str) -> Entry | None:
+        return self.ctx.store.get(key) if self.ctx is not None else None
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -166,6 +188,7 @@ class App:
         watching = False
         try:
             req = await read_request(scope, receive, self.body_timeout)
+            req.user = self._authenticate(req, scope)
             watching = self._admit_watch(req)
             response = await self.route(req)
         except ClientGone:
@@ -191,6 +214,19 @@ class App:
             metrics.observe(labels, response.status, elapsed)
             if requests_log.isEnabledFor(logging.DEBUG):
                 _log_request(scope, response.status, elapsed)
+
+    def _authenticate(self, req: Request, scope: Scope) -> UserInfo:
+        certificate: ClientCertificate | None = scope.get("extensions", {}).get(CLIENT_CERT)
+        user = self.authenticator.authenticate(req.headers.get("authorization", ""), certificate)
+        if user.anonymous and not _public(req.path):
+            raise unauthorized("this request needs a credential: a bearer token or a client "
+                               "certificate (evroc-compute kubeconfig prints an admin's)")
+        return user
+
+    def _authorize(self, attributes: Attributes, kind: Kind | None = None) -> None:
+        decision = self.authorizer.authorize(attributes)
+        if not decision.allowed:
+            raise forbidden(attributes, decision, kind)
 
     def _admit_watch(self, req: Request) -> bool:
         """Watches may hold at most `max_watches` connections: the rest stay for requests.
@@ -228,6 +264,8 @@ class App:
         req.labels = (req.method, "", "", "", "", f"/{head}", "", "")
         if req.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed(req.method, req.path)
+        if not _public(req.path):
+            self._authorize(Attributes(req.user, "get", path=req.path))
         return document()
 
     def _document(self, req: Request, parts: list[str]) -> Callable[[], Response]:
@@ -308,6 +346,9 @@ class App:
         if kind.stored_as is not None:  # another version of a stored kind: convert at the store
             ctx = dataclasses.replace(ctx, store=ConvertingStore(ctx.store, kind.stored_as))
         method = req.method
+        self._authorize(Attributes(
+            req.user, request_verb(method, bool(name), req.flag("watch")), kind.plural,
+            kind.group, namespace or "", name, subresource), kind)
         req.labels = (_verb(req, bool(name)), _dry_run(req), kind.group, kind.version, kind.plural,
                       subresource, "resource" if name or method == "POST"
                       else "namespace" if namespace else "cluster", "apiserver")
@@ -360,6 +401,15 @@ async def _catch_up(store: Store, req: Request) -> bool:
     if version == "0":
         return True
     return await store.sync(int(version) if version.isascii() and version.isdigit() else 0)
+
+
+# Paths anyone may read, as kube's system:public-info-viewer role allows.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version"})
+
+
+def _public(path: str) -> bool:
+    return path.rstrip("/") in PUBLIC_PATHS or path.startswith(("/healthz/", "/readyz/",
+                                                                  "/livez/"))
 
 
 def _no_path(req: Request) -> errors.ApiError:

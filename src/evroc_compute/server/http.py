@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from evroc_compute.server import bodies, errors
+from evroc_compute.server.auth.users import ANONYMOUS_USER, UserInfo
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Request:
     body: bytes = b""
     # What the request is, for metrics (verb, group, resource...): set by the router.
     labels: tuple[str, ...] = ()
+    user: UserInfo = ANONYMOUS_USER  # set by authentication
 
     @property
     def content_type(self) -> str:
