@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from evroc_compute.client.kubeconfig import admin_kubeconfig
+from evroc_compute.client.kubeconfig import Connection, admin_kubeconfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,6 +71,10 @@ class Server:
         context = ssl.create_default_context(cafile=str(self.ca))
         context.load_cert_chain(*(cert or self.admin_cert))
         return context
+
+    def connection(self) -> Connection:
+        """For HttpClient: the admin's connection to this server."""
+        return Connection(self.url, self.tls())
 
     def kubeconfig(self, cluster: str = "") -> str:
         """The admin's kubeconfig, as `evroc-compute kubeconfig` prints it."""

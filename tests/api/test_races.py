@@ -14,9 +14,12 @@ import pytest
 
 from evroc_compute.cloud import Cloud
 from evroc_compute.server.app import App
+from evroc_compute.server.auth.authn import CLIENT_CERT, ClientCertificate
+from evroc_compute.server.auth.users import MASTERS
 from evroc_compute.server.handlers import create as create_handler
 from evroc_compute.store.sqlite import SQLiteLog
 
+ADMIN_CERTIFICATE = ClientCertificate("admin", (MASTERS,), "")
 DISKS = "/apis/compute.evroclabs.net/v1alpha1/namespaces/default/disks"
 NAMESPACES = "/api/v1/namespaces"
 MERGE = "application/merge-patch+json"
@@ -35,7 +38,8 @@ async def call(app: App, method: str, path: str, body: Any = None,
                content_type: str = "application/json", query: str = "") -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else b""
     scope = {"type": "http", "method": method, "path": path, "query_string": query.encode(),
-             "headers": [(b"content-type", content_type.encode())]}
+             "headers": [(b"content-type", content_type.encode())],
+             "extensions": {CLIENT_CERT: ADMIN_CERTIFICATE}}  # as the TLS layer would set
     delivered = False
 
     async def receive() -> dict[str, Any]:
@@ -75,7 +79,8 @@ async def watch_into(app: App, query: str, lines: list[bytes]) -> None:
             lines.extend(line for line in message["body"].split(b"\n") if line)
 
     scope = {"type": "http", "method": "GET", "path": DISKS, "headers": [],
-             "query_string": f"watch=true&{query}".encode()}
+             "query_string": f"watch=true&{query}".encode(),
+             "extensions": {CLIENT_CERT: ADMIN_CERTIFICATE}}
     await app(scope, receive, send)
 
 

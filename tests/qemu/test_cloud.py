@@ -313,8 +313,10 @@ def test_a_separate_agent_is_a_second_host(
     server = serve_qemu(base, store)
     agent_dir = base / "agent"
     agent_dir.mkdir()
+    kubeconfig = base / "agent.kubeconfig"
+    kubeconfig.write_text(server.kubeconfig())
     agent = subprocess.Popen(
-        [sys.executable, "-m", "evroc_compute.cli", "agent", "--server", server.url,
+        [sys.executable, "-m", "evroc_compute.cli", "agent", "--kubeconfig", str(kubeconfig),
          "--host-name", "qemu-2", "--zone", "se-sto-b", "--data-dir", str(agent_dir),
          "--image-dir", str(store.root), "--accel", "tcg", "--fleet", str(base / "fleet.yaml")],
         stdout=open(base / "agent.log", "ab"), stderr=subprocess.STDOUT, cwd=ROOT)

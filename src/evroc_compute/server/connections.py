@@ -81,6 +81,15 @@ class LimitedProtocol(HttpToolsProtocol):
         self._head_began = self.loop.time()
         self._head_timer = self.loop.call_later(self.head_timeout, self._check_head)
 
+    def shutdown(self) -> None:
+        """At server shutdown an idle connection is dropped at once: closing a TLS connection
+        waits for the client's close_notify, which an idle pooled client never sends (the
+        shutdown would wait out its grace for every idle kubectl or client pool)."""
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.abort()
+        else:
+            HttpToolsProtocol.shutdown(self)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
         super().connection_lost(exc)
