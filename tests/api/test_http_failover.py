@@ -46,7 +46,7 @@ def test_server_lists_are_comma_separated() -> None:
 def lossy(shared_server: Server) -> Iterator[Proxy]:
     port = urlsplit(shared_server.url).port
     assert port
-    with proxy(port) as forwarder:
+    with proxy(port, tls=True) as forwarder:
         yield forwarder
 
 
