@@ -12,6 +12,7 @@ import orjson
 
 from evroc_compute.api import reviews
 from evroc_compute.api.kinds import Kind
+from evroc_compute.api.schema import FieldError
 from evroc_compute.server import admission, errors
 from evroc_compute.server.auth.authz import Attributes, Authorizer
 from evroc_compute.server.auth.rules import Rule
@@ -25,7 +26,10 @@ class RulesResolver(Protocol):
 
 def answer(kind: Kind, req: Request, authorizer: Authorizer, resolver: RulesResolver) -> Response:
     body = admission.check_identity(kind, req.decode_body())
-    body, _ = admission.admit(kind, body, None, mode="Ignore", name="")
+    problems: list[FieldError] = []
+    kind.validator(body, "", problems, [])  # a review has no name: metadata rules do not apply
+    if problems:
+        raise errors.invalid(kind, "", problems)
     spec: dict[str, Any] = body.get("spec") or {}
     user = req.user
     if kind is reviews.SELF_SUBJECT_REVIEW:
