@@ -267,8 +267,8 @@ class App:
         req.labels = (req.method, "", "", "", "", f"/{head}", "", "")
         if req.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed(req.method, req.path)
-        if not _public(req.path):
-            self._authorize(Attributes(req.user, "get", path=req.path))
+        if not _public(req.path):  # rules name paths as kube serves them, without /clusters/x
+            self._authorize(Attributes(req.user, "get", path="/" + "/".join(parts)))
         return document()
 
     def _document(self, req: Request, parts: list[str]) -> Callable[[], Response]:
