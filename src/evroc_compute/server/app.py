@@ -24,7 +24,7 @@ from evroc_compute import __version__
 from evroc_compute.api.core import NAMESPACE
 from evroc_compute.api.kinds import Kind, Registry
 from evroc_compute.api.registry import default_registry
-from evroc_compute.server import errors, expiry, metrics, namespaces
+from evroc_compute.server import errors, expiry, metrics, namespaces, projects, reviews
 from evroc_compute.server.auth.authn import (
     CLIENT_CERT,
     Authenticator,
@@ -38,6 +38,7 @@ from evroc_compute.server.auth.authz import (
     forbidden,
     request_verb,
 )
+from evroc_compute.server.auth.escalation import EscalationCheck
 from evroc_compute.server.auth.rbac import RbacAuthorizer
 from evroc_compute.server.auth.users import UserInfo
 from evroc_compute.server.conversion import ConvertingStore
@@ -115,7 +116,8 @@ class App:
         self.body_timeout = body_timeout  # seconds for a request body to arrive
         self.watches = 0  # open over HTTP
         self.authenticator = Authenticator(self._lookup, token_authenticators)
-        self.authorizer: Authorizer = RbacAuthorizer(self._lookup)
+        self.rbac = RbacAuthorizer(lambda: self.ctx.store if self.ctx else None)
+        self.authorizer: Authorizer = self.rbac
         self.metrics_registry = CollectorRegistry(auto_describe=False)
         self.metrics_registry.register(metrics.WorldCollector(
             self.registry, lambda: self.ctx.store if self.ctx else None))
@@ -128,7 +130,8 @@ class App:
     async def start(self) -> None:
         store = await asyncio.to_thread(urls.store, self.store_url)
         await store.open()
-        self.ctx = Context(self.registry, store, self.bookmark_interval)
+        self.ctx = Context(self.registry, store, self.bookmark_interval, guard=EscalationCheck(
+            self.authorizer, self.rbac.rules, self._lookup))
         await self._seed(store)
         await self._finish_deletions(store)
         self._background.append(asyncio.create_task(
@@ -264,8 +267,8 @@ class App:
         req.labels = (req.method, "", "", "", "", f"/{head}", "", "")
         if req.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed(req.method, req.path)
-        if not _public(req.path):
-            self._authorize(Attributes(req.user, "get", path=req.path))
+        if not _public(req.path):  # rules name paths as kube serves them, without /clusters/x
+            self._authorize(Attributes(req.user, "get", path="/" + "/".join(parts)))
         return document()
 
     def _document(self, req: Request, parts: list[str]) -> Callable[[], Response]:
@@ -346,12 +349,18 @@ class App:
         if kind.stored_as is not None:  # another version of a stored kind: convert at the store
             ctx = dataclasses.replace(ctx, store=ConvertingStore(ctx.store, kind.stored_as))
         method = req.method
+        # As kube: a request on a namespace is in that namespace (a RoleBinding there covers it).
+        scope = name if kind is NAMESPACE else namespace or ""
         self._authorize(Attributes(
             req.user, request_verb(method, bool(name), req.flag("watch")), kind.plural,
-            kind.group, namespace or "", name, subresource), kind)
+            kind.group, scope, name, subresource), kind)
         req.labels = (_verb(req, bool(name)), _dry_run(req), kind.group, kind.version, kind.plural,
                       subresource, "resource" if name or method == "POST"
                       else "namespace" if namespace else "cluster", "apiserver")
+        if not kind.stored:
+            if method != "POST" or name:
+                raise errors.method_not_allowed(method, f"{kind.plural} (create only)")
+            return reviews.answer(kind, req, self.authorizer, self.rbac)
         if not name:
             if method == "GET":
                 if req.flag("watch"):
@@ -360,6 +369,8 @@ class App:
             if kind.namespaced and namespace is None:
                 raise errors.method_not_allowed(method, f"{kind.plural} across all namespaces; "
                                                 "use /namespaces/<namespace>/" + kind.plural)
+            if method == "POST" and kind is NAMESPACE:
+                return await projects.create_project(ctx, req, target)
             if method == "POST":
                 return await create(ctx, req, target)
             if method == "DELETE":

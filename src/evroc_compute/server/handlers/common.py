@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import secrets
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +21,7 @@ import orjson
 from evroc_compute.api.kinds import Kind, Registry
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.server import admission, errors, managedfields
+from evroc_compute.server.auth.users import UserInfo
 from evroc_compute.server.http import Request, Response, warning_header
 from evroc_compute.store.base import (
     Entry,
@@ -42,6 +43,9 @@ class Context:
     store: Store
     bookmark_interval: float = 5.0
     creating: dict[str, int] = field(default_factory=dict)  # namespace -> creates in flight
+    # Asked with each admitted object before it is stored (raises a Status to refuse it):
+    # who writes may matter beyond the authorizer's yes (RBAC escalation).
+    guard: Callable[[UserInfo, Kind, str, dict[str, Any]], None] = lambda *_: None
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,7 @@ async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: d
         _check_managed_fields(target, sent_fields)
         old = {**old, "metadata": {**old["metadata"], "managedFields": sent_fields}}
     new, warnings = admission.admit(target.kind, new, old, mode=mode, name=target.name)
+    ctx.guard(req.user, target.kind, target.namespace or "", new)
     meta, old_meta = new["metadata"], old["metadata"]
     if old_meta.get("deletionTimestamp"):
         added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])

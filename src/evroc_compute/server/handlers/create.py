@@ -60,6 +60,7 @@ async def _create(ctx: Context, req: Request, target: Target, obj: dict[str, Any
     ensure_namespace(ctx, target, creating=True)
     new_object_metadata(obj, target)
     obj, warnings = admission.admit(target.kind, obj, None, mode=mode, name=name)
+    ctx.guard(req.user, target.kind, target.namespace or "", obj)
     meta = obj["metadata"]
     if target.kind.managed_fields:
         meta["managedFields"] = managedfields.record_update(

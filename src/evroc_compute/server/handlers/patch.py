@@ -170,6 +170,7 @@ async def _create_by_apply(ctx: Context, req: Request, target: Target, obj: dict
     managed = obj["metadata"].get("managedFields")
     new_object_metadata(obj, target)
     obj, warnings = admission.admit(target.kind, obj, None, mode=mode, name=target.name)
+    ctx.guard(req.user, target.kind, target.namespace or "", obj)
     if target.kind.managed_fields:
         obj["metadata"]["managedFields"] = managed
     if is_dry_run(req):
