@@ -128,7 +128,7 @@ def test_an_invalid_ssh_key_is_shown_beside_its_field(browser: Any, cloud: Serve
     page = signed_in(browser, cloud, admin_token)
     create_vm(page, "default", "bad-key", "ssh-ed25519 AAAAnotakey user@host")
     error = page.locator("[data-field='spec.osSettings.ssh'] .field-error")
-    expect(error).to_contain_text("authorizedKeys")
+    expect(error).to_contain_text('Invalid value: "ssh-ed25519 AAAAnotakey user@host"')
     shoot(page, "vm-create-error")
     assert page.url.endswith("#/default/vms/+new")  # nothing created
     page.goto(page.url.split("#")[0] + "#/default/disks")
@@ -179,7 +179,10 @@ def test_pages_of_what_vms_use(browser: Any, cloud: Server, admin_token: str,
     rule = page.locator(".rules tbody tr").last
     rule.locator("[name=rule-name]").fill("ssh-in")
     rule.locator("[name=port]").fill("22")
-    rule.locator("[name=remote]").fill('{"cidr": {"cidr": "0.0.0.0/0"}}')
+    rule.locator("[name=remote]").fill('{"cidr": "0.0.0.0/0"}')  # not a field of remote
+    page.click("button:has-text('Save rules')")
+    expect(page.locator(".rules .error")).to_contain_text("Invalid", timeout=WAIT)
+    rule.locator("[name=remote]").fill('{"address": "0.0.0.0/0"}')
     page.click("button:has-text('Save rules')")
     expect(page.locator("tr[data-name=ssh]")).to_contain_text("1", timeout=WAIT)
     rules = kubectl("-n", "infra", "get", "sg", "ssh", "-o", "jsonpath={.spec.rules[0].port}")

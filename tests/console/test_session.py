@@ -114,3 +114,10 @@ def test_a_users_refused_write_is_the_apis_status(server: Server) -> None:
                                     headers={**cookie, "X-CSRF-Token": csrf})
     assert reply.status == 403 and reply.body["reason"] == "Forbidden"
     assert 'User "viewer" cannot create resource "namespaces"' in reply.body["message"]
+
+
+def test_the_serial_console_is_authorized_as_a_subresource(server: Server) -> None:
+    reply = Http(server, token=issue_token(server, "reader")).request(
+        "GET", f"{VMS}/web/console", accept="text/plain")
+    assert reply.status == 403
+    assert 'cannot get resource "virtualmachines/console"' in reply.body["message"]

@@ -28,9 +28,9 @@ export function age(timestamp) {
 export function badge(text) {
   const tone = {
     Running: "ok", Ready: "ok", True: "ok", Active: "ok", Bound: "ok",
-    Stopped: "idle", Stopping: "busy", Starting: "busy", Provisioning: "busy", Creating: "busy",
+    Stopped: "idle", False: "idle", Stopping: "busy", Starting: "busy", Provisioning: "busy", Creating: "busy",
     Migrating: "busy", Scheduling: "busy", Deleting: "busy",
-  }[text] || (/(Error|Fail|BackOff|Crash|Unknown|False|Paused|Unschedulable)/.test(text || "") ? "bad" : "idle");
+  }[text] || (/(Error|Fail|BackOff|Crash|Unknown|Paused|Unschedulable|Lost)/.test(text || "") ? "bad" : "idle");
   return h("span", { class: `badge ${tone}` }, text || "—");
 }
 

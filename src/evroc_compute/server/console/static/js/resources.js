@@ -112,7 +112,7 @@ export function publicIPs(view, ctx) {
 function rulesEditor(group, path, onError) {
   const rows = h("tbody");
   const addRow = (rule = {}) => {
-    const remote = rule.remote || {};
+    const remote = rule.remote || { address: "0.0.0.0/0" };
     const tr = h("tr", {},
       h("td", {}, h("input", { name: "rule-name", value: rule.name || "", size: "10" })),
       h("td", {}, h("select", { name: "direction" }, ["Ingress", "Egress"].map((d) =>
