@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
+
 import pytest
 
 from tests.api.client import GROUP, Http
