@@ -8,6 +8,7 @@ STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f
 
 .PHONY: serve test test-fast lint bench kubeconfig clean
 
+# chromium: Debian's, for the console's browser tests (Playwright drives it; no browser download).
 APT_PACKAGES := openssh-client qemu-system-x86 qemu-utils kmod debootstrap e2fsprogs chromium
 
 $(STAMP): pyproject.toml

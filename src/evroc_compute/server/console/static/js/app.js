@@ -16,6 +16,7 @@ const PAGES = [
 ];
 
 let stop = () => {};
+let rendering = 0;
 let me = null;
 
 function route() {
@@ -56,14 +57,19 @@ async function render() {
   if ([...select.options].some((o) => o.value === project)) select.value = project;
   else document.getElementById("project-typed").value = project;
   renderNav(project, page);
-  const view = document.getElementById("view");
-  view.replaceChildren();
+  // Each page draws into a container of its own: a page still loading when the user moves
+  // on draws into a detached one, and its watches are stopped as soon as it returns.
+  const view = h("div");
+  document.getElementById("view").replaceChildren(view);
+  const generation = ++rendering;
   const ctx = { project, name, me, go: (p, n) => go(project, p, n) };
   let render = PAGES.find(([id]) => id === page)?.[2] || vmList;
   if (page === "vms" && name === "+new") render = vmCreate;
   else if (page === "vms" && name) render = vmDetail;
   try {
-    stop = (await render(view, ctx)) || (() => {});
+    const stopPage = (await render(view, ctx)) || (() => {});
+    if (generation === rendering) stop = stopPage;
+    else stopPage();
   } catch (error) {
     view.append(h("p", { class: "error" }, error.message));
     showError(error);
