@@ -8,10 +8,11 @@ STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f
 
 .PHONY: serve test test-fast lint bench kubeconfig clean
 
-APT_PACKAGES := openssh-client qemu-system-x86 qemu-utils kmod debootstrap e2fsprogs
+# chromium: Debian's, for the console's browser tests (Playwright drives it; no browser download).
+APT_PACKAGES := openssh-client qemu-system-x86 qemu-utils kmod debootstrap e2fsprogs chromium
 
 $(STAMP): pyproject.toml
-	@for tool in ssh-keygen qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 modprobe; do \
+	@for tool in ssh-keygen qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 modprobe chromium; do \
 	  command -v $$tool >/dev/null || missing=1; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); fi
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
@@ -19,6 +19,7 @@ class Reply:
     status: int
     headers: dict[str, str]
     raw: bytes
+    set_cookies: list[str] = field(default_factory=list)  # every Set-Cookie header
 
     @property
     def body(self) -> Any:
@@ -60,7 +61,7 @@ class Http:
         conn.request(method, path, body=data, headers=sent)
         response = conn.getresponse()
         reply = Reply(response.status, {k.lower(): v for k, v in response.getheaders()},
-                      response.read())
+                      response.read(), response.headers.get_all("set-cookie") or [])
         conn.close()
         return reply
 

@@ -41,6 +41,9 @@ from evroc_compute.server.auth.authz import (
 from evroc_compute.server.auth.escalation import EscalationCheck
 from evroc_compute.server.auth.rbac import RbacAuthorizer
 from evroc_compute.server.auth.users import UserInfo
+from evroc_compute.server.console import pages as console_pages
+from evroc_compute.server.console import session as console_session
+from evroc_compute.server.console.serial import serial_console
 from evroc_compute.server.conversion import ConvertingStore
 from evroc_compute.server.discovery import Discovery
 from evroc_compute.server.handlers.common import (
@@ -220,8 +223,12 @@ class App:
 
     def _authenticate(self, req: Request, scope: Scope) -> UserInfo:
         certificate: ClientCertificate | None = scope.get("extensions", {}).get(CLIENT_CERT)
-        user = self.authenticator.authenticate(req.headers.get("authorization", ""), certificate)
-        if user.anonymous and not _public(req.path):
+        authorization = req.headers.get("authorization", "")
+        console_login = console_pages.is_console(req.path) and console_pages.public(req)
+        if not authorization and certificate is None and not console_login:
+            authorization = console_session.authorization(req)  # the console's session, if any
+        user = self.authenticator.authenticate(authorization, certificate)
+        if user.anonymous and not _public(req.path) and not console_pages.is_console(req.path):
             raise unauthorized("this request needs a credential: a bearer token or a client "
                                "certificate (evroc-compute kubeconfig prints an admin's)")
         return user
@@ -263,6 +270,9 @@ class App:
             return await self._resource(req, "", "v1", parts[2:])
         if head == "apis" and len(parts) >= 4:
             return await self._resource(req, parts[1], parts[2], parts[3:])
+        if console_pages.is_console(req.path):  # signed-in users; the API authorizes the data
+            req.labels = (req.method, "", "", "", "", "/console", "", "")
+            return console_pages.respond(req, req.user, self.authenticator)
         document = self._document(req, parts)
         req.labels = (req.method, "", "", "", "", f"/{head}", "", "")
         if req.method not in ("GET", "HEAD"):
@@ -379,6 +389,10 @@ class App:
             raise errors.method_not_allowed(method, kind.plural)
         if subresource == "finalize":
             return await namespaces.finalize(ctx, req, target)
+        if subresource == "console":
+            if method != "GET":
+                raise errors.method_not_allowed(method, f"{kind.plural}/{name}/console")
+            return await serial_console(ctx, req, target, self.data_dir)
         if method == "GET":
             return await get(ctx, req, target)
         if method == "PUT":

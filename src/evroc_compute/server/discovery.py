@@ -44,7 +44,7 @@ def _aggregated_resource(kind: Kind) -> dict[str, Any]:
 
 
 def _subresource_verbs(subresource: str) -> list[str]:
-    return ["update"] if subresource == "finalize" else ["get", "patch", "update"]
+    return {"finalize": ["update"], "console": ["get"]}.get(subresource, ["get", "patch", "update"])
 
 
 def _aggregated(registry: Registry, core: bool, beta: bool) -> bytes:
