@@ -156,14 +156,47 @@ def test_stop_start_and_delete_from_the_table(browser: Any, cloud: Server, admin
     assert "NotFound" in kubectl.run("-n", "ops", "get", "vm", "ops-1", check=False).stderr
 
 
-def test_a_refused_write_shows_the_status(browser: Any, cloud: Server) -> None:
+def test_a_viewer_is_offered_no_writes(browser: Any, cloud: Server, kubectl: Kubectl) -> None:
+    kubectl("create", "rolebinding", "viewer-views", "--clusterrole=view", "--user=viewer",
+            "-n", "default")
     page = signed_in(browser, cloud, issue_token(cloud, "viewer"))
+    base = page.url.split("#")[0]
+    page.goto(base + "#/default/publicips")
+    expect(page.locator("h1, h2").first).to_be_visible(timeout=WAIT)
+    assert not "".join(page.locator(".error").all_inner_texts()).strip()  # reading is allowed
+    expect(page.locator("form.inline-form")).to_have_count(0)
+    kubectl("apply", "-f", "-", input=VIEWED)
+    page.goto(base + "#/default/vms")
+    expect(page.locator("tr", has_text="viewed")).to_be_visible(timeout=WAIT)
+    expect(page.locator("[data-action=delete], [data-action=stop], a[href*=new]")).to_have_count(0)
+
+
+VIEWED = """
+apiVersion: compute.evroclabs.net/v1alpha1
+kind: Disk
+metadata: {name: viewed-boot}
+spec: {diskImage: {diskImageRef: {name: ubuntu.24-04.1}}}
+---
+apiVersion: compute.evroclabs.net/v1alpha1
+kind: VirtualMachine
+metadata: {name: viewed}
+spec:
+  vmVirtualResourcesRef: {vmVirtualResourcesRefName: a1a.s}
+  diskRefs: [{name: viewed-boot, bootFrom: true}]
+"""
+
+
+def test_a_refused_write_shows_the_status(browser: Any, cloud: Server, kubectl: Kubectl) -> None:
+    """The form is offered while the role allows it; the role is withdrawn before the write."""
+    kubectl("create", "rolebinding", "editor-edits", "--clusterrole=edit", "--user=editor",
+            "-n", "default")
+    page = signed_in(browser, cloud, issue_token(cloud, "editor"))
     page.goto(page.url.split("#")[0] + "#/default/publicips")
-    expect(page.locator(".error").first).to_contain_text("forbidden")
     page.fill("form.inline-form input[name=name]", "mine")
+    kubectl("delete", "rolebinding", "editor-edits", "-n", "default")
     page.click("form.inline-form button[type=submit]")
     expect(page.locator("#toast")).to_contain_text(
-        'Forbidden: publicips.networking.evroclabs.net is forbidden: User "viewer" cannot create')
+        'Forbidden: publicips.networking.evroclabs.net is forbidden: User "editor" cannot create')
 
 
 def test_pages_of_what_vms_use(browser: Any, cloud: Server, admin_token: str,
