@@ -27,7 +27,16 @@ from typing import Any
 
 from evroc_compute.api import compute, networking
 from evroc_compute.api.kinds import Column, Kind
-from evroc_compute.api.schema import FieldError, Schema, invalid, obj
+from evroc_compute.api.schema import (
+    FieldError,
+    Schema,
+    array,
+    forbidden,
+    free_form,
+    invalid,
+    obj,
+    string,
+)
 from evroc_compute.api.tables import age
 
 PREFIX = f"{compute.GROUP}/"
@@ -240,6 +249,10 @@ def _resource_errors(resource: str) -> list[str]:
 
 def check_quota(new: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
     errors: list[FieldError] = []
+    for unsupported in ("scopes", "scopeSelector"):
+        if _get(new, "spec", unsupported):
+            errors.append(forbidden(f"spec.{unsupported}", "quota scopes are not supported: a "
+                                    "quota counts every object of its project; remove them"))
     hard = _get(new, "spec", "hard")
     for resource, value in (hard.items() if isinstance(hard, dict) else ()):
         at = f"spec.hard[{resource}]"
@@ -263,7 +276,9 @@ RESOURCE_QUOTA = Kind(
     "enforced per namespace (an evroc project): VMs, vCPUs, memory, GPUs, disks, disk storage "
     "and public IPs.",
     spec=obj("The hard limits.", hard=_quantities(
-        "The hard limit for each named resource, e.g. compute.evroclabs.net/vcpu: 16.")),
+        "The hard limit for each named resource, e.g. compute.evroclabs.net/vcpu: 16."),
+        scopes=array(string(), "Not supported: a quota counts every object of its project."),
+        scopeSelector=free_form("Not supported: a quota counts every object of its project.")),
     status=obj("The enforced hard limits and the current use.",
                hard=_quantities("The enforced hard limit for each named resource."),
                used=_quantities("The current observed total usage of each resource in the "

@@ -1,8 +1,9 @@
 """Just enough Kubernetes protobuf to read what kubectl's typed clients send.
 
 `kubectl create namespace NAME` posts a `v1 Namespace` as `application/vnd.kubernetes.protobuf`
-(the typed clientset prefers protobuf for core kinds and does not fall back to JSON on 415).
-This decodes that envelope (`k8s\\0` + runtime.Unknown) and the Namespace message into the
+(the typed clientset prefers protobuf for core kinds and does not fall back to JSON on 415),
+`kubectl create quota` a `v1 ResourceQuota`.
+This decodes that envelope (`k8s\\0` + runtime.Unknown) and those messages into the
 JSON-shaped dict the handlers expect. Other kinds are answered with 415 by the caller.
 Replies stay JSON: kubectl's Accept lists application/json as well.
 """
@@ -172,8 +173,39 @@ def _namespace(data: bytes) -> dict[str, Any]:
     return obj
 
 
+def _quantities(entries: list[bytes]) -> dict[str, str]:
+    """A map<string, Quantity> (a Quantity message holds its string form as field 1)."""
+    result: dict[str, str] = {}
+    for entry in entries:
+        key, quantity = "", ""
+        for number, value in fields(entry):
+            if number == 1:
+                key = _str(value)
+            elif number == 2:
+                quantity = "".join(_str(v) for n, v in fields(_msg(value)) if n == 1)
+        result[key] = quantity
+    return result
+
+
+def _resource_quota(data: bytes) -> dict[str, Any]:
+    """`kubectl create quota` sends one: spec.hard and spec.scopes (refused by admission)."""
+    obj: dict[str, Any] = {}
+    for number, value in fields(data):
+        if number == 1:
+            obj["metadata"] = _object_meta(_msg(value))
+        elif number == 2:
+            spec = list(fields(_msg(value)))
+            obj["spec"] = {"hard": _quantities([_msg(v) for n, v in spec if n == 1])}
+            scopes = [_str(v) for n, v in spec if n == 2]
+            if scopes:
+                obj["spec"]["scopes"] = scopes
+    obj.setdefault("metadata", {})
+    return obj
+
+
 DECODERS: dict[tuple[str, str], Callable[[bytes], dict[str, Any]]] = {
     ("v1", "Namespace"): _namespace,
+    ("v1", "ResourceQuota"): _resource_quota,
 }
 
 
