@@ -5,7 +5,6 @@ refused in kube's words, usage given back by stop and delete, status.used curren
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -119,8 +118,8 @@ def test_each_limited_resource_is_refused_past_its_limit_in_kubes_words(
     assert f'{plural} "{excess["metadata"]["name"]}" is forbidden: {expected}' in error
     assert "Error from server (Forbidden)" in error
     assert kc.run("get", plural, excess["metadata"]["name"], check=False).returncode != 0
-    eventually(lambda: used(kc) == {r: re.split(r"=", expected.split("used: ")[1])[1]
-                                    .split(",")[0] for r in hard})
+    in_use = expected.split("used: ")[1].split(",")[0].split("=")[1]  # what the refusal says
+    eventually(lambda: used(kc) == {r: in_use for r in hard})
 
 
 def test_a_dry_run_is_refused_too_and_charges_nothing(kc: Kubectl) -> None:
