@@ -173,6 +173,8 @@ PROJECT_ROLES = [
     ("view", "watch", "networking.evroclabs.net", "publicips", "", True),
     ("view", "get", VM, "virtualmachines", "status", True),
     ("view", "create", VM, "virtualmachines", "", False),
+    ("view", "get", VM, "virtualmachines", "console", True),
+    ("view", "update", VM, "virtualmachines", "console", False),
     ("view", "list", "", "events", "", True),
     ("view", "list", "", "resourcequotas", "", True),
     ("view", "list", rbac.GROUP, "rolebindings", "", False),

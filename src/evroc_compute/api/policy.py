@@ -56,6 +56,10 @@ _VIEW = [*_rules(READ, PROJECT_KINDS, status=True),
          {"apiGroups": [""], "resources": ["events", "resourcequotas", "resourcequotas/status"],
           "verbs": READ},
          {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": READ},
+         # A VM's serial console is readable by whoever reads the VM, as kube's view reads
+         # pods/log.
+         {"apiGroups": [compute.GROUP], "resources": ["virtualmachines/console"],
+          "verbs": ["get"]},
          {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "watch"]}]
 _EDIT = [*_VIEW, *_rules(WRITE, PROJECT_KINDS, status=False)]
 _ADMIN = [*_EDIT,

@@ -10,6 +10,7 @@ from evroc_compute.api import (
     identity,
     infra,
     networking,
+    quota,
     rbac,
     reviews,
 )
@@ -18,5 +19,5 @@ from evroc_compute.api.kinds import Registry
 
 def default_registry() -> Registry:
     return Registry([*core.KINDS, *events.KINDS, *compute.KINDS, *catalog.KINDS,
-                     *networking.KINDS, *infra.KINDS, *identity.KINDS, *rbac.KINDS,
-                     *reviews.KINDS])
+                     *networking.KINDS, *quota.KINDS, *infra.KINDS, *identity.KINDS,
+                     *rbac.KINDS, *reviews.KINDS])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from evroc_compute.api import catalog, compute, infra, networking
+from evroc_compute.api import catalog, compute, infra, networking, quota
 from evroc_compute.api.kinds import Kind
 from evroc_compute.api.meta import parse_time
 from evroc_compute.client.base import Client
@@ -85,9 +85,10 @@ class World:
         self.instances = informer(infra.VIRTUAL_MACHINE_INSTANCE)
         self.hosts = informer(infra.HOST)
         self.leases = informer(infra.LEASE)
+        self.quotas = informer(quota.RESOURCE_QUOTA)
         self.informers = (self.vms, self.disks, self.attachments, self.groups, self.public_ips,
                           self.profiles, self.images, self.storage_classes, self.instances,
-                          self.hosts, self.leases)
+                          self.hosts, self.leases, self.quotas)
 
         def ns_refs(obj: dict[str, Any], names: list[Any]) -> list[str]:
             namespace = obj["metadata"].get("namespace", "")

@@ -4,8 +4,8 @@
 (the typed clientset prefers protobuf for core kinds and does not fall back to JSON on 415).
 This decodes that envelope (`k8s\\0` + runtime.Unknown) and the messages kubectl sends that
 way (Namespace; RBAC objects from `kubectl create role|rolebinding|...`; the reviews of `kubectl
-auth can-i|whoami`) into the JSON-shaped dict the handlers expect. Other kinds are answered
-with 415 by the caller.
+auth can-i|whoami`; the ResourceQuota of `kubectl create quota`) into the JSON-shaped dict the
+handlers expect. Other kinds are answered with 415 by the caller.
 Replies stay JSON: kubectl's Accept lists application/json as well.
 """
 
@@ -236,6 +236,34 @@ def _subject_access_spec(value: int | bytes) -> dict[str, Any]:
     if "extra" in spec:
         spec["extra"] = dict(spec["extra"])
     return spec
+def _quantities(entries: list[bytes]) -> dict[str, str]:
+    """A map<string, Quantity> (a Quantity message holds its string form as field 1)."""
+    result: dict[str, str] = {}
+    for entry in entries:
+        key, quantity = "", ""
+        for number, value in fields(entry):
+            if number == 1:
+                key = _str(value)
+            elif number == 2:
+                quantity = "".join(_str(v) for n, v in fields(_msg(value)) if n == 1)
+        result[key] = quantity
+    return result
+
+
+def _resource_quota(data: bytes) -> dict[str, Any]:
+    """`kubectl create quota` sends one: spec.hard and spec.scopes (refused by admission)."""
+    obj: dict[str, Any] = {}
+    for number, value in fields(data):
+        if number == 1:
+            obj["metadata"] = _object_meta(_msg(value))
+        elif number == 2:
+            spec = list(fields(_msg(value)))
+            obj["spec"] = {"hard": _quantities([_msg(v) for n, v in spec if n == 1])}
+            scopes = [_str(v) for n, v in spec if n == 2]
+            if scopes:
+                obj["spec"]["scopes"] = scopes
+    obj.setdefault("metadata", {})
+    return obj
 
 
 DECODERS: dict[tuple[str, str], Callable[[bytes], dict[str, Any]]] = {
@@ -251,6 +279,7 @@ DECODERS: dict[tuple[str, str], Callable[[bytes], dict[str, Any]]] = {
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): _with_meta(
         {2: ("spec", _message({1: ("namespace", _str, False)}), False)}),
     ("authentication.k8s.io/v1", "SelfSubjectReview"): _with_meta({}),
+    ("v1", "ResourceQuota"): _resource_quota,
 }
 
 
