@@ -24,7 +24,7 @@ from evroc_compute import __version__
 from evroc_compute.api.core import NAMESPACE
 from evroc_compute.api.kinds import Kind, Registry
 from evroc_compute.api.registry import default_registry
-from evroc_compute.server import errors, expiry, metrics, namespaces
+from evroc_compute.server import audit, errors, expiry, fairness, metrics, namespaces
 from evroc_compute.server.auth.authn import (
     CLIENT_CERT,
     Authenticator,
@@ -98,7 +98,9 @@ class App:
                  compact_interval: float = 300.0, compact_keep: int = 1000,
                  bookmark_interval: float = 5.0, max_watches: int = 0,
                  body_timeout: float = 60.0, event_ttl: float = 3600.0,
-                 token_authenticators: tuple[TokenAuthenticator, ...] = ()) -> None:
+                 token_authenticators: tuple[TokenAuthenticator, ...] = (),
+                 limits: fairness.Limits | None = None,
+                 audit_log: audit.AuditLog | None = None) -> None:
         self.data_dir = data_dir
         self.store_url = store_url or urls.default_url(data_dir)
         self.registry = registry or default_registry()
@@ -114,6 +116,8 @@ class App:
         self.max_watches = max_watches  # 0: no limit
         self.body_timeout = body_timeout  # seconds for a request body to arrive
         self.watches = 0  # open over HTTP
+        self.limits = limits or fairness.Limits()  # per user
+        self.audit = audit_log
         self.authenticator = Authenticator(self._lookup, token_authenticators)
         self.authorizer: Authorizer = RbacAuthorizer(self._lookup)
         self.metrics_registry = CollectorRegistry(auto_describe=False)
@@ -128,6 +132,8 @@ class App:
     async def start(self) -> None:
         store = await asyncio.to_thread(urls.store, self.store_url)
         await store.open()
+        if self.audit is not None:
+            self.audit.start()
         self.ctx = Context(self.registry, store, self.bookmark_interval)
         await self._seed(store)
         await self._finish_deletions(store)
@@ -171,6 +177,8 @@ class App:
                 await task
         if self.ctx:
             await self.ctx.store.close()
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
 
     # ---- ASGI -------------------------------------------------------------------------
 
@@ -184,15 +192,18 @@ class App:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
+        received = time.time()
         req: Request | None = None
         watching = False
+        admitted: tuple[str, bool] | None = None  # the user's fairness slot, if taken
         try:
             req = await read_request(scope, receive, self.body_timeout)
             req.user = self._authenticate(req, scope)
+            admitted = self._admit(req)
             watching = self._admit_watch(req)
             response = await self.route(req)
         except ClientGone:
-            self.watches -= watching
+            self._release(admitted, watching)
             return
         except errors.ApiError as problem:
             response = error_response(problem)
@@ -209,11 +220,14 @@ class App:
             else:
                 await response.send(send)
         finally:
-            self.watches -= watching
+            self._release(admitted, watching)
             elapsed = time.perf_counter() - started
             metrics.observe(labels, response.status, elapsed)
             if requests_log.isEnabledFor(logging.DEBUG):
                 _log_request(scope, response.status, elapsed)
+            if self.audit is not None:
+                self.audit.record(_audit_record(scope, req, response.status, received, elapsed,
+                                                self.audit.keeps_bodies))
 
     def _authenticate(self, req: Request, scope: Scope) -> UserInfo:
         certificate: ClientCertificate | None = scope.get("extensions", {}).get(CLIENT_CERT)
@@ -227,6 +241,17 @@ class App:
         decision = self.authorizer.authorize(attributes)
         if not decision.allowed:
             raise forbidden(attributes, decision, kind)
+
+    def _admit(self, req: Request) -> tuple[str, bool]:
+        """Take the user's slot for this request (or raise a 429): see fairness."""
+        slot = (req.user.name, req.method == "GET" and req.flag("watch"))
+        self.limits.admit(*slot)
+        return slot
+
+    def _release(self, admitted: tuple[str, bool] | None, watching: bool) -> None:
+        if admitted is not None:
+            self.limits.release(*admitted)
+        self.watches -= watching
 
     def _admit_watch(self, req: Request) -> bool:
         """Watches may hold at most `max_watches` connections: the rest stay for requests.
@@ -265,7 +290,8 @@ class App:
         if req.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed(req.method, req.path)
         if not _public(req.path):
-            self._authorize(Attributes(req.user, "get", path=req.path))
+            req.attributes = Attributes(req.user, "get", path=req.path)
+            self._authorize(req.attributes)
         return document()
 
     def _document(self, req: Request, parts: list[str]) -> Callable[[], Response]:
@@ -346,9 +372,10 @@ class App:
         if kind.stored_as is not None:  # another version of a stored kind: convert at the store
             ctx = dataclasses.replace(ctx, store=ConvertingStore(ctx.store, kind.stored_as))
         method = req.method
-        self._authorize(Attributes(
+        req.attributes, req.api_version = Attributes(
             req.user, request_verb(method, bool(name), req.flag("watch")), kind.plural,
-            kind.group, namespace or "", name, subresource), kind)
+            kind.group, namespace or "", name, subresource), kind.version
+        self._authorize(req.attributes, kind)
         req.labels = (_verb(req, bool(name)), _dry_run(req), kind.group, kind.version, kind.plural,
                       subresource, "resource" if name or method == "POST"
                       else "namespace" if namespace else "cluster", "apiserver")
@@ -441,6 +468,17 @@ def _dry_run(req: Request) -> str:
     """kube's label value: the dryRun parameter if valid, "invalid" if not (bounded)."""
     value = req.query.get("dryRun", "")
     return value if value in ("", "All") else "invalid"
+
+
+def _audit_record(scope: Scope, req: Request | None, code: int, received: float,
+                  seconds: float, with_body: bool) -> audit.Record:
+    return audit.Record(
+        received, seconds, scope["method"], scope["path"], scope.get("query_string", b""),
+        scope.get("client"), scope["headers"],
+        None if req is None or code == 401 else req.user,
+        req.attributes if req is not None else None, req.api_version if req is not None else "",
+        code, req.body if req is not None and with_body else b"",
+        req.content_type if req is not None and with_body else "")
 
 
 def _log_request(scope: Scope, code: int, seconds: float) -> None:
