@@ -130,6 +130,7 @@ class RotatingFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "ab")
         self.size = self._file.tell()
+        self._last_rotation = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 
     def write_lines(self, lines: Iterable[bytes]) -> None:
         pending: list[bytes] = []
@@ -153,7 +154,11 @@ class RotatingFile:
 
     def _rotate(self) -> None:
         self._file.close()
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%f")
+        # Strictly increasing, so that two rotations within a microsecond keep both files.
+        when = max(dt.datetime.now(dt.timezone.utc),
+                   self._last_rotation + dt.timedelta(microseconds=1))
+        self._last_rotation = when
+        stamp = when.strftime("%Y-%m-%dT%H-%M-%S.%f")
         os.replace(self.path, self.path.with_name(f"{self.path.stem}-{stamp}{self.path.suffix}"))
         self._file = open(self.path, "ab")
         self.size = 0
