@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
+import itertools
 import logging
 import os
 import threading
@@ -116,8 +118,27 @@ def redact(value: Any) -> Any:
 
 def _timestamp(seconds: float) -> str:
     """RFC 3339 with microseconds, in UTC, as kube writes audit timestamps."""
-    when = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    whole = int(seconds)
+    return f"{_second(whole)}.{int((seconds - whole) * 1e6):06d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(whole: int) -> str:
+    """The formatted second (formatting is 6 us; a second holds thousands of events)."""
+    return dt.datetime.fromtimestamp(whole, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+class AuditIds:
+    """kube's auditIDs are UUIDs; these are UUID-shaped, a random prefix per process and a
+    counter (unique, and a tenth of uuid4's cost)."""
+
+    def __init__(self) -> None:
+        prefix = uuid.uuid4().hex
+        self.prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
+        self.counter = itertools.count(int(prefix[20:], 16) & 0xFFFFFFFF)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
 
 
 class RotatingFile:
@@ -186,6 +207,7 @@ class AuditLog:
         self._file = RotatingFile(path, int(max_megabytes * 1024 * 1024), max_backups)
         self._buffer: collections.deque[Record] = collections.deque()
         self.dropped = 0
+        self._ids = AuditIds()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
 
@@ -213,7 +235,7 @@ class AuditLog:
         while buffer:
             record = buffer.popleft()
             try:
-                lines.append(orjson.dumps(event(record, level, str(uuid.uuid4())),
+                lines.append(orjson.dumps(event(record, level, self._ids.next()),
                                           option=orjson.OPT_APPEND_NEWLINE))
             except Exception:  # a bug here must not stop the log
                 log.exception("audit event of %s %s", record.method, record.path)
