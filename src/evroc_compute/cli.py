@@ -19,7 +19,7 @@ from evroc_compute import credentials_cli, images_cli, logs, store_cli
 from evroc_compute.client.kubeconfig import admin_kubeconfig
 from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
 from evroc_compute.runtime.settings import Settings, Timing
-from evroc_compute.server import connections
+from evroc_compute.server import audit, connections, fairness
 from evroc_compute.server.auth.pki import Pki
 from evroc_compute.store import urls
 
@@ -96,7 +96,9 @@ def serve(args: argparse.Namespace) -> None:
                 controllers=not args.no_controllers, qemu_host=qemu_host,
                 compact_interval=args.compact_interval, compact_keep=args.compact_keep,
                 max_watches=max(1, cap // 2), body_timeout=args.idle_timeout,
-                event_ttl=args.event_ttl)
+                event_ttl=args.event_ttl,
+                limits=fairness.Limits(args.max_requests_per_user, args.max_watches_per_user),
+                audit_log=_audit_log(args))
     where = urls.redacted(store_url) if store_url else f"data in {Path(args.data_dir).resolve()}"
     log.info("serving on %s://%s:%d (%s)", "http" if args.insecure_http else "https", args.host,
              args.port, where)
@@ -108,6 +110,34 @@ def serve(args: argparse.Namespace) -> None:
                 # Open watches would otherwise hold a graceful shutdown (Ctrl-C) for up to
                 # their timeout (30 min): give requests 3 s, then cancel what remains.
                 timeout_graceful_shutdown=3)
+
+
+def _fairness_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-requests-per-user", type=int, default=fairness.DEFAULT_MAX_REQUESTS,
+                        help="requests one user may have in flight (default %(default)s, 0: no "
+                             "limit); more are refused with 429 and Retry-After")
+    parser.add_argument("--max-watches-per-user", type=int, default=fairness.DEFAULT_MAX_WATCHES,
+                        help="watches one user may have open (default %(default)s, 0: no limit)")
+
+
+def _audit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--audit-log", default="", metavar="PATH",
+                        help="write an audit.k8s.io/v1 Event per request to PATH (JSON lines)")
+    parser.add_argument("--audit-level", choices=audit.LEVELS, default="Metadata",
+                        help="Metadata: who did what, when, with what outcome; Request: also "
+                             "the bodies of writes (secrets redacted)")
+    parser.add_argument("--audit-log-maxsize", type=float, default=100.0, metavar="MB",
+                        help="rotate the audit log before it grows past this many megabytes "
+                             "(default %(default)s, 0: never)")
+    parser.add_argument("--audit-log-maxbackup", type=int, default=10, metavar="N",
+                        help="rotated audit logs kept (default %(default)s, 0: all)")
+
+
+def _audit_log(args: argparse.Namespace) -> audit.AuditLog | None:
+    if not args.audit_log:
+        return None
+    return audit.AuditLog(Path(args.audit_log), args.audit_level, args.audit_log_maxsize,
+                          args.audit_log_maxbackup)
 
 
 def _tls(args: argparse.Namespace) -> dict[str, Any]:
@@ -276,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--access-log", action="store_true",
                      help="uvicorn's access log (info); --log-level debug logs each request "
                           "with its duration instead")
+    _fairness_options(run)
+    _audit_options(run)
     config = commands.add_parser("kubeconfig",
                                  help="print the admin's kubeconfig for the server of a data dir")
     config.add_argument("--server", default="https://127.0.0.1:6443")

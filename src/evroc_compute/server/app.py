@@ -24,7 +24,16 @@ from evroc_compute import __version__
 from evroc_compute.api.core import NAMESPACE
 from evroc_compute.api.kinds import Kind, Registry
 from evroc_compute.api.registry import default_registry
-from evroc_compute.server import errors, expiry, metrics, namespaces, projects, reviews
+from evroc_compute.server import (
+    audit,
+    errors,
+    expiry,
+    fairness,
+    metrics,
+    namespaces,
+    projects,
+    reviews,
+)
 from evroc_compute.server.auth.authn import (
     CLIENT_CERT,
     Authenticator,
@@ -102,7 +111,9 @@ class App:
                  compact_interval: float = 300.0, compact_keep: int = 1000,
                  bookmark_interval: float = 5.0, max_watches: int = 0,
                  body_timeout: float = 60.0, event_ttl: float = 3600.0,
-                 token_authenticators: tuple[TokenAuthenticator, ...] = ()) -> None:
+                 token_authenticators: tuple[TokenAuthenticator, ...] = (),
+                 limits: fairness.Limits | None = None,
+                 audit_log: audit.AuditLog | None = None) -> None:
         self.data_dir = data_dir
         self.store_url = store_url or urls.default_url(data_dir)
         self.registry = registry or default_registry()
@@ -118,6 +129,8 @@ class App:
         self.max_watches = max_watches  # 0: no limit
         self.body_timeout = body_timeout  # seconds for a request body to arrive
         self.watches = 0  # open over HTTP
+        self.limits = limits or fairness.Limits()  # per user
+        self.audit = audit_log
         self.authenticator = Authenticator(self._lookup, token_authenticators)
         self.rbac = RbacAuthorizer(lambda: self.ctx.store if self.ctx else None)
         self.authorizer: Authorizer = self.rbac
@@ -133,6 +146,8 @@ class App:
     async def start(self) -> None:
         store = await asyncio.to_thread(urls.store, self.store_url)
         await store.open()
+        if self.audit is not None:
+            self.audit.start()
         self.ctx = Context(self.registry, store, self.bookmark_interval, guard=EscalationCheck(
             self.authorizer, self.rbac.rules, self._lookup))
         await self._seed(store)
@@ -177,6 +192,8 @@ class App:
                 await task
         if self.ctx:
             await self.ctx.store.close()
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
 
     # ---- ASGI -------------------------------------------------------------------------
 
@@ -190,15 +207,18 @@ class App:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
+        received = time.time()
         req: Request | None = None
         watching = False
+        admitted: tuple[str, bool] | None = None  # the user's fairness slot, if taken
         try:
             req = await read_request(scope, receive, self.body_timeout)
             req.user = self._authenticate(req, scope)
+            admitted = self._admit(req)
             watching = self._admit_watch(req)
             response = await self.route(req)
         except ClientGone:
-            self.watches -= watching
+            self._release(admitted, watching)
             return
         except errors.ApiError as problem:
             response = error_response(problem)
@@ -215,11 +235,14 @@ class App:
             else:
                 await response.send(send)
         finally:
-            self.watches -= watching
+            self._release(admitted, watching)
             elapsed = time.perf_counter() - started
             metrics.observe(labels, response.status, elapsed)
             if requests_log.isEnabledFor(logging.DEBUG):
                 _log_request(scope, response.status, elapsed)
+            if self.audit is not None:
+                self.audit.record(_audit_record(scope, req, response.status, received, elapsed,
+                                                self.audit.keeps_bodies))
 
     def _authenticate(self, req: Request, scope: Scope) -> UserInfo:
         certificate: ClientCertificate | None = scope.get("extensions", {}).get(CLIENT_CERT)
@@ -237,6 +260,17 @@ class App:
         decision = self.authorizer.authorize(attributes)
         if not decision.allowed:
             raise forbidden(attributes, decision, kind)
+
+    def _admit(self, req: Request) -> tuple[str, bool]:
+        """Take the user's slot for this request (or raise a 429): see fairness."""
+        slot = (req.user.name, req.method == "GET" and req.flag("watch"))
+        self.limits.admit(*slot)
+        return slot
+
+    def _release(self, admitted: tuple[str, bool] | None, watching: bool) -> None:
+        if admitted is not None:
+            self.limits.release(*admitted)
+        self.watches -= watching
 
     def _admit_watch(self, req: Request) -> bool:
         """Watches may hold at most `max_watches` connections: the rest stay for requests.
@@ -278,7 +312,8 @@ class App:
         if req.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed(req.method, req.path)
         if not _public(req.path):  # rules name paths as kube serves them, without /clusters/x
-            self._authorize(Attributes(req.user, "get", path="/" + "/".join(parts)))
+            req.attributes = Attributes(req.user, "get", path="/" + "/".join(parts))
+            self._authorize(req.attributes)
         return document()
 
     def _document(self, req: Request, parts: list[str]) -> Callable[[], Response]:
@@ -361,9 +396,10 @@ class App:
         method = req.method
         # As kube: a request on a namespace is in that namespace (a RoleBinding there covers it).
         scope = name if kind is NAMESPACE else namespace or ""
-        self._authorize(Attributes(
+        req.attributes, req.api_version = Attributes(
             req.user, request_verb(method, bool(name), req.flag("watch")), kind.plural,
-            kind.group, scope, name, subresource), kind)
+            kind.group, scope, name, subresource), kind.version
+        self._authorize(req.attributes, kind)
         req.labels = (_verb(req, bool(name)), _dry_run(req), kind.group, kind.version, kind.plural,
                       subresource, "resource" if name or method == "POST"
                       else "namespace" if namespace else "cluster", "apiserver")
@@ -466,6 +502,17 @@ def _dry_run(req: Request) -> str:
     """kube's label value: the dryRun parameter if valid, "invalid" if not (bounded)."""
     value = req.query.get("dryRun", "")
     return value if value in ("", "All") else "invalid"
+
+
+def _audit_record(scope: Scope, req: Request | None, code: int, received: float,
+                  seconds: float, with_body: bool) -> audit.Record:
+    return audit.Record(
+        received, seconds, scope["method"], scope["path"], scope.get("query_string", b""),
+        scope.get("client"), scope["headers"],
+        None if req is None or code == 401 else req.user,
+        req.attributes if req is not None else None, req.api_version if req is not None else "",
+        code, req.body if req is not None and with_body else b"",
+        req.content_type if req is not None and with_body else "")
 
 
 def _log_request(scope: Scope, code: int, seconds: float) -> None:
