@@ -20,6 +20,7 @@ from evroc_compute.client.kubeconfig import admin_kubeconfig
 from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
 from evroc_compute.runtime.settings import Settings, Timing
 from evroc_compute.server import connections
+from evroc_compute.server.auth.oidc import OidcAuthenticator, OidcConfig
 from evroc_compute.server.auth.pki import Pki
 from evroc_compute.store import urls
 
@@ -96,7 +97,7 @@ def serve(args: argparse.Namespace) -> None:
                 controllers=not args.no_controllers, qemu_host=qemu_host,
                 compact_interval=args.compact_interval, compact_keep=args.compact_keep,
                 max_watches=max(1, cap // 2), body_timeout=args.idle_timeout,
-                event_ttl=args.event_ttl)
+                event_ttl=args.event_ttl, token_authenticators=_oidc(args))
     where = urls.redacted(store_url) if store_url else f"data in {Path(args.data_dir).resolve()}"
     log.info("serving on %s://%s:%d (%s)", "http" if args.insecure_http else "https", args.host,
              args.port, where)
@@ -108,6 +109,18 @@ def serve(args: argparse.Namespace) -> None:
                 # Open watches would otherwise hold a graceful shutdown (Ctrl-C) for up to
                 # their timeout (30 min): give requests 3 s, then cancel what remains.
                 timeout_graceful_shutdown=3)
+
+
+def _oidc(args: argparse.Namespace) -> tuple[OidcAuthenticator, ...]:
+    """The OIDC issuer whose ID tokens are accepted, if --oidc-issuer-url names one."""
+    if not args.oidc_issuer_url:
+        return ()
+    config = OidcConfig(args.oidc_issuer_url, args.oidc_client_id, args.oidc_username_claim,
+                        args.oidc_groups_claim, args.oidc_username_prefix,
+                        args.oidc_groups_prefix, args.oidc_ca_file)
+    if config.problems():
+        sys.exit(f"evroc-compute: {'; '.join(config.problems())}")
+    return (OidcAuthenticator(config),)
 
 
 def _tls(args: argparse.Namespace) -> dict[str, Any]:
@@ -166,7 +179,7 @@ async def _run_agent(args: argparse.Namespace) -> None:
         log.info("agent: host %s in %s (%s) serving %s", config.name, config.zone,
                  config.accel.upper(), server)
         try:
-            await world.start()
+            await world.start(world.agent_informers)
             await agent.run()
         finally:
             agent.stop()
@@ -224,6 +237,25 @@ def _pki_option(parser: argparse.ArgumentParser) -> None:
                              "servers of one database share one")
 
 
+def _oidc_options(parser: argparse.ArgumentParser) -> None:
+    """kube-apiserver's --oidc-* flags, with its meanings."""
+    parser.add_argument("--oidc-issuer-url", default="",
+                        help="accept ID tokens of this OpenID Connect issuer (https://...; its "
+                             "keys come from its discovery document)")
+    parser.add_argument("--oidc-client-id", default="",
+                        help="the client id ID tokens must be issued for (their aud)")
+    parser.add_argument("--oidc-username-claim", default="sub",
+                        help="the claim that is the user name (default %(default)s)")
+    parser.add_argument("--oidc-username-prefix", default="",
+                        help="prefixed to user names (default ISSUER# unless the claim is "
+                             "email; '-' for none)")
+    parser.add_argument("--oidc-groups-claim", default="",
+                        help="the claim that lists the user's groups")
+    parser.add_argument("--oidc-groups-prefix", default="", help="prefixed to group names")
+    parser.add_argument("--oidc-ca-file", default="",
+                        help="the CA of the issuer's certificate (default: the system's)")
+
+
 def _log_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=logs.LEVELS, default="info",
                         help="debug adds one line per request (method, path, code, duration, "
@@ -273,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--insecure-http", action="store_true",
                      help="serve plain HTTP instead of HTTPS (loopback addresses only); "
                           "requests still need credentials")
+    _oidc_options(run)
     run.add_argument("--access-log", action="store_true",
                      help="uvicorn's access log (info); --log-level debug logs each request "
                           "with its duration instead")

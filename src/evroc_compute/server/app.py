@@ -38,7 +38,9 @@ from evroc_compute.server.auth.authz import (
     forbidden,
     request_verb,
 )
+from evroc_compute.server.auth.hosts import HostAuthorizer
 from evroc_compute.server.auth.rbac import RbacAuthorizer
+from evroc_compute.server.auth.union import Union
 from evroc_compute.server.auth.users import UserInfo
 from evroc_compute.server.conversion import ConvertingStore
 from evroc_compute.server.discovery import Discovery
@@ -115,7 +117,8 @@ class App:
         self.body_timeout = body_timeout  # seconds for a request body to arrive
         self.watches = 0  # open over HTTP
         self.authenticator = Authenticator(self._lookup, token_authenticators)
-        self.authorizer: Authorizer = RbacAuthorizer(self._lookup)
+        self.hosts = HostAuthorizer(self._lookup)
+        self.authorizer: Authorizer = Union(self.hosts, RbacAuthorizer(self._lookup))
         self.metrics_registry = CollectorRegistry(auto_describe=False)
         self.metrics_registry.register(metrics.WorldCollector(
             self.registry, lambda: self.ctx.store if self.ctx else None))
@@ -361,6 +364,7 @@ class App:
                 raise errors.method_not_allowed(method, f"{kind.plural} across all namespaces; "
                                                 "use /namespaces/<namespace>/" + kind.plural)
             if method == "POST":
+                self.hosts.admit_create(req.user, kind, req.decode_body)
                 return await create(ctx, req, target)
             if method == "DELETE":
                 ensure_namespace(ctx, target, creating=False)
