@@ -317,6 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     _pki_option(config)
     config.add_argument("--cluster", default="",
                         help="serve through evroc's kcp-style prefix, e.g. root:my-org")
+    config.add_argument("--certificate-authority", default="",
+                        help="the CA to trust instead of the PKI's (a server run with --tls-cert: "
+                             "the CA of that certificate)")
     host_agent = commands.add_parser("agent", help="run this machine as a host of a server")
     host_agent.add_argument("--kubeconfig", required=True,
                             help="the host's kubeconfig (evroc-compute credentials create --host "
@@ -361,8 +364,9 @@ def main(argv: list[str] | None = None) -> None:
         if not pki.admin_cert.exists():
             sys.exit(f"evroc-compute: no admin credential in {pki.directory}: start the server "
                      "once with this --data-dir (it creates its certificates on first start)")
-        print(admin_kubeconfig(pki.ca_cert, pki.admin_cert, pki.admin_key, args.server,
-                               args.cluster), end="")
+        ca = Path(args.certificate_authority) if args.certificate_authority else pki.ca_cert
+        print(admin_kubeconfig(ca, pki.admin_cert, pki.admin_key, args.server, args.cluster),
+              end="")
 
 
 if __name__ == "__main__":
