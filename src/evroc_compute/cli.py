@@ -21,7 +21,7 @@ from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fle
 from evroc_compute.runtime.settings import Settings, Timing
 from evroc_compute.server import connections
 from evroc_compute.server.auth.oidc import OidcAuthenticator, OidcConfig
-from evroc_compute.server.auth.pki import Pki
+from evroc_compute.server.auth.pki import Pki, serial_of
 from evroc_compute.store import urls
 
 if TYPE_CHECKING:
@@ -92,17 +92,21 @@ def serve(args: argparse.Namespace) -> None:
     except ValueError as problem:
         sys.exit(f"evroc-compute: {problem}")
     cap = _connection_cap(args.max_connections)
+    tls = _tls(args)
+    pki = _pki(args)
+    admin = (serial_of(pki.admin_cert.read_bytes()),) if pki.admin_cert.exists() else ()
     # Watches may hold half the connections, so open watches cannot lock out requests.
     app = Cloud(Path(args.data_dir), store_url=store_url, fleet=fleet,
                 controllers=not args.no_controllers, qemu_host=qemu_host,
                 compact_interval=args.compact_interval, compact_keep=args.compact_keep,
                 max_watches=max(1, cap // 2), body_timeout=args.idle_timeout,
-                event_ttl=args.event_ttl, token_authenticators=_oidc(args))
+                event_ttl=args.event_ttl, token_authenticators=_oidc(args),
+                admin_certificates=admin)
     where = urls.redacted(store_url) if store_url else f"data in {Path(args.data_dir).resolve()}"
     log.info("serving on %s://%s:%d (%s)", "http" if args.insecure_http else "https", args.host,
              args.port, where)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=None,
-                **_tls(args),
+                **tls,
                 access_log=args.access_log, loop="uvloop",
                 http=connections.limited(cap, args.idle_timeout),
                 timeout_keep_alive=args.idle_timeout, backlog=4096,

@@ -100,7 +100,8 @@ class App:
                  compact_interval: float = 300.0, compact_keep: int = 1000,
                  bookmark_interval: float = 5.0, max_watches: int = 0,
                  body_timeout: float = 60.0, event_ttl: float = 3600.0,
-                 token_authenticators: tuple[TokenAuthenticator, ...] = ()) -> None:
+                 token_authenticators: tuple[TokenAuthenticator, ...] = (),
+                 admin_certificates: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.store_url = store_url or urls.default_url(data_dir)
         self.registry = registry or default_registry()
@@ -116,7 +117,8 @@ class App:
         self.max_watches = max_watches  # 0: no limit
         self.body_timeout = body_timeout  # seconds for a request body to arrive
         self.watches = 0  # open over HTTP
-        self.authenticator = Authenticator(self._lookup, token_authenticators)
+        self.authenticator = Authenticator(self._lookup, token_authenticators,
+                                           admin_certificates)
         self.hosts = HostAuthorizer(self._lookup)
         self.authorizer: Authorizer = Union(self.hosts, RbacAuthorizer(self._lookup))
         self.metrics_registry = CollectorRegistry(auto_describe=False)
