@@ -69,7 +69,7 @@ def issuer(tmp_path: Path) -> Iterator[Issuer]:
     state: dict[str, Issuer] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             found = state["issuer"]
             if self.path == "/.well-known/openid-configuration":
                 body = {"issuer": found.url, "jwks_uri": f"{found.url}/keys",
