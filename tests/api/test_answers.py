@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,11 +39,15 @@ def _port(server: Server) -> int:
 
 def _exchange(server: Server, data: bytes, timeout: float = 30) -> bytes:
     """Send raw bytes, read until the server closes the connection."""
-    with socket.create_connection(("127.0.0.1", _port(server)), timeout=timeout) as sock:
+    raw = socket.create_connection(("127.0.0.1", _port(server)), timeout=timeout)
+    with server.tls().wrap_socket(raw, server_hostname="127.0.0.1") as sock:
         sock.sendall(data)
         answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ssl.SSLEOFError, ConnectionResetError):
+            pass  # the server closed without a TLS close_notify: the end all the same
         return answer
 
 
