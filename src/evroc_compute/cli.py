@@ -20,7 +20,8 @@ from evroc_compute.client.kubeconfig import admin_kubeconfig
 from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
 from evroc_compute.runtime.settings import Settings, Timing
 from evroc_compute.server import audit, connections, fairness
-from evroc_compute.server.auth.pki import Pki
+from evroc_compute.server.auth.oidc import OidcAuthenticator, OidcConfig
+from evroc_compute.server.auth.pki import Pki, serial_of
 from evroc_compute.store import urls
 
 if TYPE_CHECKING:
@@ -91,19 +92,23 @@ def serve(args: argparse.Namespace) -> None:
     except ValueError as problem:
         sys.exit(f"evroc-compute: {problem}")
     cap = _connection_cap(args.max_connections)
+    tls = _tls(args)
+    pki = _pki(args)
+    admin = (serial_of(pki.admin_cert.read_bytes()),) if pki.admin_cert.exists() else ()
     # Watches may hold half the connections, so open watches cannot lock out requests.
     app = Cloud(Path(args.data_dir), store_url=store_url, fleet=fleet,
                 controllers=not args.no_controllers, qemu_host=qemu_host,
                 compact_interval=args.compact_interval, compact_keep=args.compact_keep,
                 max_watches=max(1, cap // 2), body_timeout=args.idle_timeout,
-                event_ttl=args.event_ttl,
+                event_ttl=args.event_ttl, token_authenticators=_oidc(args),
+                admin_certificates=admin,
                 limits=fairness.Limits(args.max_requests_per_user, args.max_watches_per_user),
                 audit_log=_audit_log(args))
     where = urls.redacted(store_url) if store_url else f"data in {Path(args.data_dir).resolve()}"
     log.info("serving on %s://%s:%d (%s)", "http" if args.insecure_http else "https", args.host,
              args.port, where)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=None,
-                **_tls(args),
+                **tls,
                 access_log=args.access_log, loop="uvloop",
                 http=connections.limited(cap, args.idle_timeout),
                 timeout_keep_alive=args.idle_timeout, backlog=4096,
@@ -138,6 +143,18 @@ def _audit_log(args: argparse.Namespace) -> audit.AuditLog | None:
         return None
     return audit.AuditLog(Path(args.audit_log), args.audit_level, args.audit_log_maxsize,
                           args.audit_log_maxbackup)
+
+
+def _oidc(args: argparse.Namespace) -> tuple[OidcAuthenticator, ...]:
+    """The OIDC issuer whose ID tokens are accepted, if --oidc-issuer-url names one."""
+    if not args.oidc_issuer_url:
+        return ()
+    config = OidcConfig(args.oidc_issuer_url, args.oidc_client_id, args.oidc_username_claim,
+                        args.oidc_groups_claim, args.oidc_username_prefix,
+                        args.oidc_groups_prefix, args.oidc_ca_file)
+    if config.problems():
+        sys.exit(f"evroc-compute: {'; '.join(config.problems())}")
+    return (OidcAuthenticator(config),)
 
 
 def _tls(args: argparse.Namespace) -> dict[str, Any]:
@@ -196,7 +213,7 @@ async def _run_agent(args: argparse.Namespace) -> None:
         log.info("agent: host %s in %s (%s) serving %s", config.name, config.zone,
                  config.accel.upper(), server)
         try:
-            await world.start()
+            await world.start(world.agent_informers)
             await agent.run()
         finally:
             agent.stop()
@@ -254,6 +271,25 @@ def _pki_option(parser: argparse.ArgumentParser) -> None:
                              "servers of one database share one")
 
 
+def _oidc_options(parser: argparse.ArgumentParser) -> None:
+    """kube-apiserver's --oidc-* flags, with its meanings."""
+    parser.add_argument("--oidc-issuer-url", default="",
+                        help="accept ID tokens of this OpenID Connect issuer (https://...; its "
+                             "keys come from its discovery document)")
+    parser.add_argument("--oidc-client-id", default="",
+                        help="the client id ID tokens must be issued for (their aud)")
+    parser.add_argument("--oidc-username-claim", default="sub",
+                        help="the claim that is the user name (default %(default)s)")
+    parser.add_argument("--oidc-username-prefix", default="",
+                        help="prefixed to user names (default ISSUER# unless the claim is "
+                             "email; '-' for none)")
+    parser.add_argument("--oidc-groups-claim", default="",
+                        help="the claim that lists the user's groups")
+    parser.add_argument("--oidc-groups-prefix", default="", help="prefixed to group names")
+    parser.add_argument("--oidc-ca-file", default="",
+                        help="the CA of the issuer's certificate (default: the system's)")
+
+
 def _log_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=logs.LEVELS, default="info",
                         help="debug adds one line per request (method, path, code, duration, "
@@ -303,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--insecure-http", action="store_true",
                      help="serve plain HTTP instead of HTTPS (loopback addresses only); "
                           "requests still need credentials")
+    _oidc_options(run)
     run.add_argument("--access-log", action="store_true",
                      help="uvicorn's access log (info); --log-level debug logs each request "
                           "with its duration instead")
@@ -316,6 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     _pki_option(config)
     config.add_argument("--cluster", default="",
                         help="serve through evroc's kcp-style prefix, e.g. root:my-org")
+    config.add_argument("--certificate-authority", default="",
+                        help="the CA to trust instead of the PKI's (a server run with --tls-cert: "
+                             "the CA of that certificate)")
     host_agent = commands.add_parser("agent", help="run this machine as a host of a server")
     host_agent.add_argument("--kubeconfig", required=True,
                             help="the host's kubeconfig (evroc-compute credentials create --host "
@@ -360,8 +400,9 @@ def main(argv: list[str] | None = None) -> None:
         if not pki.admin_cert.exists():
             sys.exit(f"evroc-compute: no admin credential in {pki.directory}: start the server "
                      "once with this --data-dir (it creates its certificates on first start)")
-        print(admin_kubeconfig(pki.ca_cert, pki.admin_cert, pki.admin_key, args.server,
-                               args.cluster), end="")
+        ca = Path(args.certificate_authority) if args.certificate_authority else pki.ca_cert
+        print(admin_kubeconfig(ca, pki.admin_cert, pki.admin_key, args.server, args.cluster),
+              end="")
 
 
 if __name__ == "__main__":

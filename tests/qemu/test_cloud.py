@@ -25,6 +25,7 @@ import yaml
 from evroc_compute.hosts.drivers.qemu import images
 from tests.conftest import ROOT, Kubectl, Server, start_server
 from tests.e2e.conftest import kubectl_in_new_namespace
+from tests.e2e.test_host_identity import host_kubeconfig
 from tests.qemu.conftest import SshKey, requires_qemu
 
 pytestmark = [pytest.mark.slow, requires_qemu, pytest.mark.timeout(400)]
@@ -313,8 +314,7 @@ def test_a_separate_agent_is_a_second_host(
     server = serve_qemu(base, store)
     agent_dir = base / "agent"
     agent_dir.mkdir()
-    kubeconfig = base / "agent.kubeconfig"
-    kubeconfig.write_text(server.kubeconfig())
+    kubeconfig = host_kubeconfig(server, base, "qemu-2")
     agent = subprocess.Popen(
         [sys.executable, "-m", "evroc_compute.cli", "agent", "--kubeconfig", str(kubeconfig),
          "--host-name", "qemu-2", "--zone", "se-sto-b", "--data-dir", str(agent_dir),

@@ -104,11 +104,18 @@ class World:
         self._tasks: list[asyncio.Task[None]] = []
         self.synced = asyncio.Event()
 
-    async def start(self) -> None:
-        """Run every informer and wait until each has listed once."""
+    @property
+    def agent_informers(self) -> tuple[Informer, ...]:
+        """What a host agent reads (and, as a host, may read): its instances and hosts, what
+        the instances run (VMs, Disks, images)."""
+        return self.instances, self.hosts, self.vms, self.disks, self.images
+
+    async def start(self, informers: tuple[Informer, ...] | None = None) -> None:
+        """Run the informers (default: every one) and wait until each has listed once."""
+        running = self.informers if informers is None else informers
         self._tasks = [asyncio.create_task(i.run(), name=f"informer-{i.kind.plural}")
-                       for i in self.informers]
-        await asyncio.gather(*(i.synced.wait() for i in self.informers))
+                       for i in running]
+        await asyncio.gather(*(i.synced.wait() for i in running))
         self.synced.set()
 
     async def stop(self) -> None:

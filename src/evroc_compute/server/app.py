@@ -48,7 +48,9 @@ from evroc_compute.server.auth.authz import (
     request_verb,
 )
 from evroc_compute.server.auth.escalation import EscalationCheck
+from evroc_compute.server.auth.hosts import HostAuthorizer
 from evroc_compute.server.auth.rbac import RbacAuthorizer
+from evroc_compute.server.auth.union import Union
 from evroc_compute.server.auth.users import UserInfo
 from evroc_compute.server.console import pages as console_pages
 from evroc_compute.server.console import session as console_session
@@ -112,6 +114,7 @@ class App:
                  bookmark_interval: float = 5.0, max_watches: int = 0,
                  body_timeout: float = 60.0, event_ttl: float = 3600.0,
                  token_authenticators: tuple[TokenAuthenticator, ...] = (),
+                 admin_certificates: tuple[str, ...] = (),
                  limits: fairness.Limits | None = None,
                  audit_log: audit.AuditLog | None = None) -> None:
         self.data_dir = data_dir
@@ -131,9 +134,11 @@ class App:
         self.watches = 0  # open over HTTP
         self.limits = limits or fairness.Limits()  # per user
         self.audit = audit_log
-        self.authenticator = Authenticator(self._lookup, token_authenticators)
+        self.authenticator = Authenticator(self._lookup, token_authenticators,
+                                           admin_certificates)
+        self.hosts = HostAuthorizer(self._lookup)
         self.rbac = RbacAuthorizer(lambda: self.ctx.store if self.ctx else None)
-        self.authorizer: Authorizer = self.rbac
+        self.authorizer: Authorizer = Union(self.hosts, self.rbac)  # kube's Node,RBAC
         self.metrics_registry = CollectorRegistry(auto_describe=False)
         self.metrics_registry.register(metrics.WorldCollector(
             self.registry, lambda: self.ctx.store if self.ctx else None))
@@ -418,6 +423,7 @@ class App:
             if method == "POST" and kind is NAMESPACE:
                 return await projects.create_project(ctx, req, target)
             if method == "POST":
+                self.hosts.admit_create(req.user, kind, req.decode_body)
                 return await create(ctx, req, target)
             if method == "DELETE":
                 ensure_namespace(ctx, target, creating=False)

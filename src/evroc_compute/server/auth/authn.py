@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from evroc_compute.api.identity import CREDENTIAL
 from evroc_compute.server import errors
-from evroc_compute.server.auth.users import ANONYMOUS_USER, MASTERS, UserInfo, authenticated
+from evroc_compute.server.auth.users import ANONYMOUS_USER, UserInfo, authenticated
 from evroc_compute.store.base import Entry
 
 CERT_PREFIX = "cert-"  # a certificate's Credential is named after its serial number
@@ -58,9 +58,11 @@ class Authenticator:
     effect on the next request."""
 
     def __init__(self, lookup: Callable[[str], Entry | None],
-                 tokens: tuple[TokenAuthenticator, ...] = ()) -> None:
+                 tokens: tuple[TokenAuthenticator, ...] = (),
+                 admin_certificates: tuple[str, ...] = ()) -> None:
         self.lookup = lookup
         self.tokens = tokens
+        self.admin_certificates = frozenset(s.lower() for s in admin_certificates)
 
     def authenticate(self, authorization: str, certificate: ClientCertificate | None) -> UserInfo:
         if certificate is not None:
@@ -78,9 +80,10 @@ class Authenticator:
         return self._token(token)
 
     def _certificate(self, cert: ClientCertificate) -> UserInfo:
-        """The admin certificate (group system:masters, made with the PKI) needs no record, as
-        kube's; every other certificate must have a Credential that is not revoked."""
-        if MASTERS not in cert.organizations:
+        """The PKI's admin certificate (by its serial number) needs no record, as kubeadm's;
+        every other certificate, system:masters ones included, must have a Credential that is
+        not revoked, so that every issued certificate can be revoked."""
+        if cert.serial.lower() not in self.admin_certificates:
             spec = self._credential(certificate_credential_name(cert.serial), "certificate")
             if spec is None:
                 raise unauthorized("the client certificate is not (or no longer) known to this "

@@ -11,6 +11,7 @@ MASTERS = "system:masters"  # kube's break-glass group: every request is allowed
 CONTROLLER_MANAGER = "system:controller-manager"
 HOSTS = "system:hosts"
 HOST_PREFIX = "system:host:"
+FLEET_SIMULATOR = "system:fleet-simulator"  # the in-process agent of every simulated host
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,9 @@ def authenticated(name: str, groups: tuple[str, ...] = (), uid: str = "",
 ANONYMOUS_USER = UserInfo(ANONYMOUS, (UNAUTHENTICATED,))
 CONTROLLERS = authenticated(CONTROLLER_MANAGER)
 ADMIN = authenticated("admin", (MASTERS,))
+FLEET_SIMULATOR_USER = authenticated(FLEET_SIMULATOR)
+
+
+def host_user(name: str) -> UserInfo:
+    """The agent of Host `name`, as its credential authenticates it."""
+    return authenticated(HOST_PREFIX + name, (HOSTS,))

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from evroc_compute.api.catalog import DISK_IMAGE
+from evroc_compute.api.catalog import DISK_IMAGE, IMAGE_STORE_LABEL
 from evroc_compute.api.compute import size_in_bytes
 from evroc_compute.api.infra import HOST
 from evroc_compute.api.meta import parse_time
@@ -59,7 +59,6 @@ WATCH_INTERVAL = 2.0  # seconds between looks at a running guest (exits, pauses)
 BOOT_GRACE = 300.0  # a guest whose SSH server never answers is called Running after this
 BY_ID = "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_"  # where a hot-plugged disk appears
 _LOG_TAIL_LINES = 5
-IMAGE_STORE_LABEL = "evroc-compute.io/image-store"  # on DiskImages a host registered
 
 
 @dataclass(frozen=True, kw_only=True)
