@@ -20,6 +20,7 @@ from evroc_compute.client.kubeconfig import admin_kubeconfig
 from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
 from evroc_compute.runtime.settings import Settings, Timing
 from evroc_compute.server import audit, connections, fairness
+from evroc_compute.server.auth.authn import token_hash
 from evroc_compute.server.auth.oidc import OidcAuthenticator, OidcConfig
 from evroc_compute.server.auth.pki import Pki, serial_of
 from evroc_compute.store import urls
@@ -92,21 +93,25 @@ def serve(args: argparse.Namespace) -> None:
     except ValueError as problem:
         sys.exit(f"evroc-compute: {problem}")
     cap = _connection_cap(args.max_connections)
-    tls = _tls(args)
     pki = _pki(args)
-    admin = (serial_of(pki.admin_cert.read_bytes()),) if pki.admin_cert.exists() else ()
+    pki.ensure([args.host])
+    tls = _tls(args, pki)
+    admin = (serial_of(pki.admin_cert.read_bytes()),)
+    admin_token = token_hash(pki.admin_token.read_text().partition(".")[2])
     # Watches may hold half the connections, so open watches cannot lock out requests.
     app = Cloud(Path(args.data_dir), store_url=store_url, fleet=fleet,
                 controllers=not args.no_controllers, qemu_host=qemu_host,
                 compact_interval=args.compact_interval, compact_keep=args.compact_keep,
                 max_watches=max(1, cap // 2), body_timeout=args.idle_timeout,
                 event_ttl=args.event_ttl, token_authenticators=_oidc(args),
-                admin_certificates=admin,
+                admin_certificates=admin, admin_token_hash=admin_token,
                 limits=fairness.Limits(args.max_requests_per_user, args.max_watches_per_user),
                 audit_log=_audit_log(args))
     where = urls.redacted(store_url) if store_url else f"data in {Path(args.data_dir).resolve()}"
-    log.info("serving on %s://%s:%d (%s)", "http" if args.insecure_http else "https", args.host,
-             args.port, where)
+    scheme = "http" if args.insecure_http else "https"
+    log.info("serving on %s://%s:%d (%s)", scheme, args.host, args.port, where)
+    log.info("web console: %s://%s:%d/console/ (log in with the token that `evroc-compute "
+             "kubeconfig` prints)", scheme, args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=None,
                 **tls,
                 access_log=args.access_log, loop="uvloop",
@@ -157,7 +162,7 @@ def _oidc(args: argparse.Namespace) -> tuple[OidcAuthenticator, ...]:
     return (OidcAuthenticator(config),)
 
 
-def _tls(args: argparse.Namespace) -> dict[str, Any]:
+def _tls(args: argparse.Namespace, pki: Pki) -> dict[str, Any]:
     """uvicorn's TLS settings: the operator's certificate or the PKI's (made on first start);
     client certificates are asked for, verified against the client CA, and optional."""
     if args.insecure_http:
@@ -167,8 +172,6 @@ def _tls(args: argparse.Namespace) -> dict[str, Any]:
                      "in clear")
         log.warning("serving plain HTTP (--insecure-http): clients still authenticate")
         return {}
-    pki = _pki(args)
-    pki.ensure([args.host])
     if bool(args.tls_cert) != bool(args.tls_key):
         sys.exit("evroc-compute: --tls-cert and --tls-key go together")
     return {"ssl_certfile": args.tls_cert or str(pki.serving_cert),
@@ -401,8 +404,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"evroc-compute: no admin credential in {pki.directory}: start the server "
                      "once with this --data-dir (it creates its certificates on first start)")
         ca = Path(args.certificate_authority) if args.certificate_authority else pki.ca_cert
-        print(admin_kubeconfig(ca, pki.admin_cert, pki.admin_key, args.server, args.cluster),
-              end="")
+        print(admin_kubeconfig(ca, pki.admin_cert, pki.admin_key, args.server, args.cluster,
+                               token=pki.admin_token.read_text()
+                               if pki.admin_token.exists() else ""), end="")
 
 
 if __name__ == "__main__":

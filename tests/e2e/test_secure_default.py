@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import kubernetes
 import pytest
 from cryptography import x509
 
@@ -133,6 +134,42 @@ def test_plain_http_only_on_loopback_and_still_authenticated(tmp_path: Path) -> 
         with pytest.raises(urllib.error.HTTPError) as unauthenticated:
             urllib.request.urlopen(server.url + "/api/v1/namespaces")
         assert unauthenticated.value.code == 401
+        # No client certificate over plain HTTP: the admin kubeconfig carries the admin token,
+        # which the Python client sends (kubectl sends no credential over plain HTTP at all).
+        printed = cli("kubeconfig", "--data-dir", str(server.data_dir), "--pki-dir",
+                      str(server.pki_dir), "--server", server.url)
+        assert printed.returncode == 0, printed.stderr
+        path = tmp_path / "admin.kubeconfig"
+        path.write_text(printed.stdout)
+        api = kubernetes.config.new_client_from_config(str(path))
+        try:
+            names = [ns.metadata.name for ns in kubernetes.client.CoreV1Api(api).list_namespace().items]
+        finally:
+            api.close()
+        assert "default" in names
+    finally:
+        server.stop()
+
+
+def test_the_admin_token_follows_the_pki(tmp_path: Path) -> None:
+    """A store that outlives its PKI directory: the new PKI's admin token works, the old one
+    no longer does."""
+    server = start_server(tmp_path / "data")
+    old = (server.pki_dir / "admin.token").read_text()
+    server.stop()
+    pki = tmp_path / "new-pki"
+    server = start_server(tmp_path / "data", pki_dir=pki)
+    try:
+        new = (pki / "admin.token").read_text()
+        assert new != old
+        for token, code in ((new, 200), (old, 401)):
+            request = urllib.request.Request(server.url + "/api/v1/namespaces",
+                                             headers={"Authorization": f"Bearer {token}"})
+            try:
+                with urllib.request.urlopen(request, context=anonymous(server.ca)) as answer:
+                    assert answer.status == code
+            except urllib.error.HTTPError as refused:
+                assert refused.code == code
     finally:
         server.stop()
 

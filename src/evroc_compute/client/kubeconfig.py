@@ -51,10 +51,17 @@ def certificate_user(cert: bytes, key: bytes) -> dict[str, str]:
             "client-key-data": base64.b64encode(key).decode()}
 
 
-def admin_kubeconfig(ca: Path, cert: Path, key: Path, server: str, cluster: str = "") -> str:
-    """The admin's kubeconfig: the serving CA and the admin client certificate."""
-    return kubeconfig(server, certificate_user(cert.read_bytes(), key.read_bytes()),
-                      ca=ca.read_bytes(), cluster=cluster, user_name="admin")
+def admin_kubeconfig(ca: Path, cert: Path, key: Path, server: str, cluster: str = "",
+                     token: str = "") -> str:
+    """The admin's kubeconfig: the serving CA, the admin client certificate and, given, the
+    admin token (for the web console's login; kubectl presents the certificate). Over plain
+    HTTP, where no certificate can be presented, the token alone."""
+    user = certificate_user(cert.read_bytes(), key.read_bytes())
+    if token and server.startswith("http://"):
+        user = {"token": token.strip()}
+    elif token:
+        user["token"] = token.strip()
+    return kubeconfig(server, user, ca=ca.read_bytes(), cluster=cluster, user_name="admin")
 
 
 class KubeconfigError(ValueError):

@@ -16,12 +16,14 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
 
 from evroc_compute import __version__
 from evroc_compute.api.core import NAMESPACE
+from evroc_compute.api.identity import CREDENTIAL
 from evroc_compute.api.kinds import Kind, Registry
 from evroc_compute.api.registry import default_registry
 from evroc_compute.server import (
@@ -51,7 +53,7 @@ from evroc_compute.server.auth.escalation import EscalationCheck
 from evroc_compute.server.auth.hosts import HostAuthorizer
 from evroc_compute.server.auth.rbac import RbacAuthorizer
 from evroc_compute.server.auth.union import Union
-from evroc_compute.server.auth.users import UserInfo
+from evroc_compute.server.auth.users import MASTERS, UserInfo
 from evroc_compute.server.console import pages as console_pages
 from evroc_compute.server.console import session as console_session
 from evroc_compute.server.console.serial import serial_console
@@ -114,7 +116,7 @@ class App:
                  bookmark_interval: float = 5.0, max_watches: int = 0,
                  body_timeout: float = 60.0, event_ttl: float = 3600.0,
                  token_authenticators: tuple[TokenAuthenticator, ...] = (),
-                 admin_certificates: tuple[str, ...] = (),
+                 admin_certificates: tuple[str, ...] = (), admin_token_hash: str = "",
                  limits: fairness.Limits | None = None,
                  audit_log: audit.AuditLog | None = None) -> None:
         self.data_dir = data_dir
@@ -132,6 +134,7 @@ class App:
         self.max_watches = max_watches  # 0: no limit
         self.body_timeout = body_timeout  # seconds for a request body to arrive
         self.watches = 0  # open over HTTP
+        self.admin_token_hash = admin_token_hash  # sha256 of the PKI's admin token secret
         self.limits = limits or fairness.Limits()  # per user
         self.audit = audit_log
         self.authenticator = Authenticator(self._lookup, token_authenticators,
@@ -173,6 +176,28 @@ class App:
                     new_object_metadata(obj, target)
                     with contextlib.suppress(KeyExists):  # another server seeded it first
                         await store.create(target.key, obj)
+        if self.admin_token_hash:
+            await self._seed_admin_token(store)
+
+    async def _seed_admin_token(self, store: Store) -> None:
+        """The Credential of the PKI's admin token; its hash follows the PKI (a PKI directory
+        made anew after the store outlived the old one brings a new token)."""
+        target = Target(CREDENTIAL, None, ADMIN_TOKEN_CREDENTIAL)
+        spec = {"user": "admin", "groups": [MASTERS], "type": "token",
+                "tokenHash": self.admin_token_hash}
+        found = store.get(target.key)
+        if found is not None and found.obj.get("spec") == {**spec, "revoked": False}:
+            return
+        obj: dict[str, Any] = {"apiVersion": CREDENTIAL.api_version, "kind": CREDENTIAL.kind,
+                               "metadata": {"name": ADMIN_TOKEN_CREDENTIAL},
+                               "spec": {**spec, "revoked": False}}
+        with contextlib.suppress(KeyExists, RevisionConflict):  # another server wrote it first
+            if found is None:
+                new_object_metadata(obj, target)
+                await store.create(target.key, obj)
+            else:
+                obj["metadata"] = {**found.obj["metadata"]}
+                await store.update(target.key, obj, found.revision)
 
     async def _finish_deletions(self, store: Store) -> None:
         """Delete what is being deleted and has no finalizer left. Removing the last finalizer
@@ -469,6 +494,8 @@ async def _catch_up(store: Store, req: Request) -> bool:
         return True
     return await store.sync(int(version) if version.isascii() and version.isdigit() else 0)
 
+
+ADMIN_TOKEN_CREDENTIAL = "admin"  # the admin token is `admin.<secret>`
 
 # Paths anyone may read, as kube's system:public-info-viewer role allows.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,12 @@ class Pki:
     def admin_key(self) -> Path:
         return self.directory / "admin.key"
 
+    @property
+    def admin_token(self) -> Path:
+        """The admin's bearer token (`admin.<secret>`): for the web console's login and for
+        plain HTTP, where no client certificate can be presented."""
+        return self.directory / "admin.token"
+
     def ensure(self, hosts: list[str]) -> None:
         """Create whatever is missing; a serving certificate is remade when it does not cover
         `hosts` (the server was moved to another address)."""
@@ -80,6 +87,8 @@ class Pki:
             cert, key = issue(self.client_ca_cert, self.client_ca_key, ADMIN_USER,
                               (MASTERS_GROUP,), CA_DAYS)
             _write(self.admin_cert, cert, self.admin_key, key)
+        if not self.admin_token.exists():
+            _write_private(self.admin_token, f"{ADMIN_USER}.{secrets.token_urlsafe(32)}".encode())
 
 
 def issue(ca_cert: Path, ca_key: Path, common_name: str, organizations: tuple[str, ...],
@@ -157,11 +166,15 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def _write(cert_path: Path, cert: bytes, key_path: Path, key: bytes) -> None:
     """The key first and 0600 from its creation; each file replaced whole (a crash leaves the
     old pair or the new one, and a serving pair is remade on the next start if mismatched)."""
-    for path, data, mode in ((key_path, key, 0o600), (cert_path, cert, 0o644)):
-        partial = path.with_suffix(path.suffix + ".partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, path)
+    _write_private(key_path, key)
+    _write_private(cert_path, cert, 0o644)
+
+
+def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    partial = path.with_suffix(path.suffix + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
