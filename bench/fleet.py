@@ -47,6 +47,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import yaml
@@ -60,7 +61,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from httpclient import Connection, WatchConnection, connect, open_watch, request_bytes  # noqa: E402
 from run import ServerStats, percentile  # noqa: E402
 
-from conftest import start_server  # noqa: E402
+from conftest import Server, start_server  # noqa: E402
 
 COMPUTE = "compute.evroclabs.net/v1alpha1"
 INFRA = "infra.evroc-compute.io/v1alpha1"
@@ -220,10 +221,10 @@ class Seen:
 # ---- the run ---------------------------------------------------------------------------
 
 class FleetBench:
-    def __init__(self, args: argparse.Namespace, url: str, proc: ServerStats,
-                 process: subprocess.Popen[bytes]) -> None:
-        self.args, self.url, self.proc, self.process = args, url, proc, process
-        self.host = url.removeprefix("http://")
+    def __init__(self, args: argparse.Namespace, server: Server, proc: ServerStats) -> None:
+        self.args, self.url, self.proc, self.process = args, server.url, proc, server.process
+        self.host = urlsplit(server.url).netloc
+        self.tls = server.tls() if server.url.startswith("https:") else None  # as the admin
         ns = args.namespace
         self.vms_path = f"/apis/{COMPUTE}/namespaces/{ns}/virtualmachines"
         self.disks_path = f"/apis/{COMPUTE}/namespaces/{ns}/disks"
@@ -240,7 +241,7 @@ class FleetBench:
         return request_bytes(method, path, self.host, body, headers)
 
     async def call(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        conn = await connect(self.url)
+        conn = await connect(self.url, self.tls)
         try:
             return await conn.request(self.req(method, path, body))
         finally:
@@ -347,7 +348,7 @@ class FleetBench:
         """Disk then VM for each index, closed loop over the pool; (first send, last answer)."""
         a, s = self.args, self.seen
         indices = iter(range(1, a.vms + 1))
-        pool = list(await asyncio.gather(*(connect(self.url) for _ in range(a.concurrency))))
+        pool = list(await asyncio.gather(*(connect(self.url, self.tls) for _ in range(a.concurrency))))
         first, last = [math.inf], [0.0]
 
         async def worker(conn: Connection) -> None:
@@ -378,11 +379,12 @@ class FleetBench:
             raise SystemExit(f"list VMs answered {status}: {body[:300]!r}")
         rv = orjson.loads(body)["metadata"]["resourceVersion"]
         query = f"?watch=true&allowWatchBookmarks=true&resourceVersion={rv}"
-        streams = [await open_watch(self.url, self.vms_path + query, self.seen.on_vm, ACCEPT_JSON),
+        streams = [await open_watch(self.url, self.vms_path + query, self.seen.on_vm, ACCEPT_JSON,
+                                    self.tls),
                    await open_watch(self.url, self.vmis_path + query, self.seen.on_vmi,
-                                    ACCEPT_JSON),
+                                    ACCEPT_JSON, self.tls),
                    await open_watch(self.url, self.disks_path + query, self.seen.on_disk,
-                                    ACCEPT_JSON)]
+                                    ACCEPT_JSON, self.tls)]
         statuses = await asyncio.wait_for(asyncio.gather(*(w.status for w in streams)), 30)
         if any(st != 200 for st in statuses):
             raise SystemExit(f"watches answered {statuses}")
@@ -533,7 +535,7 @@ class FleetBench:
         if self.process.poll() is not None:
             self.results["checks"] = {"error": "server is gone"}
             return
-        conn = await connect(self.url)
+        conn = await connect(self.url, self.tls)
         try:
             vms = await self._list(conn, self.vms_path)
             vmis = await self._list(conn, self.vmis_path)
@@ -786,7 +788,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"server pid {process.pid} at {url}; data, fleet file and log in {tmp}",
           file=sys.stderr, flush=True)
     proc = ServerStats(process.pid)
-    bench = FleetBench(args, url, proc, process)
+    bench = FleetBench(args, server, proc)
     spy: subprocess.Popen[bytes] | None = None
     profile_path: Path | None = None
     try:

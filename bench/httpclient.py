@@ -8,6 +8,7 @@ hands each line to a callback together with the wall-clock time its bytes arrive
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 import time
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
@@ -140,9 +141,9 @@ def _address(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or 80
 
 
-async def connect(url: str) -> Connection:
+async def connect(url: str, ssl: ssl_module.SSLContext | None = None) -> Connection:
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(Connection, *_address(url))
+    _, protocol = await loop.create_connection(Connection, *_address(url), ssl=ssl)
     return protocol
 
 
@@ -210,9 +211,11 @@ class WatchConnection(asyncio.Protocol):
 
 
 async def open_watch(url: str, path: str, on_line: Callable[[bytes, int], None],
-                     headers: Iterable[tuple[str, str]] = ()) -> WatchConnection:
+                     headers: Iterable[tuple[str, str]] = (),
+                     ssl: ssl_module.SSLContext | None = None) -> WatchConnection:
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(lambda: WatchConnection(on_line), *_address(url))
+    _, protocol = await loop.create_connection(lambda: WatchConnection(on_line), *_address(url),
+                                               ssl=ssl)
     assert protocol.transport is not None
     protocol.transport.write(request_bytes("GET", path, urlsplit(url).netloc, headers=headers))
     return protocol
