@@ -60,14 +60,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from httpclient import Connection, WatchConnection, connect, open_watch, request_bytes  # noqa: E402
 from run import ServerStats, percentile  # noqa: E402
+from writes import Writes  # noqa: E402
 
 from conftest import Server, start_server  # noqa: E402
 
 COMPUTE = "compute.evroclabs.net/v1alpha1"
 INFRA = "infra.evroc-compute.io/v1alpha1"
 ZONES = ("se-sto-a", "se-sto-b", "se-sto-c")
-JSON_HEADERS = (("Content-Type", "application/json"), ("Accept", "application/json"))
-ACCEPT_JSON = (("Accept", "application/json"),)
+USER_AGENT = ("User-Agent", "fleet-bench")  # the creates' field manager
+JSON_HEADERS = (("Content-Type", "application/json"), ("Accept", "application/json"), USER_AGENT)
+ACCEPT_JSON = (("Accept", "application/json"), USER_AGENT)
 TARGET_WALL_S = 60.0
 TARGET_RSS_MIB = 2048.0
 RETRY_STATUSES = (429, 500, 503, 504)
@@ -152,6 +154,8 @@ class Seen:
     create_errors: Counter[str] = field(default_factory=Counter)
     first_create_errors: list[str] = field(default_factory=list)
     retries: int = 0
+    writes: Writes = field(default_factory=Writes)
+    host_lines: int = 0
 
     def on_vm(self, line: bytes, arrived_ns: int) -> None:
         self.vm_lines += 1
@@ -162,9 +166,9 @@ class Seen:
         if line.startswith(b'{"type":"ERROR"'):
             self.watch_errors.append("VM watch: " + line[:400].decode(errors="replace"))
             return
-        if b'"Running"' not in line:
-            return
-        obj = orjson.loads(line)["object"]
+        event = orjson.loads(line)
+        obj = event["object"]
+        self.writes.seen("VirtualMachine", event["type"], obj)
         name = obj["metadata"]["name"]
         if name not in self.running and \
                 (obj.get("status") or {}).get("virtualMachineStatus") == "Running":
@@ -179,9 +183,9 @@ class Seen:
         if line.startswith(b'{"type":"ERROR"'):
             self.watch_errors.append("Disk watch: " + line[:400].decode(errors="replace"))
             return
-        if b'"True"' not in line:
-            return
-        obj = orjson.loads(line)["object"]
+        event = orjson.loads(line)
+        obj = event["object"]
+        self.writes.seen("Disk", event["type"], obj)
         name = obj["metadata"]["name"]
         if name not in self.disk_ready and any(
                 c.get("type") == "Ready" and c.get("status") == "True"
@@ -198,6 +202,7 @@ class Seen:
             self.watch_errors.append("VMI watch: " + line[:400].decode(errors="replace"))
             return
         event = orjson.loads(line)
+        self.writes.seen("VirtualMachineInstance", event["type"], event["object"])
         if event.get("type") == "DELETED":
             return
         obj, now = event["object"], arrived_ns / 1e9
@@ -216,6 +221,18 @@ class Seen:
             self.vmi_running.setdefault(name, now)
         if status.get("unschedulable"):
             self.unschedulable[name] = status["unschedulable"]
+
+    def on_host(self, line: bytes, arrived_ns: int) -> None:
+        """Hosts change with the fleet (the scheduler's reservations): writes, not per VM."""
+        self.host_lines += 1
+        if line.startswith(b'{"type":"BOOKMARK"'):
+            self.bookmarks += 1
+            return
+        if line.startswith(b'{"type":"ERROR"'):
+            self.watch_errors.append("Host watch: " + line[:400].decode(errors="replace"))
+            return
+        event = orjson.loads(line)
+        self.writes.seen("Host", event["type"], event["object"])
 
 
 # ---- the run ---------------------------------------------------------------------------
@@ -374,16 +391,23 @@ class FleetBench:
     # -- the measurement -------------------------------------------------------------
 
     async def open_watches(self) -> list[WatchConnection]:
-        status, body = await self.call("GET", f"{self.vms_path}?limit=1")
+        """From the revision of a list of the Hosts (which exist already: their next writes
+        are told from these revisions)."""
+        status, body = await self.call("GET", self.hosts_path)
         if status != 200:
-            raise SystemExit(f"list VMs answered {status}: {body[:300]!r}")
-        rv = orjson.loads(body)["metadata"]["resourceVersion"]
+            raise SystemExit(f"list Hosts answered {status}: {body[:300]!r}")
+        listed = orjson.loads(body)
+        rv = listed["metadata"]["resourceVersion"]
+        for host in listed["items"]:
+            self.seen.writes.known("Host", host)
         query = f"?watch=true&allowWatchBookmarks=true&resourceVersion={rv}"
         streams = [await open_watch(self.url, self.vms_path + query, self.seen.on_vm, ACCEPT_JSON,
                                     self.tls),
                    await open_watch(self.url, self.vmis_path + query, self.seen.on_vmi,
                                     ACCEPT_JSON, self.tls),
                    await open_watch(self.url, self.disks_path + query, self.seen.on_disk,
+                                    ACCEPT_JSON, self.tls),
+                   await open_watch(self.url, self.hosts_path + query, self.seen.on_host,
                                     ACCEPT_JSON, self.tls)]
         statuses = await asyncio.wait_for(asyncio.gather(*(w.status for w in streams)), 30)
         if any(st != 200 for st in statuses):
@@ -484,6 +508,7 @@ class FleetBench:
                        "vm_hwm_mib": mem.get("VmHWM", 0) / 1024,
                        "rss_end_mib": mem.get("VmRSS", 0) / 1024,
                        "threads": mem.get("Threads", 0)},
+            "writes": s.writes.report(len(s.vm_created)),
             "client_cpu_s": client - client0,
             "rss_series": [(round(t - t0, 2), kb, round(c - cpu0, 2))
                            for t, kb, c in self.rss_series[::max(1, len(self.rss_series) // 300)]],
@@ -674,6 +699,15 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"{r['watch']['vmi_lines'] / max(1, r['vms_created']):.1f} + "
         f"{r['watch']['disk_lines'] / max(1, r['vms_created']):.1f} per VM",
     ]
+    w = r["writes"]
+    per_vm = sum(n for k, n in w["per_kind"].items() if k != "Host")
+    lines.append(f"stored writes per VM (revisions seen on the watches): {per_vm:.2f} = "
+                 + " + ".join(f"{n:.2f} {k}" for k, n in w["per_kind"].items() if k != "Host")
+                 + f"; Host (the scheduler's reservations, per VM) "
+                   f"{w['per_kind'].get('Host', 0.0):.2f}; events counted apart below")
+    for row in w["by_writer"]:
+        lines.append(f"  {row['per_vm']:5.2f} per VM  {row['kind']:<23} by {row['writer']:<28} "
+                     f"changed {row['changed']}")
     if "events" in r:
         e = r["events"]
         lines.append(f"events stored: {e['stored']} ({e['per_vm']:.1f} per VM with its disk; "

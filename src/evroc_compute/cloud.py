@@ -81,10 +81,13 @@ class Cloud:
             return
         manager = self.manager = Manager(self.client, self.fleet.settings)
         world, settings = manager.world, self.fleet.settings
-        agents = [Agent("sim-agent", self.client, world, settings, SimDriver(settings))]
+        # Each agent writes under its own field manager, as a remote agent does, so an
+        # object's managedFields tell its instance's status from the controllers' writes.
+        agents = [Agent("sim-agent", InProcessClient(self.app, "evroc-compute-sim-agent"), world,
+                        settings, SimDriver(settings))]
         if self.qemu_host is not None:
-            agents.append(Agent("qemu-agent", self.client, world, settings,
-                                QemuDriver(world, settings, self.qemu_host)))
+            agents.append(Agent("qemu-agent", InProcessClient(self.app, "evroc-compute-qemu-agent"),
+                                world, settings, QemuDriver(world, settings, self.qemu_host)))
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(namespaces.run())
