@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from evroc_compute.api import compute, infra
-from evroc_compute.api.compute import VIRTUAL_MACHINE, size_in_bytes
+from evroc_compute.api.compute import FINALIZER_VM, VIRTUAL_MACHINE, size_in_bytes
 from evroc_compute.api.infra import FAULT_PREFIX
 from evroc_compute.api.meta import parse_time
 from evroc_compute.client.base import Client, ClientError
@@ -34,7 +34,6 @@ from evroc_compute.runtime.controller import Key, Result
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import (
     FINALIZER_INSTANCE,
-    FINALIZER_VM,
     World,
     condition,
     deleting,

@@ -99,8 +99,10 @@ class App:
                  compact_interval: float = 300.0, compact_keep: int = 1000,
                  bookmark_interval: float = 5.0, max_watches: int = 0,
                  body_timeout: float = 60.0, event_ttl: float = 3600.0,
-                 token_authenticators: tuple[TokenAuthenticator, ...] = ()) -> None:
+                 token_authenticators: tuple[TokenAuthenticator, ...] = (),
+                 control_plane: bool = False) -> None:
         self.data_dir = data_dir
+        self.control_plane = control_plane  # new objects get their controlled metadata
         self.store_url = store_url or urls.default_url(data_dir)
         self.registry = registry or default_registry()
         self.compact_interval, self.compact_keep = compact_interval, compact_keep
@@ -131,7 +133,7 @@ class App:
         store = await asyncio.to_thread(urls.store, self.store_url)
         await store.open()
         self.ctx = Context(self.registry, store, self.bookmark_interval, guard=EscalationCheck(
-            self.authorizer, self.rbac.rules, self._lookup))
+            self.authorizer, self.rbac.rules, self._lookup), control_plane=self.control_plane)
         await self._seed(store)
         await self._finish_deletions(store)
         self._background.append(asyncio.create_task(
