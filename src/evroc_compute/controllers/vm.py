@@ -69,7 +69,7 @@ def disk_facts(name: str, disk: dict[str, Any] | None) -> DiskFacts:
     return DiskFacts(name=name, exists=True, ready=ready.get("status") == "True",
                      failed=ready.get("reason") == "ProvisioningFailed",
                      failure_message=str(ready.get("message") or ""), zone=zone,
-                     bound=zone is not None)
+                     bound=zone is not None, reported=bool(ready))
 
 
 def instance_facts(instance: dict[str, Any]) -> InstanceFacts:
@@ -156,13 +156,19 @@ class VMController:
         running = bool(get(vm, "spec", "running") if get(vm, "spec", "running") is not None
                        else True)
         healthy = all(d.exists and not d.failed for d in disks) and not problem
-        if running and healthy:
+        # An instance is made once its disks can be attached: every disk ready, or waiting
+        # for the VM's placement to get a zone.  Then it is made whole, in one write.
+        attachable = all(d.ready or not d.bound for d in disks)
+        if running and healthy and (instance is not None or attachable):
             instance = await self._ensure_instance(vm, instance, resources, disks)
-        elif instance is not None:
+        elif not (running and healthy) and instance is not None:
             instance = await self._wind_down(instance)
         facts = self._facts(vm, instance, disks, problem, now, self._network(vm, instance))
         decision = vm_status(facts, now)
-        await write_status(self.client, VIRTUAL_MACHINE, vm, dict(decision.body))
+        # Creating says the control plane has yet to act; its details (which step) are not
+        # worth a write each: the status admission gave the VM stands until a real milestone.
+        if not (decision.status == "Creating" == get(vm, "status", "virtualMachineStatus")):
+            await write_status(self.client, VIRTUAL_MACHINE, vm, dict(decision.body))
         if decision.recheck_at is not None:
             return Result(requeue_after=max(0.0, decision.recheck_at - now))
         return Result()
