@@ -225,12 +225,18 @@ def check_vm(new: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError
     return errors
 
 
+def new_vm_status(vm: dict[str, Any]) -> dict[str, Any] | None:
+    """A new VM that should run is Creating until its controller has looked; one created
+    stopped gets its status (Stopped) from the controller, never Creating."""
+    return None if _get(vm, "spec", "running") is False else {"virtualMachineStatus": "Creating"}
+
+
 VIRTUAL_MACHINE = Kind(
     group=GROUP, version=VERSION, kind="VirtualMachine", plural="virtualmachines",
     namespaced=True, short_names=("vm", "vms"), categories=("evroc", "compute"),
     description="The schema for an evroc Virtual Machine API.",
     spec=VM_SPEC, status=VM_STATUS, semantic_check=check_vm,
-    controlled_finalizers=(FINALIZER_VM,), controlled_status={"virtualMachineStatus": "Creating"},
+    controlled_finalizers=(FINALIZER_VM,), controlled_status=new_vm_status,
     columns=(
         Column("Ready", "string", condition_status("Ready"), "Whether the VM is ready."),
         Column("Reason", "string", condition_reason("Ready"), "Why the VM is (not) ready."),

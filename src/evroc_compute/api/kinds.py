@@ -78,7 +78,7 @@ class Kind:
     # seen it and no controller spends a write on it: the finalizers a new object gets, and
     # the status it shows until its controller has looked (a new Pod is Pending).
     controlled_finalizers: tuple[str, ...] = ()
-    controlled_status: dict[str, Any] | None = None
+    controlled_status: Callable[[dict[str, Any]], dict[str, Any] | None] = lambda obj: None
     # Subresources besides /status (a Namespace has /finalize).
     extra_subresources: tuple[str, ...] = ()
     # False: create-only, answered by the server and never stored (the access reviews).

@@ -142,8 +142,7 @@ def new_object_metadata(obj: dict[str, Any], target: Target, control_plane: bool
         finalizers = list(finalizers or [])  # (not a list: validation says so)
         meta["finalizers"] = finalizers + [f for f in kind.controlled_finalizers
                                            if f not in finalizers]
-    initial = kind.controlled_status if control_plane and kind.controlled_status else \
-        kind.initial_status
+    initial = (kind.controlled_status(obj) if control_plane else None) or kind.initial_status
     if initial is not None:
         obj["status"] = copy.deepcopy(initial)
     elif kind.status is not None:
