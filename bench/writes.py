@@ -117,7 +117,8 @@ class Writes:
             return
         changed = [p for p in before.keys() | now.keys() if before.get(p, _GONE) != now.get(p, _GONE)]
         # A field removed has no owner left to name: "?" unless another changed field has one.
-        writers = sorted({owner(obj, p) or "?" for p in changed if p in now}) or ["?"]
+        writers = sorted({owner(obj, p) or "?" for p in changed if p in now}) or \
+            (["?"] if changed else ["-"])
         what = "+".join(sorted({area(p) for p in changed})) or "(nothing tracked)"
         if state(obj) != self.states.get(key):
             what += f" -> {state(obj)}"
