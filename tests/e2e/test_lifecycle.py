@@ -163,9 +163,8 @@ def test_a_vm_goes_from_creating_to_running_with_its_disk_address_and_device(kc:
 
 
 def test_a_new_vm_and_disk_are_protected_and_creating_from_their_creation(kc: Kubectl) -> None:
-    created = json.loads(kc("create", "-o", "json", "-f", "-", input=yaml.safe_dump_all(
-        [disk("fresh", zone="se-sto-a"), vm("fresh", "fresh")])))
-    new_disk, new_vm = created["items"]
+    new_disk, new_vm = (json.loads(kc("create", "-o", "json", "-f", "-", input=json.dumps(obj)))
+                        for obj in (disk("fresh", zone="se-sto-a"), vm("fresh", "fresh")))
     # Finalizers and the first status come with the create, not from a controller's write.
     assert new_disk["metadata"]["finalizers"] == ["compute.evroclabs.net/disk-protection"]
     assert new_vm["metadata"]["finalizers"] == ["compute.evroclabs.net/vm-cleanup"]
