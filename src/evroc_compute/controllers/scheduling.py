@@ -315,9 +315,14 @@ class Scheduler:
         except ClientError as problem:
             if problem.code == 409:  # it exists (a create before a restart): placed as it is
                 return None
-            self.proposals.setdefault(key, current)  # tried again on the next pass
-            self.pending.add(key)
-            raise
+            if problem.code >= 500 or problem.code == 429:  # tried again on the next pass
+                self.proposals.setdefault(key, current)
+                self.pending.add(key)
+                raise
+            # Refused for good (e.g. its namespace is being deleted): the VM controller
+            # proposes again when the VM changes.
+            log.warning("instance %s/%s not created: %s", *key, problem)
+            return None
         self._created.add(key)
         return created
 
