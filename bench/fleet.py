@@ -3,8 +3,8 @@
 Starts its own server with the controllers, the scheduler and a simulated fleet (transitions
 `immediate`, so what is measured is the control plane, not simulated boot times), then
 
-1. opens two watches (VirtualMachines, VirtualMachineInstances) from the current
-   resourceVersion, before anything is created;
+1. opens watches (VirtualMachines, VirtualMachineInstances, Disks, Hosts) from the current
+   resourceVersion, before anything is created, over HTTPS as the admin (DATA_DIR/pki);
 2. creates N Disks and N VirtualMachines (one Disk then its VM per step, zones spread
    round-robin) over `--concurrency` keep-alive connections (closed loop);
 3. waits until every VM's `.status.virtualMachineStatus` is Running (seen on the watch);
@@ -14,7 +14,9 @@ Starts its own server with the controllers, the scheduler and a simulated fleet 
 5. prints wall time (first create sent -> last VM Running), placement decisions/s (instances
    that got `spec.host`, over the window first bind -> last bind), time-to-Running percentiles
    (VM create sent -> Running event), the server's peak RSS (VmRSS sampled + VmHWM), CPU
-   seconds, and the first distinct errors of the server's log.
+   seconds, the stored writes per VM (each revision on the watches is one write) by kind, by
+   writer and by what changed (bench/writes.py; Host writes and Events counted apart), and
+   the first distinct errors of the server's log.
 
     .venv/bin/python bench/fleet.py                  # 10,000 VMs (targets: <= 60 s, <= 2 GiB)
     .venv/bin/python bench/fleet.py --vms 500        # a quick run
