@@ -3,8 +3,8 @@
 Starts its own server with the controllers, the scheduler and a simulated fleet (transitions
 `immediate`, so what is measured is the control plane, not simulated boot times), then
 
-1. opens two watches (VirtualMachines, VirtualMachineInstances) from the current
-   resourceVersion, before anything is created;
+1. opens watches (VirtualMachines, VirtualMachineInstances, Disks, Hosts) from the current
+   resourceVersion, before anything is created, over HTTPS as the admin (DATA_DIR/pki);
 2. creates N Disks and N VirtualMachines (one Disk then its VM per step, zones spread
    round-robin) over `--concurrency` keep-alive connections (closed loop);
 3. waits until every VM's `.status.virtualMachineStatus` is Running (seen on the watch);
@@ -14,7 +14,9 @@ Starts its own server with the controllers, the scheduler and a simulated fleet 
 5. prints wall time (first create sent -> last VM Running), placement decisions/s (instances
    that got `spec.host`, over the window first bind -> last bind), time-to-Running percentiles
    (VM create sent -> Running event), the server's peak RSS (VmRSS sampled + VmHWM), CPU
-   seconds, and the first distinct errors of the server's log.
+   seconds, the stored writes per VM (each revision on the watches is one write) by kind, by
+   writer and by what changed (bench/writes.py; Host writes and Events counted apart), and
+   the first distinct errors of the server's log.
 
     .venv/bin/python bench/fleet.py                  # 10,000 VMs (targets: <= 60 s, <= 2 GiB)
     .venv/bin/python bench/fleet.py --vms 500        # a quick run
@@ -47,6 +49,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import yaml
@@ -59,14 +62,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from httpclient import Connection, WatchConnection, connect, open_watch, request_bytes  # noqa: E402
 from run import ServerStats, percentile  # noqa: E402
+from writes import Writes  # noqa: E402
 
-from conftest import start_server  # noqa: E402
+from conftest import Server, start_server  # noqa: E402
 
 COMPUTE = "compute.evroclabs.net/v1alpha1"
 INFRA = "infra.evroc-compute.io/v1alpha1"
 ZONES = ("se-sto-a", "se-sto-b", "se-sto-c")
-JSON_HEADERS = (("Content-Type", "application/json"), ("Accept", "application/json"))
-ACCEPT_JSON = (("Accept", "application/json"),)
+USER_AGENT = ("User-Agent", "fleet-bench")  # the creates' field manager
+JSON_HEADERS = (("Content-Type", "application/json"), ("Accept", "application/json"), USER_AGENT)
+ACCEPT_JSON = (("Accept", "application/json"), USER_AGENT)
 TARGET_WALL_S = 60.0
 TARGET_RSS_MIB = 2048.0
 RETRY_STATUSES = (429, 500, 503, 504)
@@ -151,6 +156,8 @@ class Seen:
     create_errors: Counter[str] = field(default_factory=Counter)
     first_create_errors: list[str] = field(default_factory=list)
     retries: int = 0
+    writes: Writes = field(default_factory=Writes)
+    host_lines: int = 0
 
     def on_vm(self, line: bytes, arrived_ns: int) -> None:
         self.vm_lines += 1
@@ -161,9 +168,9 @@ class Seen:
         if line.startswith(b'{"type":"ERROR"'):
             self.watch_errors.append("VM watch: " + line[:400].decode(errors="replace"))
             return
-        if b'"Running"' not in line:
-            return
-        obj = orjson.loads(line)["object"]
+        event = orjson.loads(line)
+        obj = event["object"]
+        self.writes.seen("VirtualMachine", event["type"], obj)
         name = obj["metadata"]["name"]
         if name not in self.running and \
                 (obj.get("status") or {}).get("virtualMachineStatus") == "Running":
@@ -178,9 +185,9 @@ class Seen:
         if line.startswith(b'{"type":"ERROR"'):
             self.watch_errors.append("Disk watch: " + line[:400].decode(errors="replace"))
             return
-        if b'"True"' not in line:
-            return
-        obj = orjson.loads(line)["object"]
+        event = orjson.loads(line)
+        obj = event["object"]
+        self.writes.seen("Disk", event["type"], obj)
         name = obj["metadata"]["name"]
         if name not in self.disk_ready and any(
                 c.get("type") == "Ready" and c.get("status") == "True"
@@ -197,6 +204,7 @@ class Seen:
             self.watch_errors.append("VMI watch: " + line[:400].decode(errors="replace"))
             return
         event = orjson.loads(line)
+        self.writes.seen("VirtualMachineInstance", event["type"], event["object"])
         if event.get("type") == "DELETED":
             return
         obj, now = event["object"], arrived_ns / 1e9
@@ -216,14 +224,26 @@ class Seen:
         if status.get("unschedulable"):
             self.unschedulable[name] = status["unschedulable"]
 
+    def on_host(self, line: bytes, arrived_ns: int) -> None:
+        """Hosts change with the fleet (the scheduler's reservations): writes, not per VM."""
+        self.host_lines += 1
+        if line.startswith(b'{"type":"BOOKMARK"'):
+            self.bookmarks += 1
+            return
+        if line.startswith(b'{"type":"ERROR"'):
+            self.watch_errors.append("Host watch: " + line[:400].decode(errors="replace"))
+            return
+        event = orjson.loads(line)
+        self.writes.seen("Host", event["type"], event["object"])
+
 
 # ---- the run ---------------------------------------------------------------------------
 
 class FleetBench:
-    def __init__(self, args: argparse.Namespace, url: str, proc: ServerStats,
-                 process: subprocess.Popen[bytes]) -> None:
-        self.args, self.url, self.proc, self.process = args, url, proc, process
-        self.host = url.removeprefix("http://")
+    def __init__(self, args: argparse.Namespace, server: Server, proc: ServerStats) -> None:
+        self.args, self.url, self.proc, self.process = args, server.url, proc, server.process
+        self.host = urlsplit(server.url).netloc
+        self.tls = server.tls() if server.url.startswith("https:") else None  # as the admin
         ns = args.namespace
         self.vms_path = f"/apis/{COMPUTE}/namespaces/{ns}/virtualmachines"
         self.disks_path = f"/apis/{COMPUTE}/namespaces/{ns}/disks"
@@ -240,7 +260,7 @@ class FleetBench:
         return request_bytes(method, path, self.host, body, headers)
 
     async def call(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        conn = await connect(self.url)
+        conn = await connect(self.url, self.tls)
         try:
             return await conn.request(self.req(method, path, body))
         finally:
@@ -347,7 +367,7 @@ class FleetBench:
         """Disk then VM for each index, closed loop over the pool; (first send, last answer)."""
         a, s = self.args, self.seen
         indices = iter(range(1, a.vms + 1))
-        pool = list(await asyncio.gather(*(connect(self.url) for _ in range(a.concurrency))))
+        pool = list(await asyncio.gather(*(connect(self.url, self.tls) for _ in range(a.concurrency))))
         first, last = [math.inf], [0.0]
 
         async def worker(conn: Connection) -> None:
@@ -373,16 +393,24 @@ class FleetBench:
     # -- the measurement -------------------------------------------------------------
 
     async def open_watches(self) -> list[WatchConnection]:
-        status, body = await self.call("GET", f"{self.vms_path}?limit=1")
+        """From the revision of a list of the Hosts (which exist already: their next writes
+        are told from these revisions)."""
+        status, body = await self.call("GET", self.hosts_path)
         if status != 200:
-            raise SystemExit(f"list VMs answered {status}: {body[:300]!r}")
-        rv = orjson.loads(body)["metadata"]["resourceVersion"]
+            raise SystemExit(f"list Hosts answered {status}: {body[:300]!r}")
+        listed = orjson.loads(body)
+        rv = listed["metadata"]["resourceVersion"]
+        for host in listed["items"]:
+            self.seen.writes.known("Host", host)
         query = f"?watch=true&allowWatchBookmarks=true&resourceVersion={rv}"
-        streams = [await open_watch(self.url, self.vms_path + query, self.seen.on_vm, ACCEPT_JSON),
+        streams = [await open_watch(self.url, self.vms_path + query, self.seen.on_vm, ACCEPT_JSON,
+                                    self.tls),
                    await open_watch(self.url, self.vmis_path + query, self.seen.on_vmi,
-                                    ACCEPT_JSON),
+                                    ACCEPT_JSON, self.tls),
                    await open_watch(self.url, self.disks_path + query, self.seen.on_disk,
-                                    ACCEPT_JSON)]
+                                    ACCEPT_JSON, self.tls),
+                   await open_watch(self.url, self.hosts_path + query, self.seen.on_host,
+                                    ACCEPT_JSON, self.tls)]
         statuses = await asyncio.wait_for(asyncio.gather(*(w.status for w in streams)), 30)
         if any(st != 200 for st in statuses):
             raise SystemExit(f"watches answered {statuses}")
@@ -482,6 +510,7 @@ class FleetBench:
                        "vm_hwm_mib": mem.get("VmHWM", 0) / 1024,
                        "rss_end_mib": mem.get("VmRSS", 0) / 1024,
                        "threads": mem.get("Threads", 0)},
+            "writes": s.writes.report(len(s.vm_created)),
             "client_cpu_s": client - client0,
             "rss_series": [(round(t - t0, 2), kb, round(c - cpu0, 2))
                            for t, kb, c in self.rss_series[::max(1, len(self.rss_series) // 300)]],
@@ -533,7 +562,7 @@ class FleetBench:
         if self.process.poll() is not None:
             self.results["checks"] = {"error": "server is gone"}
             return
-        conn = await connect(self.url)
+        conn = await connect(self.url, self.tls)
         try:
             vms = await self._list(conn, self.vms_path)
             vmis = await self._list(conn, self.vmis_path)
@@ -672,6 +701,15 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"{r['watch']['vmi_lines'] / max(1, r['vms_created']):.1f} + "
         f"{r['watch']['disk_lines'] / max(1, r['vms_created']):.1f} per VM",
     ]
+    w = r["writes"]
+    per_vm = sum(n for k, n in w["per_kind"].items() if k != "Host")
+    lines.append(f"stored writes per VM (revisions seen on the watches): {per_vm:.2f} = "
+                 + " + ".join(f"{n:.2f} {k}" for k, n in w["per_kind"].items() if k != "Host")
+                 + f"; Host (the scheduler's reservations, per VM) "
+                   f"{w['per_kind'].get('Host', 0.0):.2f}; events counted apart below")
+    for row in w["by_writer"]:
+        lines.append(f"  {row['per_vm']:5.2f} per VM  {row['kind']:<23} by {row['writer']:<28} "
+                     f"changed {row['changed']}")
     if "events" in r:
         e = r["events"]
         lines.append(f"events stored: {e['stored']} ({e['per_vm']:.1f} per VM with its disk; "
@@ -786,7 +824,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"server pid {process.pid} at {url}; data, fleet file and log in {tmp}",
           file=sys.stderr, flush=True)
     proc = ServerStats(process.pid)
-    bench = FleetBench(args, url, proc, process)
+    bench = FleetBench(args, server, proc)
     spy: subprocess.Popen[bytes] | None = None
     profile_path: Path | None = None
     try:

@@ -39,7 +39,7 @@ LEADER_LEASE = "evroc-compute-controllers"
 class Cloud:
     def __init__(self, data_dir: Path, *, fleet: Fleet | None = None, controllers: bool = True,
                  qemu_host: QemuHostConfig | None = None, **app_options: Any) -> None:
-        self.app = App(data_dir, **app_options)
+        self.app = App(data_dir, control_plane=controllers, **app_options)
         self.fleet = fleet or default_fleet()
         self.qemu_host = qemu_host
         self.controllers = controllers

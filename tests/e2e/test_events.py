@@ -41,9 +41,14 @@ def kc(cloud: Server, tmp_path: Path) -> Kubectl:
 
 
 def events_for(kc: Kubectl, what: str, *where: str) -> list[dict]:
-    """`kubectl events --for KIND/NAME -o json`: the object's events, oldest first."""
+    """`kubectl events --for KIND/NAME -o json`: the object's events, oldest first.
+
+    kubectl sorts by lastTimestamp (whole seconds) with an unstable sort, so events of one
+    second come in any order; the name (the recorder's creation time in nanoseconds) breaks
+    the tie."""
     out = kc("events", "--for", what, "-o", "json", *where)
-    return list(json.loads(out)["items"]) if out.startswith("{") else []  # else "No events"
+    events = list(json.loads(out)["items"]) if out.startswith("{") else []  # else "No events"
+    return sorted(events, key=lambda e: (e.get("lastTimestamp") or "", e["metadata"]["name"]))
 
 
 def wait_for_reasons(kc: Kubectl, what: str, wanted: list[str], *where: str,

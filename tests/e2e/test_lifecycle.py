@@ -162,6 +162,20 @@ def test_a_vm_goes_from_creating_to_running_with_its_disk_address_and_device(kc:
     assert instance["status"]["phase"] == "Running"
 
 
+def test_a_new_vm_and_disk_are_protected_and_creating_from_their_creation(kc: Kubectl) -> None:
+    new_disk, new_vm = (json.loads(kc("create", "-o", "json", "-f", "-", input=json.dumps(obj)))
+                        for obj in (disk("fresh", zone="se-sto-a"), vm("fresh", "fresh")))
+    # Finalizers and the first status come with the create, not from a controller's write.
+    assert new_disk["metadata"]["finalizers"] == ["compute.evroclabs.net/disk-protection"]
+    assert new_vm["metadata"]["finalizers"] == ["compute.evroclabs.net/vm-cleanup"]
+    assert new_vm["status"] == {"virtualMachineStatus": "Creating"}
+    wait_status(kc, "fresh", "Running")
+    instance = get(kc, "vmi/fresh")
+    # Created already bound to its host, with its disks ready: its spec was never rewritten.
+    assert instance["spec"]["host"].startswith("a-general-") and instance["spec"]["disksReady"]
+    assert instance["metadata"]["generation"] == 1
+
+
 def test_an_unzoned_disk_waits_for_binding_then_provisions_in_the_vms_zone(kc: Kubectl) -> None:
     history = History(kc)
     apply(kc, disk("loose"), vm("binder", "loose", zone="se-sto-a"))

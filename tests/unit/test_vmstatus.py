@@ -62,6 +62,7 @@ MISSING = disk("data-1", exists=False, ready=False, zone=None, bound=False)
 FAILED = disk("data-2", ready=False, failed=True, failure_message="quota exceeded in se-sto-a")
 UNBOUND = disk("data-3", ready=False, zone=None, bound=False)
 PROVISIONING = disk("data-4", ready=False)
+JUST_CREATED = disk("data-5", ready=False, reported=False)  # no Ready condition yet
 PULL_ERROR = "manifest for ubuntu.24-04.1 not found"
 
 
@@ -138,6 +139,17 @@ BOUNDARIES = [
                  id="past its first moment a VM waiting for the scheduler is Starting"),
     pytest.param(vm(created_seconds_ago=1.0, instance=inst("Scheduled")), "Starting",
                  id="a new VM that has been scheduled is Starting, not Creating"),
+    pytest.param(vm(created_seconds_ago=1.0, instance=inst("Pending")), "Creating",
+                 id="a new VM bound to a host that has not reported on it yet is Creating"),
+    pytest.param(vm(instance=inst("Pending")), "Starting",
+                 id="past its first moment a VM whose host has not reported yet is Starting"),
+    pytest.param(vm(created_seconds_ago=1.0, disks=(disk(), JUST_CREATED), **NO_INSTANCE),
+                 "Creating", id="a new VM whose disk was not reported on yet is Creating"),
+    pytest.param(vm(disks=(disk(), JUST_CREATED), **NO_INSTANCE), "Provisioning",
+                 id="past its first moment a VM whose disk was not reported on is Provisioning"),
+    pytest.param(vm(created_seconds_ago=1.0, disks=(disk(), PROVISIONING), **NO_INSTANCE),
+                 "Provisioning",
+                 id="a new VM whose disk reports it is being provisioned is Provisioning"),
     pytest.param(vm(instance=inst("Pulling")), "Starting",
                  id="a VM pulling its boot image is Starting"),
     pytest.param(vm(instance=inst("Stopping")), "Stopping",

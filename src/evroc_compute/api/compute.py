@@ -37,6 +37,10 @@ STATUS_VALUES = (
     "DataVolumeError", "WaitingForVolumeBinding",
 )
 MAX_DISKS = 10
+# Held by the VM controller until the VM's instance and address are released.
+FINALIZER_VM = "compute.evroclabs.net/vm-cleanup"
+# Held by the Disk controller while a VM or an attachment uses the disk.
+FINALIZER_DISK = "compute.evroclabs.net/disk-protection"
 MAX_SSH_KEYS = 10
 
 
@@ -221,12 +225,19 @@ def check_vm(new: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError
     return errors
 
 
+def new_vm_status(vm: dict[str, Any]) -> dict[str, Any] | None:
+    """A new VM that should run is Creating until its controller has looked; one created
+    stopped gets its status (Stopped) from the controller, never Creating."""
+    return None if _get(vm, "spec", "running") is False else {"virtualMachineStatus": "Creating"}
+
+
 VIRTUAL_MACHINE = Kind(
     group=GROUP, version=VERSION, kind="VirtualMachine", plural="virtualmachines",
     namespaced=True, short_names=("vm", "vms"), categories=("evroc", "compute"),
     description="The schema for an evroc Virtual Machine API.",
     spec=VM_SPEC, status=VM_STATUS, semantic_check=check_vm,
     extra_subresources=("console",),  # the serial console, text like pods/log
+    controlled_finalizers=(FINALIZER_VM,), controlled_status=new_vm_status,
     columns=(
         Column("Ready", "string", condition_status("Ready"), "Whether the VM is ready."),
         Column("Reason", "string", condition_reason("Ready"), "Why the VM is (not) ready."),
@@ -322,7 +333,7 @@ DISK = Kind(
     group=GROUP, version=VERSION, kind="Disk", plural="disks", namespaced=True,
     short_names=("dk",), categories=("evroc", "compute"),
     description="The schema for a disk.", spec=DISK_SPEC, status=DISK_STATUS,
-    semantic_check=check_disk,
+    semantic_check=check_disk, controlled_finalizers=(FINALIZER_DISK,),
     columns=(
         Column("Ready", "string", condition_status("Ready"), "Whether the disk is ready."),
         Column("Reason", "string", condition_reason("Ready"), "Why the disk is (not) ready."),

@@ -73,6 +73,12 @@ class Kind:
     managed_fields: bool = True
     # The status a new object starts with (a Namespace is Active); None: none until written.
     initial_status: dict[str, Any] | None = None
+    # Only when a control plane runs (the server's controllers), added at creation as kube's
+    # protection admission plugins do, so an object is protected before any controller has
+    # seen it and no controller spends a write on it: the finalizers a new object gets, and
+    # the status it shows until its controller has looked (a new Pod is Pending).
+    controlled_finalizers: tuple[str, ...] = ()
+    controlled_status: Callable[[dict[str, Any]], dict[str, Any] | None] = lambda obj: None
     # Subresources besides /status (a Namespace has /finalize).
     extra_subresources: tuple[str, ...] = ()
     # False: create-only, answered by the server and never stored (the access reviews).

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from evroc_compute.api.compute import DISK
+from evroc_compute.api.compute import DISK, FINALIZER_DISK
 from evroc_compute.api.infra import FAULT_PREFIX
 from evroc_compute.api.meta import now_rfc3339, parse_time
 from evroc_compute.client.base import Client
@@ -22,7 +22,6 @@ from evroc_compute.controllers.vmstatus import Condition, conditions_to_dicts
 from evroc_compute.runtime.controller import Key, Result
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import (
-    FINALIZER_DISK,
     World,
     condition,
     deleting,

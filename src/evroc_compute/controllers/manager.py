@@ -38,13 +38,13 @@ class Manager:
         self.client, self.settings = client, settings
         self.world = world or World(client)
         w = self.world
-        self.vm = VMController(client, w, settings)
+        self.scheduler = Scheduler(client, w, settings)
+        self.vm = VMController(client, w, settings, self.scheduler)
         self.disk = DiskController(client, w, settings)
         self.hotswap = HotswapController(client, w)
         self.public_ip = PublicIPController(client, w, settings)
         self.group = PlacementGroupController(client, w)
         self.quota = QuotaController(client, w)
-        self.scheduler = Scheduler(client, w, settings)
         self.monitor = HostMonitor(client, w, settings, self._host_changed)
         self.recorder = EventRecorder(client, EVENT_SOURCE, socket.gethostname())
         self.history = StatusHistory(w, self.recorder)

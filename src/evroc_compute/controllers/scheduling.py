@@ -6,12 +6,17 @@ input and its output into writes.  Binding is two writes with optimistic concurr
 1. reserve: the instance's resources are added to the Host's `status.allocations`, written with
    the Host's resourceVersion, so two schedulers (or one racing a stale cache) can never both
    fill the last slot: the second write gets a 409 and its instances are placed again;
-2. bind: `spec.host` is set on the instance (admission refuses to move a bound instance).
+2. bind: `spec.host` is set on the instance (admission refuses to move a bound instance).  A
+   new instance is proposed by the VM controller and not stored yet: it is created here, with
+   `spec.host` already set, so its creation is its binding.  One that fits nowhere is created
+   unbound, to carry the verdict.
 
-A crash between the two leaves a reservation without a binding; the sweep removes reservations
-whose instance is gone or bound elsewhere (and not in flight in this process), so capacity is
-never leaked.  Deleting an instance frees its reservation the same way.  An instance on a
-drained host is migrated: a reservation on another host, then `spec.migrateTo` for its agent.
+A crash between the two leaves a reservation without a binding (or without an instance); the
+sweep removes reservations whose instance is gone or bound elsewhere (and not in flight in this
+process), so capacity is never leaked.  Proposals live in memory only: after a restart the VM
+controller, reconciling every VM, proposes again what is missing.  Deleting an instance frees
+its reservation the same way.  An instance on a drained host is migrated: a reservation on
+another host, then `spec.migrateTo` for its agent.
 Instances that fit nowhere get the placement message on `status.unschedulable` and are tried
 again whenever capacity may have freed (an instance ends, a host changes).
 """
@@ -99,11 +104,36 @@ class Scheduler:
         self._latest: dict[str, dict[str, Any]] = {}  # hosts as last written by this process
         self._in_flight: dict[str, float] = {}  # "ns/name" -> when it was reserved
         self._sums: dict[str, tuple[str, Resources]] = {}  # host -> (resourceVersion, allocated)
+        self.proposals: dict[Key, dict[str, Any]] = {}  # instances to create once placed
+        self._created: set[Key] = set()  # created here, not yet seen in the cache
+
+    # ---- proposals (the VM controller's Placer) ------------------------------------------
+
+    def propose(self, instance: dict[str, Any]) -> None:
+        key = key_of(instance)
+        if key in self._created:
+            return  # created already; the cache has not caught up
+        self.proposals[key] = instance
+        self.pending.add(key)
+        self.wake.set()
+
+    def withdraw(self, key: Key) -> None:
+        if self.proposals.pop(key, None) is not None:
+            self.pending.discard(key)
+
+    def _instance(self, key: Key) -> dict[str, Any] | None:
+        """The instance stored, or else the one proposed."""
+        stored = self.world.instances.get(*key)
+        if stored is not None:
+            self.proposals.pop(key, None)
+            return stored
+        return self.proposals.get(key)
 
     # ---- event intake -----------------------------------------------------------------
 
     def on_instance(self, event: str, instance: dict[str, Any]) -> None:
         key = key_of(instance)
+        self._created.discard(key)
         if event != "DELETED" and (needs_placement(instance) or self._must_migrate(instance)):
             self.pending.add(key)
         else:
@@ -218,10 +248,10 @@ class Scheduler:
     async def schedule_batch(self) -> None:
         now = self.wall()
         keys = sorted(self.pending, key=lambda k: (
-            (self.world.instances.get(*k) or {}).get("metadata", {}).get("creationTimestamp", ""), k))
+            (self._instance(k) or {}).get("metadata", {}).get("creationTimestamp", ""), k))
         batch = keys[:BATCH]
         self.pending.difference_update(batch)
-        instances = [i for k in batch if (i := self.world.instances.get(*k)) is not None
+        instances = [i for k in batch if (i := self._instance(k)) is not None
                      and (needs_placement(i) or self._must_migrate(i))]
         if not instances:
             return
@@ -268,8 +298,41 @@ class Scheduler:
             self._in_flight[request.instance] = now
         await asyncio.gather(*(self._bind(instance, host_name) for instance, _ in placed))
 
+    async def _create(self, proposed: dict[str, Any], host: str | None) -> dict[str, Any] | None:
+        """Store a proposed instance (bound to `host`, or unbound), unless the VM controller
+        withdrew it or now wants other resources (then it is placed again)."""
+        key = key_of(proposed)
+        current = self.proposals.get(key)
+        if current is None or get(current, "spec", "resources") != get(proposed, "spec", "resources"):
+            if current is not None:
+                self.pending.add(key)
+                self.wake.set()
+            return None
+        del self.proposals[key]
+        spec = {**current["spec"], "host": host} if host else current["spec"]
+        try:
+            created = await self.client.create(VIRTUAL_MACHINE_INSTANCE, {**current, "spec": spec})
+        except ClientError as problem:
+            if problem.code == 409:  # it exists (a create before a restart): placed as it is
+                return None
+            if problem.code >= 500 or problem.code == 429:  # tried again on the next pass
+                self.proposals.setdefault(key, current)
+                self.pending.add(key)
+                raise
+            # Refused for good (e.g. its namespace is being deleted): the VM controller
+            # proposes again when the VM changes.
+            log.warning("instance %s/%s not created: %s", *key, problem)
+            return None
+        self._created.add(key)
+        return created
+
     async def _bind(self, instance: dict[str, Any], host: str) -> None:
         namespace, name = key_of(instance)
+        if "resourceVersion" not in instance["metadata"]:
+            if await self._create(instance, host) is None:
+                self._in_flight.pop(ns_name(namespace, name), None)
+                self.sweep_due = True  # its reservation goes back
+            return
         field = "migrateTo" if get(instance, "spec", "host") else "host"
         try:
             await self.client.patch(VIRTUAL_MACHINE_INSTANCE, namespace, name,
@@ -286,6 +349,11 @@ class Scheduler:
     async def _unschedulable(self, instance: dict[str, Any], message: str) -> None:
         if get(instance, "spec", "host"):
             return  # a migration with no target: the VM keeps running where it is
+        if "resourceVersion" not in instance["metadata"]:
+            created = await self._create(instance, None)
+            if created is None:
+                return
+            instance = created
         if get(instance, "status", "unschedulable") == message:
             return
         namespace, name = key_of(instance)

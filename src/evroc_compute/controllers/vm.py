@@ -1,20 +1,22 @@
 """The VirtualMachine controller: from the user's declaration to an instance, and back to a status.
 
 One reconcile reads the VM and everything it refers to from the caches and moves one step:
-keep its cleanup finalizer, create / update / delete its VirtualMachineInstance, hold its private
-address, and write the status `vm_status` computes from the facts.  Deleting a VM deletes its
-instance (the host agent shuts the guest down first), then releases its address and clears the
-finalizer; its disks stay.
+keep its cleanup finalizer, ask for / update / delete its VirtualMachineInstance, hold its
+private address, and write the status `vm_status` computes from the facts.  A new instance is
+proposed to the scheduler, which creates it already bound to a host (one write where a create
+and a bind were two); until then the VM has no instance, and asking again changes nothing.
+Deleting a VM deletes its instance (the host agent shuts the guest down first), then releases
+its address and clears the finalizer; its disks stay.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from evroc_compute.api import compute, infra
-from evroc_compute.api.compute import VIRTUAL_MACHINE, size_in_bytes
+from evroc_compute.api.compute import FINALIZER_VM, VIRTUAL_MACHINE, size_in_bytes
 from evroc_compute.api.infra import FAULT_PREFIX
 from evroc_compute.api.meta import parse_time
 from evroc_compute.client.base import Client, ClientError
@@ -34,7 +36,6 @@ from evroc_compute.runtime.controller import Key, Result
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import (
     FINALIZER_INSTANCE,
-    FINALIZER_VM,
     World,
     condition,
     deleting,
@@ -47,6 +48,16 @@ from evroc_compute.runtime.world import (
 from evroc_compute.runtime.writes import delete_quietly, set_finalizer, write_status
 
 VIRTIO_DEVICES = tuple(f"/dev/vd{chr(ord('a') + i)}" for i in range(compute.MAX_DISKS))
+
+
+class Placer(Protocol):
+    """Who creates a VM's new instance, bound to a host (the scheduler)."""
+
+    def propose(self, instance: dict[str, Any]) -> None:
+        """Create this instance once a host is chosen (a newer proposal replaces it)."""
+
+    def withdraw(self, key: Key) -> None:
+        """The VM no longer wants the instance it proposed."""
 
 
 def resources_of(profile: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +81,7 @@ def disk_facts(name: str, disk: dict[str, Any] | None) -> DiskFacts:
     return DiskFacts(name=name, exists=True, ready=ready.get("status") == "True",
                      failed=ready.get("reason") == "ProvisioningFailed",
                      failure_message=str(ready.get("message") or ""), zone=zone,
-                     bound=zone is not None)
+                     bound=zone is not None, reported=bool(ready))
 
 
 def instance_facts(instance: dict[str, Any]) -> InstanceFacts:
@@ -91,9 +102,10 @@ def instance_facts(instance: dict[str, Any]) -> InstanceFacts:
 
 
 class VMController:
-    def __init__(self, client: Client, world: World, settings: Settings, *,
+    def __init__(self, client: Client, world: World, settings: Settings, placer: Placer, *,
                  wall: Callable[[], float] = time.time) -> None:
         self.client, self.world, self.settings, self.wall = client, world, settings, wall
+        self.placer = placer
         # One pool per project (namespace) and zone: like evroc's default subnets, every
         # project has the same ranges, which overlap between projects and never collide
         # within one.
@@ -137,6 +149,7 @@ class VMController:
     async def reconcile(self, key: Key) -> Result:
         vm = self.world.vms.get(*key)
         if vm is None:
+            self.placer.withdraw(key)
             return Result()
         instance = self.world.instances.get(*key)
         if instance is not None and deleting(instance) and \
@@ -157,13 +170,21 @@ class VMController:
         running = bool(get(vm, "spec", "running") if get(vm, "spec", "running") is not None
                        else True)
         healthy = all(d.exists and not d.failed for d in disks) and not problem
-        if running and healthy:
+        # An instance is made once its disks can be attached: every disk ready, or waiting
+        # for the VM's placement to get a zone.  Then it is made whole, in one write.
+        attachable = all(d.ready or not d.bound for d in disks)
+        if running and healthy and (instance is not None or attachable):
             instance = await self._ensure_instance(vm, instance, resources, disks)
-        elif instance is not None:
-            instance = await self._wind_down(instance)
+        else:
+            self.placer.withdraw(key)
+            if not (running and healthy) and instance is not None:
+                instance = await self._wind_down(instance)
         facts = self._facts(vm, instance, disks, problem, now, self._network(vm, instance))
         decision = vm_status(facts, now)
-        await write_status(self.client, VIRTUAL_MACHINE, vm, dict(decision.body))
+        # Creating says the control plane has yet to act; its details (which step) are not
+        # worth a write each: the status admission gave the VM stands until a real milestone.
+        if not (decision.status == "Creating" == get(vm, "status", "virtualMachineStatus")):
+            await write_status(self.client, VIRTUAL_MACHINE, vm, dict(decision.body))
         if decision.recheck_at is not None:
             return Result(requeue_after=max(0.0, decision.recheck_at - now))
         return Result()
@@ -260,7 +281,7 @@ class VMController:
 
     async def _ensure_instance(self, vm: dict[str, Any], instance: dict[str, Any] | None,
                                resources: dict[str, Any],
-                               disks: list[DiskFacts]) -> dict[str, Any]:
+                               disks: list[DiskFacts]) -> dict[str, Any] | None:
         spec = self._instance_spec(vm, resources, disks)
         annotations = self._instance_annotations(vm)
         namespace, name = key_of(vm)
@@ -274,9 +295,10 @@ class VMController:
                                      "uid": vm["metadata"]["uid"], "controller": True}]}
             if annotations:
                 metadata["annotations"] = annotations
-            body = {"apiVersion": infra.VIRTUAL_MACHINE_INSTANCE.api_version,
-                    "kind": "VirtualMachineInstance", "metadata": metadata, "spec": spec}
-            return await self.client.create(infra.VIRTUAL_MACHINE_INSTANCE, body)
+            self.placer.propose({"apiVersion": infra.VIRTUAL_MACHINE_INSTANCE.api_version,
+                                 "kind": "VirtualMachineInstance", "metadata": metadata,
+                                 "spec": spec})
+            return None
         current = instance.get("spec") or {}
         # The binding and a migration belong to the scheduler and the agent.
         wanted = {**spec, **{k: current[k] for k in ("host", "migrateTo") if k in current}}
@@ -301,6 +323,7 @@ class VMController:
         return instance
 
     async def _tear_down(self, vm: dict[str, Any], instance: dict[str, Any] | None) -> Result:
+        self.placer.withdraw(key_of(vm))
         if instance is not None:
             await delete_quietly(self.client, infra.VIRTUAL_MACHINE_INSTANCE, instance)
         else:

@@ -20,10 +20,12 @@ Meanings chosen where the seed is terse:
   that is being shut down, or cleanup finalizers for its associated resources (addresses,
   disk-usage records, hot-swap attachments).  Deleting: nothing is left but the removal of the
   object itself (its instance is gone and its resources are released).
-- Creating: a new VM (created less than `CREATING_WINDOW_SECONDS` ago) that wants to run, whose
-  disks are all in place, and that has not reached its first milestone: no instance yet, or an
-  instance still waiting for the scheduler's first verdict.  After the window the same facts
-  read as Starting (e.g. a VM started again after a stop, or a scheduler that is slow).
+- Creating: a new VM (created less than `CREATING_WINDOW_SECONDS` ago) that wants to run and
+  has not reached its first milestone: no instance yet, or an instance nobody has reported on
+  (the scheduler has given no verdict, or its host has not reported yet), and no disk that
+  reports it is being provisioned.  After the window the same facts read as Starting (e.g. a
+  VM started again after a stop, or a scheduler that is slow) or Provisioning.  It is the
+  status a new VM is created with, so its first moments cost no write.
 - ErrImagePull: the boot image pull failed and the next attempt is due (no retry time, or it
   has passed); ImagePullBackOff: it failed and the host waits until `image_retry_at > now`.
 - CrashLoopBackOff: the guest failed `crash_count` times in a row and the host waits until
@@ -72,7 +74,8 @@ Precedence, first match wins (the test checks that this list and `RULES` agree):
     Provisioning because such a disk is not being provisioned (kubevirt#15883) and cannot be
     until it is bound.
 17. Provisioning: a bound disk is still being prepared; above Creating and Starting because it is
-    the specific thing the start waits for.
+    the specific thing the start waits for.  A disk the Disk controller has not reported on yet
+    (just created) is news only once the VM is no longer new: until then the VM is Creating.
 18. Creating: the first moment of a new VM, before any milestone; every evaluated fact above is
     more specific.
 19. Starting: everything else that wants to run and is not up yet: being scheduled, preparing,
@@ -167,7 +170,8 @@ class DiskFacts:
 
     `exists` is False when no Disk of that name exists (then the other fields mean nothing);
     `bound` is False while the disk has no zone yet (it takes the VM's zone at first use);
-    `failed` with `failure_message` says provisioning the disk failed for good.
+    `failed` with `failure_message` says provisioning the disk failed for good; `reported` is
+    False while the Disk controller has not given the disk a Ready condition yet.
     """
 
     name: str
@@ -177,6 +181,7 @@ class DiskFacts:
     failure_message: str = ""
     zone: str | None
     bound: bool
+    reported: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -543,16 +548,29 @@ def _provisioning_msg(f: VMFacts, now: float) -> str:
     return _describe_disks(_unready(f))
 
 
+def _fresh(f: VMFacts) -> bool:
+    return f.created_seconds_ago < CREATING_WINDOW_SECONDS
+
+
+def _provisioning(f: VMFacts, now: float) -> bool:
+    unready = _unready(f)
+    return any(d.reported for d in unready) or (bool(unready) and not _fresh(f))
+
+
 def _creating(f: VMFacts, now: float) -> bool:
     inst = f.instance
-    fresh = f.created_seconds_ago < CREATING_WINDOW_SECONDS
-    return fresh and (inst is None or (inst.host is None and inst.phase == "Pending"))
+    return _fresh(f) and (inst is None or inst.phase == "Pending")
 
 
 def _creating_msg(f: VMFacts, now: float) -> str:
     if f.instance is None:
+        unready = _unready(f)
+        if unready:
+            return f"the VM was accepted; {_describe_disks(unready)}"
         return "the VM was accepted; its instance is being created"
-    return "the VM was accepted; a host is being chosen for it"
+    if f.instance.host is None:
+        return "the VM was accepted; a host is being chosen for it"
+    return f'the VM was accepted and scheduled to host "{f.instance.host}"; the host is preparing it'
 
 
 def _starting_msg(f: VMFacts, now: float) -> str:
@@ -596,7 +614,7 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule("ImagePullBackOff", _image_backing_off, _image_pull_back_off_msg),
     Rule("CrashLoopBackOff", _crash_backing_off, _crash_loop_msg),
     Rule("WaitingForVolumeBinding", lambda f, now: bool(_unbound(f)), _waiting_for_binding_msg),
-    Rule("Provisioning", lambda f, now: bool(_unready(f)), _provisioning_msg),
+    Rule("Provisioning", _provisioning, _provisioning_msg),
     Rule("Creating", _creating, _creating_msg),
     Rule("Starting", _always, _starting_msg),
 )

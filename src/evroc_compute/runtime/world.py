@@ -17,8 +17,6 @@ from evroc_compute.client.base import Client
 from evroc_compute.runtime.controller import Key
 from evroc_compute.runtime.informer import Informer
 
-FINALIZER_VM = "compute.evroclabs.net/vm-cleanup"
-FINALIZER_DISK = "compute.evroclabs.net/disk-protection"
 FINALIZER_ATTACHMENT = "compute.evroclabs.net/hotswap-detach"
 FINALIZER_INSTANCE = "infra.evroc-compute.io/guest-shutdown"
 

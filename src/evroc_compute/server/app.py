@@ -118,8 +118,10 @@ class App:
                  token_authenticators: tuple[TokenAuthenticator, ...] = (),
                  admin_certificates: tuple[str, ...] = (), admin_token_hash: str = "",
                  limits: fairness.Limits | None = None,
-                 audit_log: audit.AuditLog | None = None) -> None:
+                 audit_log: audit.AuditLog | None = None,
+                 control_plane: bool = False) -> None:
         self.data_dir = data_dir
+        self.control_plane = control_plane  # new objects get their controlled metadata
         self.store_url = store_url or urls.default_url(data_dir)
         self.registry = registry or default_registry()
         self.compact_interval, self.compact_keep = compact_interval, compact_keep
@@ -157,7 +159,7 @@ class App:
         if self.audit is not None:
             self.audit.start()
         self.ctx = Context(self.registry, store, self.bookmark_interval, guard=EscalationCheck(
-            self.authorizer, self.rbac.rules, self._lookup))
+            self.authorizer, self.rbac.rules, self._lookup), control_plane=self.control_plane)
         await self._seed(store)
         await self._finish_deletions(store)
         self._background.append(asyncio.create_task(

@@ -48,6 +48,9 @@ class Context:
     # who writes may matter beyond the authorizer's yes (RBAC escalation).
     guard: Callable[[UserInfo, Kind, str, dict[str, Any]], None] = lambda *_: None
     quota: QuotaAdmission = field(default_factory=QuotaAdmission)
+    # Whether a control plane runs (the server's controllers): new objects then get their
+    # kind's controlled finalizers and status.
+    control_plane: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def generated_name(prefix: str) -> str:
     return prefix + "".join(secrets.choice(GENERATE_NAME_ALPHABET) for _ in range(5))
 
 
-def new_object_metadata(obj: dict[str, Any], target: Target) -> None:
+def new_object_metadata(obj: dict[str, Any], target: Target, control_plane: bool = False) -> None:
     meta = obj["metadata"]
     for owned in (*SERVER_OWNED_METADATA, "resourceVersion", "managedFields"):
         if owned not in ("name", "namespace"):
@@ -135,9 +138,16 @@ def new_object_metadata(obj: dict[str, Any], target: Target) -> None:
         meta["generation"] = 1
     if target.kind.namespaced:
         meta["namespace"] = target.namespace
-    if target.kind.initial_status is not None:
-        obj["status"] = copy.deepcopy(target.kind.initial_status)
-    elif target.kind.status is not None:
+    kind = target.kind
+    finalizers = meta.get("finalizers")
+    if control_plane and kind.controlled_finalizers and isinstance(finalizers, list | None):
+        finalizers = list(finalizers or [])  # (not a list: validation says so)
+        meta["finalizers"] = finalizers + [f for f in kind.controlled_finalizers
+                                           if f not in finalizers]
+    initial = (kind.controlled_status(obj) if control_plane else None) or kind.initial_status
+    if initial is not None:
+        obj["status"] = copy.deepcopy(initial)
+    elif kind.status is not None:
         obj.pop("status", None)  # status is written only through /status
 
 

@@ -59,7 +59,7 @@ async def _create(ctx: Context, req: Request, target: Target, obj: dict[str, Any
     name = meta.get("name") if isinstance(meta.get("name"), str) else ""
     target = Target(target.kind, target.namespace, name)
     ensure_namespace(ctx, target, creating=True)
-    new_object_metadata(obj, target)
+    new_object_metadata(obj, target, ctx.control_plane)
     obj, warnings = admission.admit(target.kind, obj, None, mode=mode, name=name)
     ctx.guard(req.user, target.kind, target.namespace or "", obj)
     meta = obj["metadata"]

@@ -169,7 +169,7 @@ async def _create_by_apply(ctx: Context, req: Request, target: Target, obj: dict
                            mode: str) -> Response:
     ensure_namespace(ctx, target, creating=True)
     managed = obj["metadata"].get("managedFields")
-    new_object_metadata(obj, target)
+    new_object_metadata(obj, target, ctx.control_plane)
     obj, warnings = admission.admit(target.kind, obj, None, mode=mode, name=target.name)
     ctx.guard(req.user, target.kind, target.namespace or "", obj)
     if target.kind.managed_fields:
