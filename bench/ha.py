@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -46,9 +47,9 @@ WATCHED_WRITES_PER_S = 100
 
 
 async def measure(servers: list[Server], seconds: float) -> dict[str, str]:
-    pools = [await open_pool(s.url, CONNECTIONS // len(servers)) for s in servers]
+    pools = [await open_pool(s.url, CONNECTIONS // len(servers), s.tls()) for s in servers]
     pool = [conn for group in zip(*pools, strict=True) for conn in group]
-    hosts = [s.url.removeprefix("http://") for s in servers]
+    hosts = [urlsplit(s.url).netloc for s in servers]
     made: list[int] = []
 
     def create(i: int) -> bytes:
@@ -82,15 +83,15 @@ async def watch_lag(writer: Server, reader: Server, seconds: float) -> str:
             sent = event["object"]["metadata"]["annotations"][SENT_ANNOTATION]
             delays.append((arrived_ns - int(sent)) / 1e9)
 
-    pool = await open_pool(writer.url, 8)
-    host = writer.url.removeprefix("http://")
+    pool = await open_pool(writer.url, 8, writer.tls())
+    host = urlsplit(writer.url).netloc
     status, body = await pool[0].request(request_bytes("GET", LEASES, host,
                                                        headers=JSON_HEADERS))
     assert status == 200, status
     version = orjson.loads(body)["metadata"]["resourceVersion"]
     path = f"{LEASES}?watch=true&resourceVersion={version}&allowWatchBookmarks=false"
-    streams = await asyncio.gather(*(open_watch(reader.url, path, on_line, JSON_HEADERS)
-                                     for _ in range(WATCHERS)))
+    streams = await asyncio.gather(*(open_watch(reader.url, path, on_line, JSON_HEADERS,
+                                                reader.tls()) for _ in range(WATCHERS)))
     assert {await stream.status for stream in streams} == {200}
     idle: asyncio.Queue[Connection] = asyncio.Queue()
     for conn in pool:
@@ -144,8 +145,8 @@ def main() -> None:
             one.stop()
         for n in (1, 2, 3):
             with postgres.database() as url:
-                fleet = [start_server(Path(tmp) / f"pg{n}-{i}", "--store", url)
-                         for i in range(n)]
+                fleet = [start_server(Path(tmp) / f"pg{n}-{i}", "--store", url,
+                                      pki_dir=Path(tmp) / f"pki-{n}") for i in range(n)]
                 try:
                     rows[f"PostgreSQL, {n} server{'s' if n > 1 else ''}"] = asyncio.run(
                         measure(fleet, args.seconds))
