@@ -1,7 +1,7 @@
 """The console in a real browser: headless Chromium (Debian's, driven by Playwright) against
 a server with controllers and a simulated fleet, while kubectl changes the same objects.
 
-Screenshots of the main pages are written to docs/console/ (EVROC_SCREENSHOTS=0 skips).
+Screenshots of the main pages are written to docs/console/ with EVROC_SCREENSHOTS=1.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def signed_in(browser: Any, server: Server, token: str) -> Any:
 
 
 def shoot(page: Any, name: str) -> None:
-    if os.environ.get("EVROC_SCREENSHOTS", "1") != "0":
+    if os.environ.get("EVROC_SCREENSHOTS") == "1":  # refreshes the committed pictures
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
