@@ -60,7 +60,7 @@ def boot_log(vm: dict[str, Any], instance: dict[str, Any] | None) -> list[str]:
         f"cloud-init[412]: {len(keys)} SSH key(s) authorized for evroc-user",
         "cloud-init[498]: Cloud-init v. 23.1 finished. Datasource DataSourceNoCloud.",
         "",
-        f"Debian GNU/Linux 12 {name} ttyS0",
+        f"{boot.get('image') or 'Linux'} {name} ttyS0",  # the image's name: no OS is simulated
         "",
         f"{name} login: ",
     ]
