@@ -8,10 +8,12 @@ STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f
 
 .PHONY: serve test test-fast lint bench kubeconfig clean
 
-APT_PACKAGES := openssh-client qemu-system-x86 qemu-utils kmod debootstrap e2fsprogs
+APT_PACKAGES := openssh-client qemu-system-x86 qemu-utils kmod debootstrap e2fsprogs \
+  nftables iproute2 conntrack
 
 $(STAMP): pyproject.toml
-	@for tool in ssh-keygen qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 modprobe; do \
+	@for tool in ssh-keygen qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 modprobe \
+	    nft ip conntrack; do \
 	  command -v $$tool >/dev/null || missing=1; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); fi
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +28,7 @@ kubeconfig: $(STAMP)
 	@$(VENV)/bin/evroc-compute kubeconfig --server http://$(HOST):$(PORT)
 
 # Modules held to mypy --strict (the rest follows as it is touched).
-STRICT := src/evroc_compute/runtime src/evroc_compute/hosts/lifecycle.py \
+STRICT := src/evroc_compute/runtime src/evroc_compute/hosts/lifecycle.py src/evroc_compute/hosts/network \
   src/evroc_compute/hosts/driver.py src/evroc_compute/hosts/agent.py \
   src/evroc_compute/hosts/drivers/sim.py src/evroc_compute/hosts/drivers/qemu/driver.py \
   src/evroc_compute/controllers/vmstatus.py src/evroc_compute/controllers/vm.py

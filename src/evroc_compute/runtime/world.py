@@ -79,6 +79,7 @@ class World:
         self.attachments = informer(compute.HOTSWAP_DISK_ATTACHMENT)
         self.groups = informer(compute.PLACEMENT_GROUP)
         self.public_ips = informer(networking.PUBLIC_IP)
+        self.security_groups = informer(networking.SECURITY_GROUP)
         self.profiles = informer(catalog.VM_VIRTUAL_RESOURCES)
         self.images = informer(catalog.DISK_IMAGE)
         self.storage_classes = informer(catalog.DISK_STORAGE_CLASS)
@@ -86,8 +87,8 @@ class World:
         self.hosts = informer(infra.HOST)
         self.leases = informer(infra.LEASE)
         self.informers = (self.vms, self.disks, self.attachments, self.groups, self.public_ips,
-                          self.profiles, self.images, self.storage_classes, self.instances,
-                          self.hosts, self.leases)
+                          self.security_groups, self.profiles, self.images,
+                          self.storage_classes, self.instances, self.hosts, self.leases)
 
         def ns_refs(obj: dict[str, Any], names: list[Any]) -> list[str]:
             namespace = obj["metadata"].get("namespace", "")

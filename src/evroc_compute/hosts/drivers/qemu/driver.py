@@ -43,11 +43,15 @@ from evroc_compute.api.meta import parse_time
 from evroc_compute.client.base import Client, ClientError
 from evroc_compute.hosts.driver import DriverError, MigrationUnsupported
 from evroc_compute.hosts.drivers.qemu import disks, images, seed
+from evroc_compute.hosts.drivers.qemu.command_line import GUEST_SSH_PORT
 from evroc_compute.hosts.drivers.qemu.errors import ImageNotFoundError, QemuDriverError
 from evroc_compute.hosts.drivers.qemu.machine import QemuMachine, RunState
-from evroc_compute.hosts.drivers.qemu.spec import DEFAULT_MAC, DiskAttachment, MachineSpec
+from evroc_compute.hosts.drivers.qemu.spec import DiskAttachment, MachineSpec
 from evroc_compute.hosts.fleet import HostSpec
 from evroc_compute.hosts.lifecycle import HotswapWant, Observation, Pending
+from evroc_compute.hosts.network import names
+from evroc_compute.hosts.network.linux import NetworkError
+from evroc_compute.hosts.network.plane import NetworkPlane, Nic
 from evroc_compute.runtime.controller import Key
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import World, condition, get, key_of
@@ -74,6 +78,8 @@ class QemuHostConfig:
     cpu_overcommit: float = 4.0  # vCPUs offered per core
     memory_overcommit: float = 1.0  # guest memory offered per byte of RAM
     stop_timeout: float = 30.0  # seconds a guest gets to power off before QEMU quits
+    # bridged: project networks with taps, NAT, security groups (root); user: QEMU's own.
+    network: Literal["bridged", "user"] = "user"
 
     def host_spec(self) -> HostSpec:
         """The Host this machine offers: its cores and memory, times the over-commit."""
@@ -142,6 +148,8 @@ class QemuDriver:
         self.disk_dir = config.data_dir.resolve() / "disks"
         self._machines: dict[Key, QemuMachine] = {}
         self._sweep = asyncio.Event()
+        self.network = NetworkPlane(world, settings, config.zone) \
+            if config.network == "bridged" else None
         world.disks.add_handler(self._on_disk)
 
     def serves(self, host: dict[str, Any]) -> bool:
@@ -153,7 +161,10 @@ class QemuDriver:
 
     async def run(self) -> None:
         self._sweep.set()
-        await self._sweeper()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._sweeper())
+            if self.network is not None:
+                group.create_task(self.network.run())
 
     def _machine(self, instance: dict[str, Any]) -> QemuMachine:
         key = key_of(instance)
@@ -167,7 +178,7 @@ class QemuDriver:
     async def observe(self, instance: dict[str, Any]) -> Observation:
         machine = self._machine(instance)
         seen = await machine.observe()
-        endpoint = f"127.0.0.1:{machine.ssh_port}" if machine.ssh_port else None
+        endpoint = self._endpoint(instance, machine)
         if seen.state is RunState.CRASHED:
             return Observation("crashed", "QEMU exited unexpectedly: "
                                + (seen.failure or _log_tail(machine)))
@@ -185,8 +196,9 @@ class QemuDriver:
         status = instance.get("status") or {}
         if status.get("phase") in ("Running", "Paused"):
             return Observation("up", "", WATCH_INTERVAL, endpoint, plugged)
-        if await _ssh_answers(machine.ssh_port):
-            return Observation("up", f"its SSH server answers on {endpoint}", WATCH_INTERVAL,
+        where = await self._ssh_answers(instance, machine)
+        if where:
+            return Observation("up", f"its SSH server answers on {where}", WATCH_INTERVAL,
                                endpoint, plugged)
         since = parse_time(status.get("phaseSince"))
         if status.get("phase") == "Starting" and since is not None and \
@@ -195,6 +207,25 @@ class QemuDriver:
                                WATCH_INTERVAL, endpoint, plugged)
         return Observation("booting", f"QEMU ({self.config.accel.upper()}) runs the guest; "
                            "waiting for its SSH server", SSH_PROBE_INTERVAL, endpoint, plugged)
+
+    def _endpoint(self, instance: dict[str, Any], machine: QemuMachine) -> str | None:
+        """Where SSH reaches the guest from the host: a loopback port, or its public IP."""
+        if self.network is None:
+            return f"127.0.0.1:{machine.ssh_port}" if machine.ssh_port else None
+        public = get(self.world.vms.get(*key_of(instance)), "status", "networking",
+                     "publicIPv4Address")
+        return f"{public}:{GUEST_SSH_PORT}" if public else None
+
+    async def _ssh_answers(self, instance: dict[str, Any], machine: QemuMachine) -> str | None:
+        """Where the guest's SSH server greeted, if it did."""
+        if self.network is None:
+            port = machine.ssh_port
+            return f"127.0.0.1:{port}" if await _ssh_answers(port) else None
+        address = get(self.world.vms.get(*key_of(instance)), "status", "networking",
+                      "privateIPv4Address")
+        if address and await self.network.ssh_answers(instance["metadata"]["namespace"], address):
+            return f"{address}:{GUEST_SSH_PORT} in the project's network"
+        return None
 
     async def pull(self, instance: dict[str, Any]) -> Pending | None:
         boot = _boot_disk(instance)
@@ -218,16 +249,24 @@ class QemuDriver:
         machine = self._machine(instance)
         if (await machine.observe()).state in (RunState.RUNNING, RunState.STARTING):
             return None
+        nic: Nic | None = None
         try:
             image = await self._image(boot["image"])
-            spec = await self._machine_spec(instance, vm, image, address, machine)
+            if self.network is not None:
+                nic = await self.network.attach(vm)
+            spec = await self._machine_spec(instance, vm, image, address, machine,
+                                            nic.fd if nic else None)
             await machine.start(spec)
-        except QemuDriverError as problem:
+        except (QemuDriverError, NetworkError) as problem:
             raise DriverError(str(problem)) from problem
+        finally:
+            if nic is not None:
+                os.close(nic.fd)  # QEMU holds the tap now (or it failed and the tap goes)
         return None
 
     async def stop(self, instance: dict[str, Any]) -> None:
         await self._machine(instance).stop(self.config.stop_timeout)
+        await self._release(instance)
 
     async def attach(self, instance: dict[str, Any], want: HotswapWant) -> str:
         machine = self._machine(instance)
@@ -253,6 +292,14 @@ class QemuDriver:
         await machine.stop(self.config.stop_timeout)
         await machine.remove()
         self._machines.pop(key_of(instance), None)
+        await self._release(instance)
+
+    async def _release(self, instance: dict[str, Any]) -> None:
+        if self.network is not None:
+            try:
+                await self.network.release(instance["metadata"]["namespace"])
+            except NetworkError as problem:
+                raise DriverError(str(problem)) from problem
 
     # ---- what a start needs -----------------------------------------------------------
 
@@ -293,11 +340,12 @@ class QemuDriver:
 
     async def _machine_spec(self, instance: dict[str, Any], vm: dict[str, Any],
                             image: images.StoredImage, address: str | None,
-                            machine: QemuMachine) -> MachineSpec:
+                            machine: QemuMachine, tap_fd: int | None) -> MachineSpec:
         namespace, name = key_of(instance)
         files = [DiskAttachment(await self._disk_file(namespace, d["name"]), _serial(d["name"]))
                  for d in sorted(get(instance, "spec", "disks") or [],
                                  key=lambda d: not d.get("boot"))]
+        mac = names.mac(vm["metadata"]["uid"])
         network: seed.StaticNetwork | None = None
         interface: ipaddress.IPv4Interface | None = None
         gateway: ipaddress.IPv4Address | None = None
@@ -305,7 +353,7 @@ class QemuDriver:
         if address and subnet is not None:
             interface = ipaddress.IPv4Interface(f"{address}/{subnet.prefixlen}")
             gateway = subnet.network_address + 1
-            network = seed.StaticNetwork(mac_address=DEFAULT_MAC, address=interface,
+            network = seed.StaticNetwork(mac_address=mac, address=interface,
                                          gateway=gateway, nameservers=(subnet.network_address + 3,))
         keys = [k.get("value", "") for k in get(vm, "spec", "osSettings", "ssh", "authorizedKeys")
                 or []]
@@ -322,7 +370,7 @@ class QemuDriver:
             kernel_cmdline=image.kernel_cmdline,
             memory_mib=max(128, int(resources.get("memoryBytes") or 0) >> 20),
             vcpus=max(1, int(resources.get("vcpu") or 1)), accel=self.config.accel,
-            private_address=interface, gateway=gateway)
+            mac_address=mac, private_address=interface, gateway=gateway, tap_fd=tap_fd)
 
     # ---- files nobody owns any more ---------------------------------------------------
 
