@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import fcntl
+import ipaddress
 import json
 import os
 import shutil
@@ -20,6 +21,8 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from evroc_compute.hosts.network.rules import Flow
 
 CLONE_NEWNET = 0x40000000
 TUNSETIFF = 0x400454CA
@@ -80,6 +83,26 @@ async def addresses(netns: str | None = None) -> list[dict[str, Any]]:
     output = await run("ip", "-j", *(("-n", netns) if netns else ()), "addr", "show")
     result: list[dict[str, Any]] = json.loads(output or "[]")
     return result
+
+
+def flows(conntrack_list: str) -> list[Flow]:
+    """The connections in `conntrack -L` output: first tuple's source and port, the reply
+    tuple's source as the destination (the real one, after DNAT)."""
+    found = []
+    for line in conntrack_list.splitlines():
+        words = line.split()
+        fields: dict[str, list[str]] = {}
+        for word in words:
+            key, _, value = word.partition("=")
+            if value:
+                fields.setdefault(key, []).append(value)
+        if not words or len(fields.get("src", ())) < 2:
+            continue
+        port = fields.get("dport", [None])[0]
+        found.append(Flow(ipaddress.IPv4Address(fields["src"][0]),
+                          ipaddress.IPv4Address(fields["src"][1]), words[0],
+                          int(port) if port else None))
+    return found
 
 
 def namespaces(prefix: str) -> list[str]:

@@ -32,7 +32,8 @@ from evroc_compute.runtime.world import World, get, key_of
 
 log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 5.0  # seconds between looks for namespaces nobody uses
-_SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"}
+_SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1",
+            "net/netfilter/nf_conntrack_tcp_loose": "0"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class NetworkPlane:
                  lock: linux.MachineLock | None = None) -> None:
         self.world, self.settings, self.zone = world, settings, zone
         self.lock = lock or linux.MachineLock()
-        self._applied: dict[str, str] = {}  # netns -> the ruleset last loaded there
+        self._applied: dict[str, tuple[str, rules.ProjectNetwork]] = {}  # netns -> last loaded
         self._dirty: set[str] = set()  # projects whose rules may have changed
         self._wake = asyncio.Event()
         world.vms.add_handler(self._on_change)
@@ -187,10 +188,24 @@ class NetworkPlane:
         """Load the project's rules (if they changed) and route its public IPs here."""
         netns, wanted = names.netns(project), self.network(project)
         text = rules.ruleset(wanted)
-        if self._applied.get(netns) != text:
+        applied = self._applied.get(netns)
+        if applied is None or applied[0] != text:
             await linux.run("nft", "-f", "-", netns=netns, stdin=text)
-            self._applied[netns] = text
+            self._applied[netns] = (text, wanted)
+            if applied is not None:
+                await self._cut(netns, wanted)
         await self._route_public(project, [n.public for n in wanted.nics if n.public is not None])
+
+    async def _cut(self, netns: str, wanted: rules.ProjectNetwork) -> None:
+        """Forget the tracked connections the new rules would not let start: established
+        flows outlive the rules that let them in, and with loose TCP pick-up off in the
+        namespace (_SYSCTLS) their next packets are invalid and dropped."""
+        listed = await linux.run("conntrack", "-L", "-f", "ipv4", netns=netns, check=False)
+        for flow in linux.flows(listed):
+            if not rules.allows(wanted, flow):
+                await linux.run("conntrack", "-D", "-p", flow.protocol, "--orig-src",
+                                str(flow.source), "--reply-src", str(flow.destination),
+                                netns=netns, check=False)
 
     async def _route_public(self, project: str, public: Iterable[ipaddress.IPv4Address]) -> None:
         outside = names.uplink(project)

@@ -75,6 +75,38 @@ def ruleset(project: ProjectNetwork) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class Flow:
+    """A tracked connection: who opened it, to whom (after DNAT), protocol and port."""
+
+    source: ipaddress.IPv4Address
+    destination: ipaddress.IPv4Address
+    protocol: str  # "tcp", "udp", "icmp", ...
+    port: int | None
+
+
+def allows(project: ProjectNetwork, flow: Flow) -> bool:
+    """Whether the rules let `flow` start: the sender's egress and the receiver's ingress,
+    as the forward chain judges them (an address that is no VM's is not judged)."""
+    nics = {n.address: n for n in project.nics}
+    sender, receiver = nics.get(flow.source), nics.get(flow.destination)
+    if sender is not None and not any(
+            _allows(r, flow.destination, flow, project) for r in sender.egress):
+        return False
+    return receiver is None or any(_allows(r, flow.source, flow, project) for r in receiver.ingress)
+
+
+def _allows(rule: Rule, peer: ipaddress.IPv4Address, flow: Flow, project: ProjectNetwork) -> bool:
+    if rule.peer_set is not None and peer not in project.groups.get(rule.peer_set, ()):
+        return False
+    if rule.peers and not any(peer in network for network in rule.peers):
+        return False
+    if rule.protocol != "All" and rule.protocol.lower() != flow.protocol:
+        return False
+    return rule.ports is None or (flow.port is not None
+                                  and rule.ports[0] <= flow.port <= rule.ports[1])
+
+
 def _elements(items: Iterable[str]) -> str:
     listed = ", ".join(items)
     return f" elements = {{ {listed} }};" if listed else ""
