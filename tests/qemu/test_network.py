@@ -214,6 +214,10 @@ def test_public_ips_nat_and_security_groups(
             "publicIPv4Address"), 30, "the public address")
         web, db = status["networking"]["privateIPv4Address"], private(kubectl, "db")
         assert address.startswith("198.51.100.")
+        assert status["networking"]["securityGroups"] == {
+            "securityGroupMemberships": [{"name": "web", "state": "Active"}]}
+        assert vm_status(kubectl, "db")["networking"]["securityGroups"] == {
+            "securityGroupMemberships": [{"name": "default", "state": "Active"}]}
         ssh_in_until_ok(projects[0], ssh_key, web)
         print(f"\nbridged: kubectl apply -> ssh true (in the VPC) {time.monotonic() - started:.1f} s")
 

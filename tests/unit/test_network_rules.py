@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from evroc_compute.hosts.network import linux, names, rules, security
+from evroc_compute.runtime.world import security_group_refs
 
 SUBNETS = {"se-sto-a": "10.0.1.0/24", "se-sto-b": "10.0.2.0/24"}
 A = ipaddress.IPv4Address
@@ -79,8 +80,8 @@ def test_security_group_semantics(source: str, destination: str, protocol: str,
 
 
 def test_memberships_default_and_named() -> None:
-    assert security.memberships(vm("a", "10.0.1.2")) == ["default"]
-    assert security.memberships(vm("a", "10.0.1.2", ["b", "a", "b"])) == ["a", "b"]
+    assert security_group_refs(vm("a", "10.0.1.2")) == ["default"]
+    assert security_group_refs(vm("a", "10.0.1.2", ["b", "a", "b"])) == ["a", "b"]
 
 
 def test_names_fit_linux_and_are_stable() -> None:

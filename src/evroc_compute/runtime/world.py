@@ -67,6 +67,16 @@ def public_ip_ref(vm: dict[str, Any]) -> str | None:
     return ref if isinstance(ref, str) and ref else None
 
 
+DEFAULT_SECURITY_GROUP = "default"
+
+
+def security_group_refs(vm: dict[str, Any]) -> list[str]:
+    """The security groups the VM is in: the ones it names, or its project's default group."""
+    named = get(vm, "spec", "networking", "securityGroups", "securityGroupMemberships") or []
+    return sorted({str(m["name"]) for m in named if isinstance(m, dict) and m.get("name")}) \
+        or [DEFAULT_SECURITY_GROUP]
+
+
 class World:
     """Informers for every kind the control plane reads."""
 
@@ -97,6 +107,7 @@ class World:
         self.vms.add_index("disk", lambda vm: ns_refs(vm, [r.get("name") for r in disk_refs(vm)]))
         self.vms.add_index("group", lambda vm: ns_refs(vm, [get(vm, "spec", "placementGroup")]))
         self.vms.add_index("publicip", lambda vm: ns_refs(vm, [public_ip_ref(vm)]))
+        self.vms.add_index("securitygroup", lambda vm: ns_refs(vm, security_group_refs(vm)))
         self.attachments.add_index("vm", lambda a: ns_refs(a, [get(a, "spec", "vmRef")]))
         self.attachments.add_index("disk", lambda a: ns_refs(a, [get(a, "spec", "diskRef")]))
         self.instances.add_index("host", lambda i: [h for h in (

@@ -17,16 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evroc_compute.hosts.network import names, rules
-from evroc_compute.runtime.world import get
+from evroc_compute.runtime.world import DEFAULT_SECURITY_GROUP, get, security_group_refs
 
-DEFAULT_GROUP = "default"
 SUBNET_PREFIX = "default-"  # evroc's default subnets are named default-<zone>
-
-
-def memberships(vm: dict[str, Any]) -> list[str]:
-    """The groups the VM is in: the ones it names, or the default group."""
-    named = get(vm, "spec", "networking", "securityGroups", "securityGroupMemberships") or []
-    return sorted({str(m["name"]) for m in named if m.get("name")}) or [DEFAULT_GROUP]
 
 
 def _subnets(subnets: Mapping[str, str]) -> tuple[ipaddress.IPv4Network, ...]:
@@ -37,7 +30,7 @@ def group_rules(group: dict[str, Any] | None, name: str, subnets: Mapping[str, s
                 ) -> tuple[list[rules.Rule], list[rules.Rule]]:
     """(ingress, egress) of a group; the default group's when it has no object of its own."""
     if group is None:
-        if name == DEFAULT_GROUP:
+        if name == DEFAULT_SECURITY_GROUP:
             return [rules.Rule(peers=_subnets(subnets))], [rules.Rule()]
         return [], []  # named but not created (yet): allows nothing
     ingress: list[rules.Rule] = []
@@ -78,7 +71,7 @@ def project_network(subnets: Mapping[str, str], vms: Sequence[dict[str, Any]],
         public = get(vm, "status", "networking", "publicIPv4Address")
         ingress: list[rules.Rule] = []
         egress: list[rules.Rule] = []
-        for name in memberships(vm):
+        for name in security_group_refs(vm):
             members.setdefault(name, []).append(address)
             rules_in, rules_out = group_rules(groups.get(name), name, subnets)
             ingress += rules_in
