@@ -15,6 +15,7 @@ import os
 import select
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -100,6 +101,9 @@ def ssh_in_until_ok(project_name: str, key: SshKey, address: str, command: str =
     return found[0]
 
 
+METADATA = "http://169.254.169.254"
+
+
 def probe(target: str, port: int = 22) -> str:
     """A guest command: the first bytes a TCP server at target:port sends ('' if none)."""
     return f"printf '' | timeout 4 nc -w 3 {target} {port} | head -c 4; true"
@@ -156,6 +160,22 @@ def test_project_vpcs_route_between_zones_and_isolate_projects(
         # The other project reaches none of them, not even at the addresses it shares.
         assert ssh_in_until_ok(projects[1], ssh_key, x1, probe(b1)) == ""
         assert ssh_in_until_ok(projects[1], ssh_key, x1, probe(a2)) == ""
+        # The metadata service answers each VM about itself, by source address, in its project.
+        for name, kubectl, address in (("a1", first, a1), ("x1", second, x1), ("b1", first, b1)):
+            uid = json.loads(kubectl("get", "vm", name, "-o", "json"))["metadata"]["uid"]
+            owner = projects[0] if kubectl is first else projects[1]
+            assert ssh_in_until_ok(owner, ssh_key, address, f"wget -q -O - {METADATA}/latest/"
+                                   "meta-data/instance-id") == uid
+        local = ssh_in_until_ok(projects[0], ssh_key, a1, f"wget -q -O - {METADATA}/openstack/"
+                                "latest/meta_data.json")
+        assert json.loads(local)["name"] == "a1"
+        # A source that is no VM (here the project's router itself) is refused.
+        stranger = subprocess.run(
+            ["ip", "netns", "exec", names.netns(projects[0]), sys.executable, "-c",
+             f"import urllib.request; urllib.request.urlopen('{METADATA}/latest/meta-data/')"],
+            capture_output=True, text=True)
+        assert "HTTP Error 403" in stranger.stderr
+
         # Nor does the host: it routes no private address into a project (no traffic is sent).
         for name in projects:
             route = subprocess.run(["ip", "route", "get", b1], capture_output=True, text=True)

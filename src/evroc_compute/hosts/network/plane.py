@@ -22,11 +22,12 @@ import ipaddress
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from evroc_compute.hosts.network import linux, names, rules, security
+from evroc_compute.hosts.network.metadata import MetadataServer
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import World, get, key_of
 
@@ -50,9 +51,11 @@ class NetworkPlane:
     """The project networks of one host (zone `zone`), driven by the QEMU driver."""
 
     def __init__(self, world: World, settings: Settings, zone: str,
+                 user_data: Callable[[dict[str, Any]], bytes],
                  lock: linux.MachineLock | None = None) -> None:
         self.world, self.settings, self.zone = world, settings, zone
         self.lock = lock or linux.MachineLock()
+        self.metadata = MetadataServer(self._vm_at, user_data, self._subnet_of)
         self._applied: dict[str, tuple[str, rules.ProjectNetwork]] = {}  # netns -> last loaded
         self._dirty: set[str] = set()  # projects whose rules may have changed
         self._wake = asyncio.Event()
@@ -137,6 +140,14 @@ class NetworkPlane:
         projects = {str(vm["metadata"]["namespace"]) for vm in self.world.vms.cache.values()}
         return sorted(p for p in projects if names.netns(p) in present)
 
+    def _vm_at(self, project: str, address: str) -> dict[str, Any] | None:
+        return next((vm for vm in self.world.vms.cache.values()
+                     if vm["metadata"]["namespace"] == project
+                     and get(vm, "status", "networking", "privateIPv4Address") == address), None)
+
+    def _subnet_of(self, vm: dict[str, Any]) -> ipaddress.IPv4Network | None:
+        return self.settings.subnet(str(get(vm, "status", "placement", "zone") or ""))
+
     # ---- plumbing ---------------------------------------------------------------------
 
     async def _ensure_namespace(self, project: str) -> None:
@@ -179,6 +190,7 @@ class NetworkPlane:
         if any(link["ifname"].startswith(names.TAP_PREFIX) for link in await linux.links(netns)):
             return
         outside = names.UPLINK_PREFIX + netns.removeprefix(names.NETNS_PREFIX)
+        await self.metadata.close(netns)
         await linux.run("ip", "link", "del", outside, check=False)
         await linux.run("ip", "netns", "del", netns)
         self._applied.pop(netns, None)
@@ -195,6 +207,7 @@ class NetworkPlane:
             if applied is not None:
                 await self._cut(netns, wanted)
         await self._route_public(project, [n.public for n in wanted.nics if n.public is not None])
+        await self.metadata.serve(netns, project)
 
     async def _cut(self, netns: str, wanted: rules.ProjectNetwork) -> None:
         """Forget the tracked connections the new rules would not let start: established

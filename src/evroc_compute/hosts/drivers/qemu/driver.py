@@ -148,7 +148,7 @@ class QemuDriver:
         self.disk_dir = config.data_dir.resolve() / "disks"
         self._machines: dict[Key, QemuMachine] = {}
         self._sweep = asyncio.Event()
-        self.network = NetworkPlane(world, settings, config.zone) \
+        self.network = NetworkPlane(world, settings, config.zone, _user_data) \
             if config.network == "bridged" else None
         world.disks.add_handler(self._on_disk)
 
@@ -355,8 +355,7 @@ class QemuDriver:
             gateway = subnet.network_address + 1
             network = seed.StaticNetwork(mac_address=mac, address=interface,
                                          gateway=gateway, nameservers=(subnet.network_address + 3,))
-        keys = [k.get("value", "") for k in get(vm, "spec", "osSettings", "ssh", "authorizedKeys")
-                or []]
+        keys = _keys(vm)
         seed_iso = machine.paths.workdir / "seed.iso"
         machine.paths.workdir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(seed.write_seed_iso, seed.seed_files(
@@ -406,6 +405,18 @@ def _serial(disk_name: str) -> str:
     if len(disk_name) <= 20:
         return disk_name
     return f"{disk_name[:11]}-{hashlib.sha256(disk_name.encode()).hexdigest()[:8]}"
+
+
+def _user_data(vm: dict[str, Any]) -> bytes:
+    """The user-data the metadata service gives the VM: the same as its NoCloud seed's."""
+    given = get(vm, "spec", "osSettings", "cloudInitUserData")
+    if given is not None:
+        return seed.decode_user_data(given)
+    return seed.default_user_data(_keys(vm))
+
+
+def _keys(vm: dict[str, Any]) -> list[str]:
+    return [k.get("value", "") for k in get(vm, "spec", "osSettings", "ssh", "authorizedKeys") or []]
 
 
 def _boot_disk(instance: dict[str, Any]) -> dict[str, Any] | None:
