@@ -181,9 +181,9 @@ def test_project_vpcs_route_between_zones_and_isolate_projects(
             route = subprocess.run(["ip", "route", "get", b1], capture_output=True, text=True)
             assert names.uplink(name) not in route.stdout
 
-        # Deleting the VMs leaves no namespace, uplink or tap behind.
+        # Deleting the VMs, or the whole project, leaves no namespace, uplink or tap behind.
         first("delete", "vm", "a1", "a2", "b1")
-        second("delete", "vm", "x1")
+        second("delete", "namespace", projects[1], "--wait=false")
         wait_for(lambda: not qemu_pids(base), 60, "the guests to go")
         wait_for(lambda: not leftovers(projects), 20, "the projects' networks to be removed")
     finally:
@@ -336,3 +336,38 @@ def _stalls(process: subprocess.Popen[bytes], seconds: float) -> bool:
     readable, _, _ = select.select([fd], [], [], seconds)
     return not readable or not os.read(fd, 65536)
 
+
+
+def test_a_restarted_host_adopts_its_networks_and_removes_what_nobody_owns(
+        base: Path, store: images.ImageStore, minimal_image: images.StoredImage,
+        ssh_key: SshKey, projects: list[str]) -> None:
+    server = serve_qemu(base, store, network="bridged")
+    kubectl = project((server, base), projects)
+    kubectl("apply", "-f", "-", input=manifest(
+        public_ip("ip"), security_group("open", ssh_rule("0.0.0.0/0")), disk("boot", minimal_image.name),
+        with_network(vm("steady", "boot", ssh_key), "ip", ["open"])))
+    wait_status(kubectl, "steady", "Running", 180)
+    address = wait_for(lambda: vm_status(kubectl, "steady")["networking"].get(
+        "publicIPv4Address"), 30, "the public address")
+    wait_for(lambda: ssh_public(ssh_key, address, "echo before > /tmp/mark").returncode == 0, 120,
+             "ssh at the public IP")
+    [pid] = qemu_pids(server.data_dir)
+    server.kill()
+    # What a crashed agent may leave: a namespace no VM uses.
+    stale = f"net-{uuid.uuid4().hex[:8]}"
+    projects.append(stale)
+    subprocess.run(["ip", "netns", "add", names.netns(stale)], check=True)
+    assert ssh_public(ssh_key, address, "cat /tmp/mark").stdout.strip() == "before"  # no agent
+    server = serve_qemu(base, store, port=int(server.url.rsplit(":", 1)[1]), network="bridged")
+    try:
+        wait_for(lambda: not leftovers([stale]), 20, "the stale namespace to be removed")
+        assert ssh_public(ssh_key, address, "cat /tmp/mark").stdout.strip() == "before"
+        assert qemu_pids(server.data_dir) == [pid]  # adopted, not restarted
+        # The adopted network still follows the API: closing the group closes the port.
+        kubectl("apply", "-f", "-", input=manifest(security_group("open", ssh_rule("10.0.0.0/8"))))
+        wait_for(lambda: not _port_open(address, 22), 5, "port 22 closed after the restart")
+        kubectl("delete", "vm", "steady")
+        wait_for(lambda: not qemu_pids(base), 60, "the guest to go")
+        wait_for(lambda: not leftovers(projects), 20, "the project's network to be removed")
+    finally:
+        server.stop()
