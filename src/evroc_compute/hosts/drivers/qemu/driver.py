@@ -10,8 +10,10 @@ them.  Per instance:
 - its disks are qcow2 files, `disks/<namespace>/<name>-<uid>.qcow2`, overlays of their image,
   created at first boot, kept when the VM goes and removed when the Disk is deleted;
 - its NoCloud seed carries the VM's uid, name, SSH keys or user data, and private address;
-- Starting lasts until the guest's SSH server answers on the forwarded loopback port (the
-  VM's `sshEndpoint`); QEMU exiting without being asked to is a crash: Failed, then a
+- its NIC is on its project's network (hosts/network, `network="bridged"`: a tap the agent
+  opens and QEMU inherits) or on QEMU's user-mode network with SSH forwarded from loopback;
+- Starting lasts until the guest's SSH server answers (on the forwarded loopback port, the
+  VM's `sshEndpoint`, or at its private address inside its project's network); QEMU exiting without being asked to is a crash: Failed, then a
   back-off before the next start (CrashLoopBackOff);
 - a guest that powers itself off is started again, since the VM still says `running`;
 - hot-swapped disks are plugged on the virtio-scsi bus with the attachment's serial.
