@@ -13,7 +13,8 @@ them.  Per instance:
 - its NIC is on its project's network (hosts/network, `network="bridged"`: a tap the agent
   opens and QEMU inherits) or on QEMU's user-mode network with SSH forwarded from loopback;
 - Starting lasts until the guest's SSH server answers (on the forwarded loopback port, the
-  VM's `sshEndpoint`, or at its private address inside its project's network); QEMU exiting without being asked to is a crash: Failed, then a
+  VM's `sshEndpoint`, or at its private address inside its project's network); QEMU
+  exiting without being asked to is a crash: Failed, then a
   back-off before the next start (CrashLoopBackOff);
 - a guest that powers itself off is started again, since the VM still says `running`;
 - hot-swapped disks are plugged on the virtio-scsi bus with the attachment's serial.
