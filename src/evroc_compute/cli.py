@@ -56,7 +56,8 @@ def _qemu_host(args: argparse.Namespace) -> QemuHostConfig:
     from evroc_compute.hosts.drivers.qemu.driver import QemuHostConfig, detect_accel
 
     accel = detect_accel() if args.accel == "auto" else args.accel
-    return QemuHostConfig(network=_network_mode(args.network),
+    return QemuHostConfig(network=_network_mode(args.network), host_netns=args.host_netns,
+                          underlay=args.underlay_address,
         name=args.host_name, zone=args.zone, data_dir=Path(args.data_dir) / "qemu",
         image_dir=Path(args.image_dir) if args.image_dir else images_cli.default_image_dir(),
         accel=accel, cpu_overcommit=args.cpu_overcommit,
@@ -205,6 +206,13 @@ def _host_options(parser: argparse.ArgumentParser, *, default_driver: str) -> No
                         help="bridged: a network per project with taps, NAT, public IPs and "
                              "security groups (needs root); user: QEMU's user-mode networking; "
                              "auto: bridged when it can run here")
+    parser.add_argument("--host-netns", default="",
+                        help="bridged: a network namespace standing for this host's network "
+                             "(uplinks, public routes, underlay), to run several hosts on one "
+                             "machine (default: the machine's own)")
+    parser.add_argument("--underlay-address", default="",
+                        help="bridged: this host's address on the network between hosts; "
+                             "project subnets span hosts over VXLAN from it (default: none)")
     parser.add_argument("--stop-timeout", type=float, default=30.0,
                         help="seconds a guest gets to power off before QEMU quits it")
 

@@ -39,17 +39,17 @@ SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
 # ---- helpers ----------------------------------------------------------------------------
 
 def serve_qemu(base: Path, store: images.ImageStore, port: int | None = None,
-               network: str = "user") -> Server:
+               network: str = "user", extra: tuple[str, ...] = ()) -> Server:
     fleet = base / "fleet.yaml"
     fleet.write_text(yaml.safe_dump(FLEET))
     return start_server(base / "data", "--driver", "qemu", "--host-name", "qemu-1",
                         "--zone", "se-sto-a", "--image-dir", str(store.root), "--accel", "tcg",
                         "--stop-timeout", "10", "--fleet", str(fleet), "--network", network,
-                        port=port)
+                        *extra, port=port)
 
 
 def start_agent(server: Server, base: Path, store: images.ImageStore, name: str, zone: str,
-                network: str = "user") -> subprocess.Popen[bytes]:
+                network: str = "user", extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     """A second host: `agent --host-name NAME` on this machine, its files under base/NAME."""
     agent_dir = base / name
     agent_dir.mkdir()
@@ -57,7 +57,7 @@ def start_agent(server: Server, base: Path, store: images.ImageStore, name: str,
         [sys.executable, "-m", "evroc_compute.cli", "agent", "--server", server.url,
          "--host-name", name, "--zone", zone, "--data-dir", str(agent_dir),
          "--image-dir", str(store.root), "--accel", "tcg", "--fleet", str(base / "fleet.yaml"),
-         "--network", network],
+         "--network", network, *extra],
         stdout=open(base / f"{name}.log", "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
 
 

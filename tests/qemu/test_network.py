@@ -80,9 +80,10 @@ def base(tmp_path: Path) -> Iterator[Path]:
 
 
 def ssh_in(project_name: str, key: SshKey, address: str, command: str,
-           timeout: float = 30) -> subprocess.CompletedProcess[str]:
+           timeout: float = 30, scope: str = "") -> subprocess.CompletedProcess[str]:
     """ssh evroc-user@ADDRESS from inside the project's namespace (the VPC's router)."""
-    return subprocess.run(["ip", "netns", "exec", names.netns(project_name), "ssh", *SSH_OPTIONS,
+    netns = names.netns(project_name, scope)
+    return subprocess.run(["ip", "netns", "exec", netns, "ssh", *SSH_OPTIONS,
                            "-i", str(key.private), f"evroc-user@{address}", command],
                           capture_output=True, text=True, timeout=timeout)
 
@@ -93,9 +94,10 @@ def ssh_public(key: SshKey, address: str, command: str,
                            command], capture_output=True, text=True, timeout=timeout)
 
 
-def ssh_in_until_ok(project_name: str, key: SshKey, address: str, command: str = "true") -> str:
+def ssh_in_until_ok(project_name: str, key: SshKey, address: str, command: str = "true",
+                    scope: str = "") -> str:
     def attempt() -> tuple[str] | None:
-        result = ssh_in(project_name, key, address, command)
+        result = ssh_in(project_name, key, address, command, scope=scope)
         return (result.stdout,) if result.returncode == 0 else None
     found: tuple[str] = wait_for(attempt, 120, f"ssh {address} in {project_name}: {command}")
     return found[0]
@@ -370,4 +372,67 @@ def test_a_restarted_host_adopts_its_networks_and_removes_what_nobody_owns(
         wait_for(lambda: not qemu_pids(base), 60, "the guest to go")
         wait_for(lambda: not leftovers(projects), 20, "the project's network to be removed")
     finally:
+        server.stop()
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[tuple[str, str]]:
+    """Two namespaces standing for two hosts' networks, joined by an underlay link."""
+    tag = uuid.uuid4().hex[:6]
+    hosts = (f"evh{tag}a", f"evh{tag}b")
+    for host in hosts:
+        subprocess.run(["ip", "netns", "add", host], check=True)
+        subprocess.run(["ip", "-n", host, "link", "set", "lo", "up"], check=True)
+    subprocess.run(["ip", "link", "add", "underlay", "netns", hosts[0], "type", "veth", "peer",
+                    "name", "underlay", "netns", hosts[1]], check=True)
+    for index, host in enumerate(hosts):
+        subprocess.run(["ip", "-n", host, "addr", "add", f"192.168.77.{index + 1}/24", "dev",
+                        "underlay"], check=True)
+        subprocess.run(["ip", "-n", host, "link", "set", "underlay", "up"], check=True)
+    yield hosts
+    for host in hosts:
+        for netns in linux.namespaces(names.NETNS_PREFIX):
+            if names.in_scope(netns, host):
+                subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+        subprocess.run(["ip", "netns", "del", host], capture_output=True)
+
+
+def underlay_bytes(host: str) -> int:
+    shown = json.loads(subprocess.run(["ip", "-n", host, "-j", "-s", "link", "show", "underlay"],
+                                      capture_output=True, text=True, check=True).stdout)
+    return int(shown[0]["stats64"]["tx"]["bytes"])
+
+
+def test_a_project_spans_two_hosts_over_vxlan(
+        base: Path, store: images.ImageStore, minimal_image: images.StoredImage,
+        ssh_key: SshKey, projects: list[str], two_hosts: tuple[str, str]) -> None:
+    host_a, host_b = two_hosts
+    server = serve_qemu(base, store, network="bridged", extra=(
+        "--host-netns", host_a, "--underlay-address", "192.168.77.1"))
+    agent = start_agent(server, base, store, "qemu-2", "se-sto-b", network="bridged", extra=(
+        "--host-netns", host_b, "--underlay-address", "192.168.77.2"))
+    try:
+        kubectl = project((server, base), projects)
+        wait_for(lambda: host_ready(kubectl, "qemu-2"), 30, "the second host")
+        image = minimal_image.name
+        kubectl("apply", "-f", "-", input=manifest(
+            disk("c1-boot", image), vm("c1", "c1-boot", ssh_key, zone="se-sto-a"),
+            disk("c2-boot", image, zone="se-sto-b"), vm("c2", "c2-boot", ssh_key, zone="se-sto-b")))
+        c1, c2 = private(kubectl, "c1"), private(kubectl, "c2")
+        name = projects[0]
+        assert ssh_in_until_ok(name, ssh_key, c1, "hostname", scope=host_a).strip() == "c1"
+        assert ssh_in_until_ok(name, ssh_key, c2, "hostname", scope=host_b).strip() == "c2"
+        # Each host has its own namespace for the project; the subnets meet over the underlay.
+        before = underlay_bytes(host_a)
+        assert ssh_in_until_ok(name, ssh_key, c1, probe(c2), scope=host_a) == "SSH-"
+        assert ssh_in_until_ok(name, ssh_key, c2, probe(c1), scope=host_b) == "SSH-"
+        assert underlay_bytes(host_a) > before
+        kubectl("delete", "vm", "c1", "c2")
+        wait_for(lambda: not qemu_pids(base), 60, "the guests to go")
+        wait_for(lambda: not [n for n in linux.namespaces(names.NETNS_PREFIX)
+                              if names.in_scope(n, host_a) or names.in_scope(n, host_b)], 20,
+                 "the project's namespaces on both hosts to be removed")
+    finally:
+        agent.send_signal(2)
+        agent.wait(15)
         server.stop()

@@ -54,7 +54,7 @@ from evroc_compute.hosts.fleet import HostSpec
 from evroc_compute.hosts.lifecycle import HotswapWant, Observation, Pending
 from evroc_compute.hosts.network import names
 from evroc_compute.hosts.network.linux import NetworkError
-from evroc_compute.hosts.network.plane import NetworkPlane, Nic
+from evroc_compute.hosts.network.plane import UNDERLAY_ANNOTATION, NetworkPlane, Nic
 from evroc_compute.runtime.controller import Key
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import World, condition, get, key_of
@@ -83,6 +83,10 @@ class QemuHostConfig:
     stop_timeout: float = 30.0  # seconds a guest gets to power off before QEMU quits
     # bridged: project networks with taps, NAT, security groups (root); user: QEMU's own.
     network: Literal["bridged", "user"] = "user"
+    # Bridged only: the namespace standing for this host's own network ("": the machine's),
+    # and this host's address on the underlay VXLAN overlays use between hosts ("": none).
+    host_netns: str = ""
+    underlay: str = ""
 
     def host_spec(self) -> HostSpec:
         """The Host this machine offers: its cores and memory, times the over-commit."""
@@ -138,6 +142,9 @@ async def register_host(client: Client, config: QemuHostConfig) -> None:
         except ClientError as problem:
             if problem.code != 409:
                 raise
+    if config.network == "bridged" and config.underlay:  # how other hosts reach this one's VMs
+        await client.patch(HOST, "", config.name, {"metadata": {"annotations": {
+            UNDERLAY_ANNOTATION: config.underlay}}})
 
 
 class QemuDriver:
@@ -151,7 +158,8 @@ class QemuDriver:
         self.disk_dir = config.data_dir.resolve() / "disks"
         self._machines: dict[Key, QemuMachine] = {}
         self._sweep = asyncio.Event()
-        self.network = NetworkPlane(world, settings, config.zone, _user_data) \
+        self.network = NetworkPlane(world, settings, config.name, config.zone, _user_data,
+                                    host_netns=config.host_netns, underlay=config.underlay) \
             if config.network == "bridged" else None
         world.disks.add_handler(self._on_disk)
 
