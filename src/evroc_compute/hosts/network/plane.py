@@ -138,6 +138,10 @@ class NetworkPlane:
     async def run(self) -> None:
         """Reprogram projects whose objects changed; remove namespaces nobody uses."""
         await self.world.synced.wait()
+        # The public pool ends here: an address not (yet) routed into a project is unreachable
+        # at once instead of leaving by the host's default route.
+        await linux.run("ip", *self._at_host, "route", "replace", "unreachable",
+                        self.settings.public_ip_pool)
         self._dirty.update(self._projects_here())
         while True:
             with contextlib.suppress(TimeoutError):
