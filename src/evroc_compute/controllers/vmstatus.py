@@ -753,7 +753,7 @@ def _body(f: VMFacts, status: VMStatus, conditions: tuple[Condition, ...],
         networking["privateIPv4Address"] = net.private_address
     if net.public_address and not f.deleting:
         networking["publicIPv4Address"] = net.public_address
-    if net.security_groups and not f.deleting:
+    if net.security_groups and net.private_address and not f.deleting:  # once on a network
         networking["securityGroups"] = {"securityGroupMemberships": [
             {"name": name, "state": "Active" if exists else "Pending"}
             for name, exists in net.security_groups]}
