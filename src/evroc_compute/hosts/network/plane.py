@@ -67,14 +67,13 @@ class NetworkPlane:
         world.vms.add_handler(self._on_change)
         world.public_ips.add_handler(self._on_change)
         world.security_groups.add_handler(self._on_change)
-        world.instances.add_handler(self._on_change)  # which host runs a VM: routes, overlay
-        world.hosts.add_handler(self._on_host)
+        if underlay:  # which host runs a VM, and where hosts are: routes and the overlay
+            world.instances.add_handler(self._on_change)
+            world.hosts.add_handler(self._on_host)
 
     def _on_host(self, event: str, host: dict[str, Any]) -> None:
-        if self.underlay:  # another host's underlay address: every project's overlay
-            self._dirty.update(str(vm["metadata"]["namespace"])
-                               for vm in self.world.vms.cache.values())
-            self._wake.set()
+        self._dirty.update(str(vm["metadata"]["namespace"]) for vm in self.world.vms.cache.values())
+        self._wake.set()
 
     def _netns(self, project: str) -> str:
         return names.netns(project, self.host_netns)
@@ -154,7 +153,7 @@ class NetworkPlane:
                         await self._program(project)
                     for netns in self._mine():
                         await self._remove_if_unused(netns)
-            except linux.NetworkError:
+            except Exception:  # a failed command or namespace: keep serving, try again
                 log.exception("programming project networks failed; retrying")
                 self._dirty |= dirty
 
