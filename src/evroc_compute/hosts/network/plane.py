@@ -2,9 +2,11 @@
 
 Per project with a VM NIC on this machine: a network namespace (names.netns) holding one
 bridge per zone subnet with the subnet's gateway address, one tap per NIC, a veth `uplink` to
-the root namespace (a /30 from names.UPLINK_RANGE; the host routes each of the project's public
-IPs through it), and the project's nftables tables (rules.ruleset).  The namespace routes
-between the project's zones; two projects share nothing, so their subnets may overlap.
+the host's namespace (the root one unless `host_netns` stands for the host; a /30 from
+names.UPLINK_RANGE; the host routes the public IPs of its VMs through it), and the project's
+nftables tables (rules.ruleset).  The namespace routes between the project's zones; two
+projects share nothing, so their subnets may overlap.  With an `underlay` address, every zone
+subnet is a bridge here, joined to the same subnet on the other hosts by VXLAN.
 
 Taps are opened here and handed to QEMU by fd; they are not persistent, so a tap goes when its
 QEMU exits.  A namespace without taps is removed (with its veth, bridges, rules and routes), so
@@ -23,7 +25,6 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from evroc_compute.hosts.network import linux, names, rules, security
@@ -36,16 +37,6 @@ UNDERLAY_ANNOTATION = "network.evroc-compute.io/underlay"  # on a Host: its VTEP
 SWEEP_INTERVAL = 5.0  # seconds between looks for namespaces nobody uses
 _SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1",
             "net/netfilter/nf_conntrack_tcp_loose": "0"}
-
-
-@dataclass(frozen=True)
-class Nic:
-    """A VM NIC plugged into its project's bridge: QEMU takes `fd` (and closes ours)."""
-
-    fd: int
-    tap: str
-    mac: str
-    netns: str
 
 
 class NetworkPlane:
@@ -88,8 +79,10 @@ class NetworkPlane:
 
     # ---- what the driver asks -------------------------------------------------------
 
-    async def attach(self, vm: dict[str, Any]) -> Nic:
-        """Plumb the VM's NIC: namespace, bridge and uplink as needed, its tap, its rules."""
+    async def attach(self, vm: dict[str, Any]) -> int:
+        """Plumb the VM's NIC: namespace, bridge and uplink as needed, its tap, its rules.
+
+        Returns the tap's fd, for QEMU to inherit; the caller closes its own copy."""
         project, uid = str(vm["metadata"]["namespace"]), str(vm["metadata"]["uid"])
         address = get(vm, "status", "networking", "privateIPv4Address")
         subnet = self.settings.subnet(self.zone)
@@ -111,7 +104,7 @@ class NetworkPlane:
             except BaseException:
                 os.close(fd)
                 raise
-        return Nic(fd=fd, tap=tap, mac=mac, netns=netns)
+        return fd
 
     async def release(self, project: str) -> None:
         """Remove the project's namespace if no NIC uses it any more (a VM stopped or went)."""

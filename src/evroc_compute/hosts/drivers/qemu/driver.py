@@ -54,7 +54,7 @@ from evroc_compute.hosts.fleet import HostSpec
 from evroc_compute.hosts.lifecycle import HotswapWant, Observation, Pending
 from evroc_compute.hosts.network import names
 from evroc_compute.hosts.network.linux import NetworkError
-from evroc_compute.hosts.network.plane import UNDERLAY_ANNOTATION, NetworkPlane, Nic
+from evroc_compute.hosts.network.plane import UNDERLAY_ANNOTATION, NetworkPlane
 from evroc_compute.runtime.controller import Key
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import World, condition, get, key_of
@@ -260,19 +260,18 @@ class QemuDriver:
         machine = self._machine(instance)
         if (await machine.observe()).state in (RunState.RUNNING, RunState.STARTING):
             return None
-        nic: Nic | None = None
+        tap_fd: int | None = None
         try:
             image = await self._image(boot["image"])
             if self.network is not None:
-                nic = await self.network.attach(vm)
-            spec = await self._machine_spec(instance, vm, image, address, machine,
-                                            nic.fd if nic else None)
+                tap_fd = await self.network.attach(vm)
+            spec = await self._machine_spec(instance, vm, image, address, machine, tap_fd)
             await machine.start(spec)
         except (QemuDriverError, NetworkError) as problem:
             raise DriverError(str(problem)) from problem
         finally:
-            if nic is not None:
-                os.close(nic.fd)  # QEMU holds the tap now (or it failed and the tap goes)
+            if tap_fd is not None:
+                os.close(tap_fd)  # QEMU holds the tap now (or it failed and the tap goes)
         return None
 
     async def stop(self, instance: dict[str, Any]) -> None:
