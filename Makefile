@@ -8,11 +8,12 @@ STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f
 
 .PHONY: serve test test-fast lint bench kubeconfig clean
 
-APT_PACKAGES := openssh-client qemu-system-x86 qemu-utils kmod debootstrap e2fsprogs \
+# chromium: Debian's, for the console's browser tests (Playwright drives it; no browser download).
+APT_PACKAGES := openssh-client qemu-system-x86 qemu-utils kmod debootstrap e2fsprogs chromium \
   nftables iproute2 conntrack
 
 $(STAMP): pyproject.toml
-	@for tool in ssh-keygen qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 modprobe \
+	@for tool in ssh-keygen qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 modprobe chromium \
 	    nft ip conntrack; do \
 	  command -v $$tool >/dev/null || missing=1; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); fi
@@ -25,13 +26,15 @@ serve: $(STAMP)
 	$(VENV)/bin/evroc-compute serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 kubeconfig: $(STAMP)
-	@$(VENV)/bin/evroc-compute kubeconfig --server http://$(HOST):$(PORT)
+	@$(VENV)/bin/evroc-compute kubeconfig --data-dir $(DATA_DIR) --server https://$(HOST):$(PORT)
 
 # Modules held to mypy --strict (the rest follows as it is touched).
 STRICT := src/evroc_compute/runtime src/evroc_compute/hosts/lifecycle.py src/evroc_compute/hosts/network \
   src/evroc_compute/hosts/driver.py src/evroc_compute/hosts/agent.py \
   src/evroc_compute/hosts/drivers/sim.py src/evroc_compute/hosts/drivers/qemu/driver.py \
-  src/evroc_compute/controllers/vmstatus.py src/evroc_compute/controllers/vm.py
+  src/evroc_compute/controllers/vmstatus.py src/evroc_compute/controllers/vm.py \
+  src/evroc_compute/server/fairness.py src/evroc_compute/server/audit.py \
+  src/evroc_compute/server/auth
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -8,6 +8,7 @@ hands each line to a callback together with the wall-clock time its bytes arrive
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
@@ -137,12 +138,14 @@ class Connection(asyncio.Protocol):
 
 def _address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or 80
+    return parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)
 
 
-async def connect(url: str) -> Connection:
+async def connect(url: str, tls: ssl.SSLContext | None = None) -> Connection:
+    """A connection to `url`; an https URL needs `tls` (which CA to trust, which client
+    certificate to present)."""
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(Connection, *_address(url))
+    _, protocol = await loop.create_connection(Connection, *_address(url), ssl=tls)
     return protocol
 
 
@@ -210,9 +213,11 @@ class WatchConnection(asyncio.Protocol):
 
 
 async def open_watch(url: str, path: str, on_line: Callable[[bytes, int], None],
-                     headers: Iterable[tuple[str, str]] = ()) -> WatchConnection:
+                     headers: Iterable[tuple[str, str]] = (),
+                     tls: ssl.SSLContext | None = None) -> WatchConnection:
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(lambda: WatchConnection(on_line), *_address(url))
+    _, protocol = await loop.create_connection(lambda: WatchConnection(on_line), *_address(url),
+                                               ssl=tls)
     assert protocol.transport is not None
     protocol.transport.write(request_bytes("GET", path, urlsplit(url).netloc, headers=headers))
     return protocol

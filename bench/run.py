@@ -36,6 +36,7 @@ import os
 import platform
 import random
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -48,6 +49,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+import yaml
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -250,8 +252,8 @@ class LoadResult:
         return self.ok / self.elapsed if self.elapsed else 0.0
 
 
-async def open_pool(url: str, n: int) -> list[Connection]:
-    return list(await asyncio.gather(*(connect(url) for _ in range(n))))
+async def open_pool(url: str, n: int, tls: ssl.SSLContext | None) -> list[Connection]:
+    return list(await asyncio.gather(*(connect(url, tls) for _ in range(n))))
 
 
 def close_pool(pool: list[Connection]) -> None:
@@ -350,8 +352,10 @@ async def open_loop(pool: list[Connection], make: Callable[[int], bytes], rate: 
 
 class Bench:
     def __init__(self, args: argparse.Namespace, url: str, stats: ServerStats,
-                 profiler: Profiler) -> None:
+                 profiler: Profiler, tls: ssl.SSLContext | None, token: str) -> None:
         self.args, self.url, self.stats, self.profiler = args, url, stats, profiler
+        self.tls = tls  # HTTPS: trust the server's CA, present the admin's certificate
+        self.auth = (("Authorization", f"Bearer {token}"),) if token else ()  # plain HTTP
         self.host = urlsplit(url).netloc
         self.names: list[str] = []
         self.results: dict[str, Any] = {}
@@ -359,11 +363,11 @@ class Bench:
 
     def req(self, method: str, path: str, body: bytes = b"",
             headers: tuple[tuple[str, str], ...] = JSON_HEADERS) -> bytes:
-        return request_bytes(method, path, self.host, body, headers)
+        return request_bytes(method, path, self.host, body, headers + self.auth)
 
     async def call(self, method: str, path: str, body: bytes = b"",
                    headers: tuple[tuple[str, str], ...] = JSON_HEADERS) -> tuple[int, bytes]:
-        conn = await connect(self.url)
+        conn = await connect(self.url, self.tls)
         try:
             return await conn.request(self.req(method, path, body, headers))
         finally:
@@ -386,7 +390,7 @@ class Bench:
         return make, done
 
     async def warmup(self) -> None:
-        pool = await open_pool(self.url, 16)
+        pool = await open_pool(self.url, 16, self.tls)
         make, done = self._create_requests("warm-", self.args.warmup)
         res = await closed_loop(pool, make, 30, (201,), done)
         close_pool(pool)
@@ -397,7 +401,7 @@ class Bench:
         a = self.args
         self.log(f"[1] creates: {a.connections} connections, up to {a.create_seconds}s "
                  f"or {a.create_max} objects")
-        pool = await open_pool(self.url, a.connections)
+        pool = await open_pool(self.url, a.connections, self.tls)
         make, done = self._create_requests("vm-", a.create_max)
         with self.profiler.record("create"), Phase(self.stats) as phase:
             res = await closed_loop(pool, make, a.create_seconds, (201,), done)
@@ -415,7 +419,7 @@ class Bench:
         if missing <= 0:
             return
         self.log(f"    topping up: {missing} more VMs to reach {self.args.list_size}")
-        pool = await open_pool(self.url, self.args.connections)
+        pool = await open_pool(self.url, self.args.connections, self.tls)
         make, done = self._create_requests("fill-", missing)
         res = await closed_loop(pool, make, 300, (201,), done)
         close_pool(pool)
@@ -431,7 +435,7 @@ class Bench:
         names, rng = self.names, random.Random(1)
         requests = [self.req("GET", f"{COLLECTION}/{n}", headers=(("Accept", "application/json"),))
                     for n in names]
-        pool = await open_pool(self.url, a.connections)
+        pool = await open_pool(self.url, a.connections, self.tls)
         with self.profiler.record("get"), Phase(self.stats) as phase:
             res = await closed_loop(pool, lambda i: rng.choice(requests), a.get_seconds, (200,))
         close_pool(pool)
@@ -455,7 +459,7 @@ class Bench:
             body = orjson.dumps({"metadata": {"labels": {"patched": str(i)}}})
             return self.req("PATCH", f"{COLLECTION}/{rng.choice(names)}", body, MERGE_HEADERS)
 
-        pool = await open_pool(self.url, a.patch_connections)
+        pool = await open_pool(self.url, a.patch_connections, self.tls)
         if a.patch_capacity_seconds > 0:
             cap_pool = pool[:a.connections]
             with Phase(self.stats) as cap_phase:
@@ -485,7 +489,7 @@ class Bench:
         self.log(f"[4] list {len(self.names)}+ VMs, {a.list_reps} repetitions each as JSON "
                  "and Table")
         out: dict[str, Any] = {}
-        conn = await connect(self.url)
+        conn = await connect(self.url, self.tls)
         for label, accept in (("json", "application/json"), ("table", TABLE_ACCEPT)):
             data = self.req("GET", COLLECTION, headers=(("Accept", accept),))
             times: list[float] = []
@@ -540,7 +544,8 @@ class Bench:
 
         path = f"{COLLECTION}?watch=true&resourceVersion={rv}&allowWatchBookmarks=false"
         streams = await asyncio.gather(*(open_watch(self.url, path, on_line_for(w),
-                                                    (("Accept", "application/json"),))
+                                                    (("Accept", "application/json"), *self.auth),
+                                                    self.tls)
                                          for w in range(a.watchers)))
         statuses = await asyncio.wait_for(asyncio.gather(*(s.status for s in streams)), 30)
         if any(s != 200 for s in statuses):
@@ -551,7 +556,7 @@ class Bench:
         targets = rng.sample(self.names, min(len(self.names), int(a.watch_rate * a.watch_seconds)
                                              + 1))
 
-        pool = await open_pool(self.url, 8)
+        pool = await open_pool(self.url, 8, self.tls)
         idle: asyncio.Queue[Connection] = asyncio.Queue()
         for conn in pool:
             idle.put_nowait(conn)
@@ -718,6 +723,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="first wait up to this long for the machine to be nearly idle "
                              "(other processes skew every figure)")
+    parser.add_argument("--insecure-http", action="store_true",
+                        help="serve plain HTTP and authenticate with a bearer token (default: "
+                             "HTTPS and the admin's client certificate): TLS's cost apart")
+    parser.add_argument("--audit-level", choices=("Metadata", "Request"), default="",
+                        help="run the server with an audit log at this level (in the temp dir)")
+    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                        help="one more argument for `evroc-compute serve` (repeatable)")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a target is not met (default: report only)")
     parser.add_argument("--keep-data", action="store_true",
@@ -754,23 +766,55 @@ def run_loop(coro: Awaitable[None]) -> None:
         uvloop.run(coro)  # type: ignore[arg-type]
 
 
-def start_with_probe(data_dir: Path, gc_log: Path | None) -> Any:
+def start_with_probe(data_dir: Path, gc_log: Path | None, *extra: str) -> Any:
     """conftest's start_server; with gc_log, the server also loads bench/gcprobe's
     sitecustomize, which logs its garbage-collector pauses there."""
     if gc_log is None:
-        return start_server(data_dir)
+        return start_server(data_dir, *extra)
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "EVROC_BENCH_GC_LOG")}
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(BENCH / "gcprobe"), saved["PYTHONPATH"]) if p)
     os.environ["EVROC_BENCH_GC_LOG"] = str(gc_log)
     try:
-        return start_server(data_dir)
+        return start_server(data_dir, *extra)
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def start(args: argparse.Namespace, tmp: Path,
+          gc_log: Path | None) -> tuple[Any, ssl.SSLContext | None, str]:
+    """The server, and how to reach it as its admin: over HTTPS with the admin's client
+    certificate, or (--insecure-http) over HTTP with a bearer token of group system:masters."""
+    # One user here drives 128 connections (the PATCH phase), more than the per-user default
+    # allows in flight (no real client comes near); the limit is still checked per request.
+    extra = ["--max-requests-per-user", "1000", *args.server_arg]
+    if args.audit_level:
+        extra += ["--audit-log", str(tmp / "audit.log"), "--audit-level", args.audit_level]
+    if not args.insecure_http:
+        server = start_with_probe(tmp / "data", gc_log, *extra)
+        return server, server.tls(), ""
+    first = start_server(tmp / "data")  # plain HTTP takes no certificate: issue a token first
+    try:
+        issued = subprocess.run(
+            [sys.executable, "-m", "evroc_compute.cli", "credentials", "create", "bench",
+             "--group", "system:masters", "--data-dir", str(first.data_dir), "--pki-dir",
+             str(first.pki_dir), "--server", first.url],
+            capture_output=True, text=True, check=True, cwd=ROOT)
+    finally:
+        first.stop()
+    token = yaml.safe_load(issued.stdout)["users"][0]["user"]["token"]
+    return start_with_probe(tmp / "data", gc_log, "--insecure-http", *extra), None, token
+
+
+def audit_summary(tmp: Path) -> dict[str, int]:
+    """Lines and bytes the audit log (rotated parts included) holds."""
+    files = list(tmp.glob("audit*.log"))
+    return {"files": len(files), "bytes": sum(f.stat().st_size for f in files),
+            "lines": sum(f.read_bytes().count(b"\n") for f in files)}
 
 
 def attribute_gc(results: dict[str, Any], gc_log: Path,
@@ -827,12 +871,12 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     tmp = Path(tempfile.mkdtemp(prefix="evroc-bench-"))
     gc_log = tmp / "gc.log" if args.gc_probe else None
-    server = start_with_probe(tmp / "data", gc_log)
+    server, tls, token = start(args, tmp, gc_log)
     print(f"server pid {server.process.pid} at {server.url}, data in {tmp}", file=sys.stderr)
     stats = ServerStats(server.process.pid)
     profiler = Profiler(args.profile, server.process.pid, args.profile_rate,
                         args.profile_native)
-    bench = Bench(args, server.url, stats, profiler)
+    bench = Bench(args, server.url, stats, profiler, tls, token)
     try:
         t0 = time.perf_counter()
         run_loop(bench.run())
@@ -844,6 +888,8 @@ def main(argv: list[str] | None = None) -> int:
             attribute_gc(bench.results, gc_log, bench.patch_spans)
     finally:
         server.stop()
+        if args.audit_level:
+            bench.results["audit"] = audit_summary(tmp)
         if not args.keep_data:
             import shutil
             shutil.rmtree(tmp, ignore_errors=True)
@@ -853,7 +899,9 @@ def main(argv: list[str] | None = None) -> int:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
-        "loadavg_at_start": loadavg, "targets": TARGETS, "summary": rows, "results": bench.results,
+        "loadavg_at_start": loadavg, "targets": TARGETS,
+        "server": "http+token" if args.insecure_http else "https+client-certificate",
+        "summary": rows, "results": bench.results,
         "profiles": profiler.files,
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from evroc_compute.client.kubeconfig import Connection, admin_kubeconfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +56,29 @@ class Server:
     data_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    pki_dir: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.pki_dir / "ca.crt"
+
+    @property
+    def admin_cert(self) -> tuple[Path, Path]:
+        return self.pki_dir / "admin.crt", self.pki_dir / "admin.key"
+
+    def tls(self, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
+        """A context that trusts the server's CA and presents `cert` (default: the admin's)."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(*(cert or self.admin_cert))
+        return context
+
+    def connection(self) -> Connection:
+        """For HttpClient: the admin's connection to this server."""
+        return Connection(self.url, self.tls())
+
+    def kubeconfig(self, cluster: str = "") -> str:
+        """The admin's kubeconfig, as `evroc-compute kubeconfig` prints it."""
+        return admin_kubeconfig(self.ca, *self.admin_cert, self.url, cluster)
 
     def kill(self) -> None:
         """kill -9: the crash the store must survive."""
@@ -69,9 +95,12 @@ class Server:
 
 
 def start_server(data_dir: Path, *extra: str, port: int | None = None,
-                 controllers: bool = False) -> Server:
-    """The server in its own process; without `controllers`, API only (tests write status)."""
+                 controllers: bool = False, pki_dir: Path | None = None) -> Server:
+    """The server in its own process, on HTTPS with the PKI it makes in `pki_dir` (default
+    DATA_DIR/pki; servers of one database share one); without `controllers`, API only (tests
+    write status)."""
     port = port or free_port()
+    pki_dir = pki_dir or data_dir / "pki"
     if not controllers and "--fleet" not in extra:
         extra = (*extra, "--no-controllers")
     if POSTGRES_STORES and "--store" not in extra:
@@ -80,17 +109,20 @@ def start_server(data_dir: Path, *extra: str, port: int | None = None,
     data_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "evroc_compute.cli", "serve", "--port", str(port),
-         "--data-dir", str(data_dir), *extra],
+         "--data-dir", str(data_dir), "--pki-dir", str(pki_dir), *extra],
         stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
+    scheme = "http" if "--insecure-http" in extra else "https"
+    url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log_path.read_text()}")
         try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+            context = ssl.create_default_context(cafile=str(pki_dir / "ca.crt")) \
+                if scheme == "https" else None
+            with urllib.request.urlopen(f"{url}/readyz", timeout=1, context=context) as response:
                 if response.status == 200:
-                    return Server(url, data_dir, process, log_path)
+                    return Server(url, data_dir, process, log_path, pki_dir)
         except OSError:
             time.sleep(0.05)
     process.kill()
@@ -145,10 +177,9 @@ class Kubectl:
 
 
 def make_kubectl(server: Server, tmp: Path, cluster: str = "", version: str = "1.32") -> Kubectl:
-    from evroc_compute.cli import kubeconfig
-
+    """kubectl as the server's admin."""
     config = tmp / f"kubeconfig-{cluster or 'plain'}"
-    config.write_text(kubeconfig(server.url, cluster))
+    config.write_text(server.kubeconfig(cluster))
     return Kubectl(kubectl_binary(version), config, tmp / "kubectl-cache")
 
 

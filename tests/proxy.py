@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 from collections.abc import Iterator
 from typing import Literal
@@ -13,6 +14,13 @@ from typing import Literal
 from tests.conftest import free_port
 
 Mode = Literal["forward", "cut", "drop-answers"]
+APPLICATION_DATA = 23  # the TLS record type of what follows the handshake
+
+
+def tls12(context: ssl.SSLContext) -> ssl.SSLContext:
+    """`context`, held to TLS 1.2 (see Proxy)."""
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 class Proxy:
@@ -21,10 +29,15 @@ class Proxy:
     `forward`: a plain forwarder. `cut`: open connections are closed and new ones are closed at
     once (the target is unreachable). `drop-answers`: requests reach the target, but each
     connection is closed as soon as the target starts to answer (the answer is lost in transit).
+
+    With `tls`, the target speaks TLS, and "starts to answer" is its first application-data
+    record: the handshake passes. That holds for TLS 1.2 only (1.3 wraps its handshake in
+    application-data records too), so clients of a lossy TLS proxy use TLS 1.2 (`tls12`).
     """
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, tls: bool = False) -> None:
         self.target_port = target_port
+        self.tls = tls
         self.port = free_port()
         self.mode: Mode = "forward"
         self._loop = asyncio.new_event_loop()
@@ -64,13 +77,21 @@ class Proxy:
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                     answers: bool) -> None:
-        with contextlib.suppress(OSError):
-            while chunk := await reader.read(1 << 16):
-                if self.mode == "cut" or (answers and self.mode == "drop-answers"):
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while chunk := await self._next(reader):
+                answering = answers and (not self.tls or chunk[0] == APPLICATION_DATA)
+                if self.mode == "cut" or (answering and self.mode == "drop-answers"):
                     break
                 writer.write(chunk)
                 await writer.drain()
         writer.close()
+
+    async def _next(self, reader: asyncio.StreamReader) -> bytes:
+        """What arrived; with TLS, one whole record (type, version, length, payload)."""
+        if not self.tls:
+            return await reader.read(1 << 16)
+        header = await reader.readexactly(5)
+        return header + await reader.readexactly(int.from_bytes(header[3:5], "big"))
 
     def set(self, mode: Mode) -> None:
         """Switch mode; `cut` also closes every open connection."""
@@ -87,8 +108,8 @@ class Proxy:
 
 
 @contextlib.contextmanager
-def proxy(target_port: int) -> Iterator[Proxy]:
-    forwarder = Proxy(target_port)
+def proxy(target_port: int, tls: bool = False) -> Iterator[Proxy]:
+    forwarder = Proxy(target_port, tls)
     try:
         yield forwarder
     finally:

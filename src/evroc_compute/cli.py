@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import logging
 import os
 import re
 import socket
+import ssl
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
-from evroc_compute import images_cli, logs, store_cli
+from evroc_compute import credentials_cli, images_cli, logs, store_cli
+from evroc_compute.client.kubeconfig import admin_kubeconfig
 from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
 from evroc_compute.runtime.settings import Settings, Timing
-from evroc_compute.server import connections
+from evroc_compute.server import audit, connections, fairness
+from evroc_compute.server.auth.oidc import OidcAuthenticator, OidcConfig
+from evroc_compute.server.auth.pki import Pki, serial_of
 from evroc_compute.store import urls
 
 if TYPE_CHECKING:
@@ -28,16 +31,15 @@ log = logging.getLogger("evroc_compute")
 DEFAULT_DATA_DIR = Path(os.environ.get("EVROC_COMPUTE_DATA_DIR", "./data"))
 
 
-def kubeconfig(server: str, cluster: str = "") -> str:
-    """A kubeconfig for the local server; with `cluster`, evroc's kcp-style URL."""
-    url = f"{server.rstrip('/')}/clusters/{cluster}" if cluster else server
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "evroc-compute",
-        "clusters": [{"name": "evroc-compute", "cluster": {"server": url}}],
-        "users": [{"name": "evroc-user", "user": {}}],
-        "contexts": [{"name": "evroc-compute", "context": {
-            "cluster": "evroc-compute", "user": "evroc-user", "namespace": "default"}}],
-    }, sort_keys=False)
+def _pki(args: argparse.Namespace) -> Pki:
+    return Pki(Path(args.pki_dir) if args.pki_dir else Path(args.data_dir) / "pki")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _fleet(args: argparse.Namespace) -> Fleet:
@@ -107,21 +109,88 @@ def serve(args: argparse.Namespace) -> None:
     except ValueError as problem:
         sys.exit(f"evroc-compute: {problem}")
     cap = _connection_cap(args.max_connections)
+    tls = _tls(args)
+    pki = _pki(args)
+    admin = (serial_of(pki.admin_cert.read_bytes()),) if pki.admin_cert.exists() else ()
     # Watches may hold half the connections, so open watches cannot lock out requests.
     app = Cloud(Path(args.data_dir), store_url=store_url, fleet=fleet,
                 controllers=not args.no_controllers, qemu_host=qemu_host,
                 compact_interval=args.compact_interval, compact_keep=args.compact_keep,
                 max_watches=max(1, cap // 2), body_timeout=args.idle_timeout,
-                event_ttl=args.event_ttl)
+                event_ttl=args.event_ttl, token_authenticators=_oidc(args),
+                admin_certificates=admin,
+                limits=fairness.Limits(args.max_requests_per_user, args.max_watches_per_user),
+                audit_log=_audit_log(args))
     where = urls.redacted(store_url) if store_url else f"data in {Path(args.data_dir).resolve()}"
-    log.info("serving on http://%s:%d (%s)", args.host, args.port, where)
+    log.info("serving on %s://%s:%d (%s)", "http" if args.insecure_http else "https", args.host,
+             args.port, where)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=None,
+                **tls,
                 access_log=args.access_log, loop="uvloop",
                 http=connections.limited(cap, args.idle_timeout),
                 timeout_keep_alive=args.idle_timeout, backlog=4096,
                 # Open watches would otherwise hold a graceful shutdown (Ctrl-C) for up to
                 # their timeout (30 min): give requests 3 s, then cancel what remains.
                 timeout_graceful_shutdown=3)
+
+
+def _fairness_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-requests-per-user", type=int, default=fairness.DEFAULT_MAX_REQUESTS,
+                        help="requests one user may have in flight (default %(default)s, 0: no "
+                             "limit); more are refused with 429 and Retry-After")
+    parser.add_argument("--max-watches-per-user", type=int, default=fairness.DEFAULT_MAX_WATCHES,
+                        help="watches one user may have open (default %(default)s, 0: no limit)")
+
+
+def _audit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--audit-log", default="", metavar="PATH",
+                        help="write an audit.k8s.io/v1 Event per request to PATH (JSON lines)")
+    parser.add_argument("--audit-level", choices=audit.LEVELS, default="Metadata",
+                        help="Metadata: who did what, when, with what outcome; Request: also "
+                             "the bodies of writes (secrets redacted)")
+    parser.add_argument("--audit-log-maxsize", type=float, default=100.0, metavar="MB",
+                        help="rotate the audit log before it grows past this many megabytes "
+                             "(default %(default)s, 0: never)")
+    parser.add_argument("--audit-log-maxbackup", type=int, default=10, metavar="N",
+                        help="rotated audit logs kept (default %(default)s, 0: all)")
+
+
+def _audit_log(args: argparse.Namespace) -> audit.AuditLog | None:
+    if not args.audit_log:
+        return None
+    return audit.AuditLog(Path(args.audit_log), args.audit_level, args.audit_log_maxsize,
+                          args.audit_log_maxbackup)
+
+
+def _oidc(args: argparse.Namespace) -> tuple[OidcAuthenticator, ...]:
+    """The OIDC issuer whose ID tokens are accepted, if --oidc-issuer-url names one."""
+    if not args.oidc_issuer_url:
+        return ()
+    config = OidcConfig(args.oidc_issuer_url, args.oidc_client_id, args.oidc_username_claim,
+                        args.oidc_groups_claim, args.oidc_username_prefix,
+                        args.oidc_groups_prefix, args.oidc_ca_file)
+    if config.problems():
+        sys.exit(f"evroc-compute: {'; '.join(config.problems())}")
+    return (OidcAuthenticator(config),)
+
+
+def _tls(args: argparse.Namespace) -> dict[str, Any]:
+    """uvicorn's TLS settings: the operator's certificate or the PKI's (made on first start);
+    client certificates are asked for, verified against the client CA, and optional."""
+    if args.insecure_http:
+        if not _loopback(args.host):
+            sys.exit(f"evroc-compute: --insecure-http serves plain HTTP, which is refused on a "
+                     f"non-loopback address ({args.host}): credentials would cross the network "
+                     "in clear")
+        log.warning("serving plain HTTP (--insecure-http): clients still authenticate")
+        return {}
+    pki = _pki(args)
+    pki.ensure([args.host])
+    if bool(args.tls_cert) != bool(args.tls_key):
+        sys.exit("evroc-compute: --tls-cert and --tls-key go together")
+    return {"ssl_certfile": args.tls_cert or str(pki.serving_cert),
+            "ssl_keyfile": args.tls_key or str(pki.serving_key),
+            "ssl_ca_certs": str(pki.client_ca_cert), "ssl_cert_reqs": ssl.CERT_OPTIONAL}
 
 
 def _connection_cap(requested: int) -> int:
@@ -135,6 +204,7 @@ def _connection_cap(requested: int) -> int:
 
 
 async def _run_agent(args: argparse.Namespace) -> None:
+    from evroc_compute.client import kubeconfig as kubeconfigs
     from evroc_compute.client.base import ClientError
     from evroc_compute.client.http import HttpClient
     from evroc_compute.hosts.agent import Agent
@@ -142,19 +212,25 @@ async def _run_agent(args: argparse.Namespace) -> None:
     from evroc_compute.runtime.world import World
 
     config = _qemu_host(args)
-    async with HttpClient(args.server, f"evroc-compute-agent-{config.name}") as client:
+    try:
+        connection = kubeconfigs.load(Path(args.kubeconfig))
+    except kubeconfigs.KubeconfigError as problem:
+        sys.exit(f"evroc-compute: {problem}")
+    async with HttpClient(args.server, f"evroc-compute-agent-{config.name}",
+                          connection=connection) as client:
+        server = client.base_url
         world = World(client)
         settings = _fleet(args).settings
         agent = Agent("qemu-agent", client, world, settings, QemuDriver(world, settings, config))
         try:
             await register_host(client, config)
         except ClientError as problem:
-            sys.exit(f"evroc-compute: cannot register host {config.name} with {args.server}: "
+            sys.exit(f"evroc-compute: cannot register host {config.name} with {server}: "
                      f"{problem}")
         log.info("agent: host %s in %s (%s, %s networking) serving %s", config.name,
-                 config.zone, config.accel.upper(), config.network, args.server)
+                 config.zone, config.accel.upper(), config.network, server)
         try:
-            await world.start()
+            await world.start(world.agent_informers)
             await agent.run()
         finally:
             agent.stop()
@@ -217,6 +293,31 @@ def _host_options(parser: argparse.ArgumentParser, *, default_driver: str) -> No
                         help="seconds a guest gets to power off before QEMU quits it")
 
 
+def _pki_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pki-dir", default="",
+                        help="the CAs, serving and admin certificates (default DATA_DIR/pki); "
+                             "servers of one database share one")
+
+
+def _oidc_options(parser: argparse.ArgumentParser) -> None:
+    """kube-apiserver's --oidc-* flags, with its meanings."""
+    parser.add_argument("--oidc-issuer-url", default="",
+                        help="accept ID tokens of this OpenID Connect issuer (https://...; its "
+                             "keys come from its discovery document)")
+    parser.add_argument("--oidc-client-id", default="",
+                        help="the client id ID tokens must be issued for (their aud)")
+    parser.add_argument("--oidc-username-claim", default="sub",
+                        help="the claim that is the user name (default %(default)s)")
+    parser.add_argument("--oidc-username-prefix", default="",
+                        help="prefixed to user names (default ISSUER# unless the claim is "
+                             "email; '-' for none)")
+    parser.add_argument("--oidc-groups-claim", default="",
+                        help="the claim that lists the user's groups")
+    parser.add_argument("--oidc-groups-prefix", default="", help="prefixed to group names")
+    parser.add_argument("--oidc-ca-file", default="",
+                        help="the CA of the issuer's certificate (default: the system's)")
+
+
 def _log_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=logs.LEVELS, default="info",
                         help="debug adds one line per request (method, path, code, duration, "
@@ -258,17 +359,39 @@ def main(argv: list[str] | None = None) -> None:
                           "not affected")
     _host_options(run, default_driver="sim")
     _log_options(run)
+    _pki_option(run)
+    run.add_argument("--tls-cert", default="",
+                     help="the serving certificate (PEM, chain included) instead of the one "
+                          "made in the PKI directory")
+    run.add_argument("--tls-key", default="", help="the key of --tls-cert (PEM)")
+    run.add_argument("--insecure-http", action="store_true",
+                     help="serve plain HTTP instead of HTTPS (loopback addresses only); "
+                          "requests still need credentials")
+    _oidc_options(run)
     run.add_argument("--access-log", action="store_true",
                      help="uvicorn's access log (info); --log-level debug logs each request "
                           "with its duration instead")
-    config = commands.add_parser("kubeconfig", help="print a kubeconfig for the local server")
-    config.add_argument("--server", default="http://127.0.0.1:6443")
+    _fairness_options(run)
+    _audit_options(run)
+    config = commands.add_parser("kubeconfig",
+                                 help="print the admin's kubeconfig for the server of a data dir")
+    config.add_argument("--server", default="https://127.0.0.1:6443")
+    config.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                        help="the server's data directory, where its PKI is (default ./data)")
+    _pki_option(config)
     config.add_argument("--cluster", default="",
                         help="serve through evroc's kcp-style prefix, e.g. root:my-org")
+    config.add_argument("--certificate-authority", default="",
+                        help="the CA to trust instead of the PKI's (a server run with --tls-cert: "
+                             "the CA of that certificate)")
     host_agent = commands.add_parser("agent", help="run this machine as a host of a server")
-    host_agent.add_argument("--server", required=True,
-                            help="the API server's URL, or several servers of one database: "
-                                 "URL1,URL2 (the agent fails over between them)")
+    host_agent.add_argument("--kubeconfig", required=True,
+                            help="the host's kubeconfig (evroc-compute credentials create --host "
+                                 "NAME prints one): the server, its CA and the host's credential")
+    host_agent.add_argument("--server", default="",
+                            help="the API server's URL instead of the kubeconfig's, or several "
+                                 "servers of one database: URL1,URL2 (the agent fails over "
+                                 "between them)")
     host_agent.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
                             help="where the agent keeps VM files and disks (default ./data)")
     host_agent.add_argument("--fleet", default="",
@@ -277,6 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     _log_options(host_agent)
     images_cli.add_parser(commands)
     store_cli.add_parser(commands, DEFAULT_DATA_DIR)
+    credentials_cli.add_parser(commands, DEFAULT_DATA_DIR, duration)
     show = commands.add_parser("console", help="print the serial console of a VM on this host")
     show.add_argument("name")
     show.add_argument("-n", "--namespace", default="default")
@@ -293,12 +417,20 @@ def main(argv: list[str] | None = None) -> None:
         agent(args)
     elif args.command == "store":
         sys.exit(store_cli.run(args))
+    elif args.command == "credentials":
+        sys.exit(credentials_cli.run(args))
     elif args.command == "images":
         sys.exit(images_cli.run(args))
     elif args.command == "console":
         sys.exit(console(args))
     else:
-        print(kubeconfig(args.server, args.cluster), end="")
+        pki = _pki(args)
+        if not pki.admin_cert.exists():
+            sys.exit(f"evroc-compute: no admin credential in {pki.directory}: start the server "
+                     "once with this --data-dir (it creates its certificates on first start)")
+        ca = Path(args.certificate_authority) if args.certificate_authority else pki.ca_cert
+        print(admin_kubeconfig(ca, pki.admin_cert, pki.admin_key, args.server, args.cluster),
+              end="")
 
 
 if __name__ == "__main__":

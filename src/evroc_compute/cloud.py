@@ -30,6 +30,7 @@ from evroc_compute.hosts.drivers.qemu.driver import QemuDriver, QemuHostConfig, 
 from evroc_compute.hosts.drivers.sim import SimDriver
 from evroc_compute.hosts.fleet import Fleet, default_fleet
 from evroc_compute.server.app import App
+from evroc_compute.server.auth.users import FLEET_SIMULATOR_USER, host_user
 from evroc_compute.server.http import Receive, Scope, Send, lifespan
 
 LEADER_LEASE = "evroc-compute-controllers"
@@ -43,6 +44,12 @@ class Cloud:
         self.qemu_host = qemu_host
         self.controllers = controllers
         self.client = InProcessClient(self.app, "evroc-compute-controllers")
+        # The agents write as hosts do, through the host authorizer: the simulated fleet's as
+        # system:fleet-simulator (it serves every simulated host), this machine's as its host.
+        self.simulator = InProcessClient(self.app, "evroc-compute-fleet-simulator",
+                                         FLEET_SIMULATOR_USER)
+        self.host_client = InProcessClient(self.app, "evroc-compute-agent",
+                                           host_user(qemu_host.name)) if qemu_host else None
         # Embedded store: stable across restarts of the server on this data, so a restarted
         # leader (after kill -9) takes its lease back at once; no two servers share the file.
         # Shared store: several servers (maybe with one data dir each, maybe the same path on
@@ -61,8 +68,9 @@ class Cloud:
         self._task = asyncio.create_task(elector.run(self._lead), name="leader-election")
 
     async def register_hosts(self) -> None:
-        if self.qemu_host is not None:  # this machine: its Host and the images it has
-            await register_host(self.client, self.qemu_host)
+        if self.host_client is not None and self.qemu_host is not None:
+            # this machine registers its Host and the images it has, as a separate agent does
+            await register_host(self.host_client, self.qemu_host)
             return
         for host in self.fleet.hosts:
             try:
@@ -81,9 +89,9 @@ class Cloud:
             return
         manager = self.manager = Manager(self.client, self.fleet.settings)
         world, settings = manager.world, self.fleet.settings
-        agents = [Agent("sim-agent", self.client, world, settings, SimDriver(settings))]
-        if self.qemu_host is not None:
-            agents.append(Agent("qemu-agent", self.client, world, settings,
+        agents = [Agent("sim-agent", self.simulator, world, settings, SimDriver(settings))]
+        if self.host_client is not None and self.qemu_host is not None:
+            agents.append(Agent("qemu-agent", self.host_client, world, settings,
                                 QemuDriver(world, settings, self.qemu_host)))
         try:
             async with asyncio.TaskGroup() as group:

@@ -7,8 +7,10 @@ too long, a head that never ends, an upgrade).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,20 +31,27 @@ from tests.conftest import Server, start_server
 
 @pytest.fixture(scope="module")
 def http(shared_server: Server) -> Http:
-    return Http(shared_server.url)
+    return Http(shared_server)
 
 
 def _port(server: Server) -> int:
     return int(server.url.rsplit(":", 1)[1])
 
 
+def _connect(server: Server, timeout: float | None = None) -> socket.socket:
+    """A raw connection, TLS handshake done, as the admin (nothing sent yet)."""
+    sock = socket.create_connection(("127.0.0.1", _port(server)), timeout=timeout)
+    return server.tls().wrap_socket(sock, server_hostname="127.0.0.1")
+
+
 def _exchange(server: Server, data: bytes, timeout: float = 30) -> bytes:
     """Send raw bytes, read until the server closes the connection."""
-    with socket.create_connection(("127.0.0.1", _port(server)), timeout=timeout) as sock:
+    with _connect(server, timeout) as sock:
         sock.sendall(data)
         answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+        with contextlib.suppress(ssl.SSLEOFError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
         return answer
 
 
@@ -184,7 +193,7 @@ def test_a_head_that_never_ends_is_408(limited: Server) -> None:
 
 
 def test_a_watch_outlives_the_idle_timeout(limited: Server) -> None:
-    http = Http(limited.url)
+    http = Http(limited)
     conn, watch = http.stream(f"{GROUP}/namespaces/default/disks", watch="true")
     try:
         assert _exchange(limited, b"") == b""  # an idle timeout has passed since the watch began
@@ -199,11 +208,11 @@ def test_a_watch_outlives_the_idle_timeout(limited: Server) -> None:
 
 
 def _get(server: Server) -> Reply:
-    return Http(server.url).request("GET", "/version")
+    return Http(server).request("GET", "/version")
 
 
 def test_connections_past_the_cap_get_503_until_one_closes(limited: Server) -> None:
-    idle = [socket.create_connection(("127.0.0.1", _port(limited))) for _ in range(6)]
+    idle = [_connect(limited) for _ in range(6)]
     try:
         refused = _get(limited)
         assert refused.status == 503 and refused.body["reason"] == "ServiceUnavailable"
@@ -216,7 +225,7 @@ def test_connections_past_the_cap_get_503_until_one_closes(limited: Server) -> N
 
 
 def test_watches_hold_at_most_half_the_connections(limited: Server) -> None:
-    http = Http(limited.url)
+    http = Http(limited)
     watches = [http.stream(f"{GROUP}/namespaces/default/disks", watch="true") for _ in range(3)]
     try:
         for _, response in watches:
@@ -236,7 +245,8 @@ def test_watches_hold_at_most_half_the_connections(limited: Server) -> None:
 
 
 async def test_removing_a_finalizer_from_an_object_already_gone_is_done(server: Server) -> None:
-    async with HttpClient(server.url, "finalizer-test") as client:
+    async with HttpClient(server.url, "finalizer-test",
+                          connection=server.connection()) as client:
         body = disk("gone")
         body["metadata"]["finalizers"] = ["example.com/keep"]
         stale = await client.create(DISK, {**body, "metadata": {**body["metadata"],
@@ -259,7 +269,7 @@ def test_a_body_that_never_arrives_is_408(limited: Server) -> None:
 
 def test_a_connection_answered_before_its_body_is_closed(limited: Server) -> None:
     """A 413 for a body too large: the server closes, instead of reading a trickle forever."""
-    with socket.create_connection(("127.0.0.1", _port(limited)), timeout=10) as sock:
+    with _connect(limited, 10) as sock:
         sock.sendall((f"POST {disk_path()} HTTP/1.1\r\nHost: x\r\nContent-Type: "
                       "application/json\r\nContent-Length: 999999999999\r\n\r\n{").encode())
         answer, started = b"", time.monotonic()
@@ -271,7 +281,7 @@ def test_a_connection_answered_before_its_body_is_closed(limited: Server) -> Non
                 chunk = sock.recv(65536)
             except TimeoutError:
                 continue
-            except (ConnectionResetError, BrokenPipeError):
+            except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
                 break
             if not chunk:
                 break

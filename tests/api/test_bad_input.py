@@ -14,7 +14,7 @@ from tests.conftest import Server
 
 @pytest.fixture(scope="module")
 def http(shared_server: Server) -> Http:
-    return Http(shared_server.url)
+    return Http(shared_server)
 
 
 def _two_boot_disks(body: dict[str, Any]) -> None:

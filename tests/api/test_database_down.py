@@ -63,7 +63,7 @@ def test_database_down_writes_503_reads_warn_and_the_server_resumes_by_itself(
     server = start_server(tmp_path / "server", "--store", through(database, cut))
     acked: list[str] = []
     names = iter(f"ns-{i:03d}" for i in range(1000))
-    http = httpx.Client(base_url=server.url, timeout=30)
+    http = httpx.Client(base_url=server.url, timeout=30, verify=server.tls())
 
     def create() -> httpx.Response:
         name = next(names)
@@ -98,7 +98,7 @@ def test_database_down_writes_503_reads_warn_and_the_server_resumes_by_itself(
     # What was acknowledged is in the database: a fresh server straight on it has it all.
     fresh = start_server(tmp_path / "fresh", "--store", database)
     try:
-        listed = httpx.get(f"{fresh.url}{NAMESPACES}", timeout=30).json()
+        listed = httpx.get(f"{fresh.url}{NAMESPACES}", timeout=30, verify=fresh.tls()).json()
         present = {item["metadata"]["name"] for item in listed["items"]}
         assert [name for name in acked if name not in present] == []
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import start_server
+from tests.conftest import Server, start_server
 
 DISKS = "/apis/compute.evroclabs.net/v1alpha1/namespaces/default/disks"
 COUNT = 300
@@ -21,12 +21,13 @@ def disk(name: str) -> dict:
             "spec": {"diskImage": {"diskImageRef": {"name": "ubuntu.24-04.1"}}}}
 
 
-async def release_until_killed(url: str, kill: asyncio.Event) -> set[str]:
+async def release_until_killed(server: Server, kill: asyncio.Event) -> set[str]:
     """PATCH every disk's finalizers away, many at once; stop when `kill` is set.
     Returns the names whose removal the server acknowledged."""
     acknowledged: set[str] = set()
     limits = httpx.Limits(max_connections=32)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=10,
+                                 verify=server.tls()) as http:
         async def release(name: str) -> None:
             try:
                 reply = await http.patch(f"{DISKS}/{name}", content=json.dumps(
@@ -47,7 +48,7 @@ async def release_until_killed(url: str, kill: asyncio.Event) -> set[str]:
 def test_kill_9_while_finalizers_are_removed_strands_nothing(tmp_path: Path) -> None:
     data = tmp_path / "data"
     server = start_server(data)
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=30, verify=server.tls()) as http:
         for i in range(COUNT):
             assert http.post(DISKS, json=disk(f"d{i}")).status_code == 201
             assert http.delete(f"{DISKS}/d{i}").status_code == 200  # held by its finalizer
@@ -55,7 +56,7 @@ def test_kill_9_while_finalizers_are_removed_strands_nothing(tmp_path: Path) -> 
 
     async def run() -> set[str]:
         kill = asyncio.Event()
-        releasing = asyncio.create_task(release_until_killed(server.url, kill))
+        releasing = asyncio.create_task(release_until_killed(server, kill))
         await kill.wait()
         server.kill()
         return await releasing
@@ -63,7 +64,7 @@ def test_kill_9_while_finalizers_are_removed_strands_nothing(tmp_path: Path) -> 
     acknowledged = asyncio.run(run())
     server = start_server(data, port=int(server.url.rsplit(":", 1)[1]))
     try:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        with httpx.Client(base_url=server.url, timeout=30, verify=server.tls()) as http:
             left = {d["metadata"]["name"]: d for d in http.get(DISKS).json()["items"]}
             # Every object is either gone or still held: none deleting with nothing to finish it.
             assert all(d["metadata"]["finalizers"] == [HOLD] for d in left.values())

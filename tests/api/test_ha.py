@@ -28,8 +28,9 @@ def database() -> Iterator[str]:
 
 
 def servers(tmp_path: Path, url: str, n: int, *, controllers: bool = False) -> list[Server]:
-    return [start_server(tmp_path / f"server-{i}", "--store", url, controllers=controllers)
-            for i in range(n)]
+    """`n` servers of one database, sharing one PKI (so one credential works on all)."""
+    return [start_server(tmp_path / f"server-{i}", "--store", url, controllers=controllers,
+                         pki_dir=tmp_path / "pki") for i in range(n)]
 
 
 def namespace(name: str) -> dict[str, object]:
@@ -40,7 +41,7 @@ def test_a_write_on_one_server_is_read_at_once_on_the_others(
         tmp_path: Path, database: str) -> None:
     fleet = servers(tmp_path, database, 3)
     try:
-        with httpx.Client(timeout=10) as http:
+        with httpx.Client(timeout=10, verify=fleet[0].tls()) as http:
             for i in range(30):
                 writer, reader = fleet[i % 3], fleet[(i + 1) % 3]
                 made = http.post(f"{writer.url}/api/v1/namespaces", json=namespace(f"ns-{i}"))
@@ -65,7 +66,7 @@ def test_kill_9_of_a_server_during_creates_loses_no_acknowledged_write(
     def create(i: int) -> None:
         target = victim if i % 2 else survivor
         try:
-            with httpx.Client(timeout=10) as http:
+            with httpx.Client(timeout=10, verify=target.tls()) as http:
                 response = http.post(f"{target.url}/api/v1/namespaces",
                                      json=namespace(f"ns-{i:04d}"))
         except httpx.TransportError:
@@ -81,7 +82,8 @@ def test_kill_9_of_a_server_during_creates_loses_no_acknowledged_write(
                 time.sleep(0.01)
             victim.kill()
             concurrent.futures.wait(futures)
-        listed = httpx.get(f"{survivor.url}/api/v1/namespaces", timeout=30).json()
+        listed = httpx.get(f"{survivor.url}/api/v1/namespaces", timeout=30,
+                           verify=survivor.tls()).json()
         present = {item["metadata"]["name"] for item in listed["items"]}
         missing = [name for name in acked if name not in present]
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged creates lost"
@@ -95,7 +97,7 @@ def test_kill_9_of_the_leader_hands_the_controllers_to_another_server(
     fleet = servers(tmp_path, database, 2, controllers=True)
     try:
         def holder() -> str:
-            response = httpx.get(fleet[-1].url + LEASE, timeout=5)
+            response = httpx.get(fleet[-1].url + LEASE, timeout=5, verify=fleet[-1].tls())
             return str(response.json()["spec"]["holderIdentity"]) \
                 if response.status_code == 200 else ""
 

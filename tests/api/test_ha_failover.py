@@ -21,7 +21,8 @@ from evroc_compute.client.http import HttpClient
 from tests import postgres
 from tests.api.test_ha import servers
 from tests.api.test_http_client import lease
-from tests.conftest import ROOT
+from tests.conftest import ROOT, start_server
+from tests.e2e.test_host_identity import host_kubeconfig
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +48,9 @@ async def test_a_watch_resumes_on_the_next_server_from_its_last_version(
         tmp_path: Path, database: str) -> None:
     first, second = servers(tmp_path, database, 2)
     try:
-        async with HttpClient(f"{first.url},{second.url}", "watcher", timeout=5) as client, \
-                httpx.AsyncClient(base_url=second.url, timeout=10) as other:
+        async with HttpClient(f"{first.url},{second.url}", "watcher",
+                              connection=first.connection(), timeout=5) as client, \
+                httpx.AsyncClient(base_url=second.url, timeout=10, verify=second.tls()) as other:
             _, version = await client.list(LEASE)
             events = client.watch(LEASE, resource_version=version)
 
@@ -73,16 +75,19 @@ async def test_a_watch_resumes_on_the_next_server_from_its_last_version(
 
 def test_an_agent_with_two_servers_keeps_working_when_one_is_killed(
         tmp_path: Path, database: str) -> None:
-    first, second = servers(tmp_path, database, 2)
+    # One PKI for both servers, so one host kubeconfig reaches either.
+    first, second = (start_server(tmp_path / f"server-{i}", "--store", database,
+                                  pki_dir=tmp_path / "pki") for i in range(2))
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(yaml.safe_dump({"heartbeat": {"interval": 0.5, "timeout": 5}}))
+    kubeconfig = host_kubeconfig(first, tmp_path, "ha-host")
     agent = subprocess.Popen(
-        [sys.executable, "-m", "evroc_compute.cli", "agent", "--server",
-         f"{first.url},{second.url}", "--host-name", "ha-host", "--data-dir",
+        [sys.executable, "-m", "evroc_compute.cli", "agent", "--kubeconfig", str(kubeconfig),
+         "--server", f"{first.url},{second.url}", "--host-name", "ha-host", "--data-dir",
          str(tmp_path / "agent"), "--accel", "tcg", "--image-dir", str(tmp_path / "images"),
          "--fleet", str(fleet)],
         stdout=open(tmp_path / "agent.log", "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
-    http = httpx.Client(base_url=second.url, timeout=10)
+    http = httpx.Client(base_url=second.url, timeout=10, verify=second.tls())
 
     def renewed() -> float:
         got = http.get(f"{LEASES}/host-ha-host")

@@ -18,7 +18,8 @@ from tests.conftest import Server, free_port
 
 @pytest.fixture
 async def client(shared_server: Server) -> AsyncIterator[HttpClient]:
-    async with HttpClient(shared_server.url, "http-agent", timeout=5) as http:
+    async with HttpClient(shared_server.url, "http-agent", connection=shared_server.connection(),
+                          timeout=5) as http:
         yield http
 
 

@@ -25,7 +25,7 @@ VMS = "/apis/compute.evroclabs.net/v1alpha1/namespaces/{namespace}/virtualmachin
 
 @pytest.fixture(scope="module")
 def http(shared_server: Server) -> Http:
-    return Http(shared_server.url)
+    return Http(shared_server)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_paths_for_every_resource_and_verb(swagger: dict[str, Any]) -> None:
         described = [op["x-kubernetes-group-version-kind"] for item in paths.values()
                      for m, op in item.items()
                      if m != "parameters" and op["x-kubernetes-group-version-kind"]["kind"] == kind.kind]
-        assert len(described) >= 7, kind.kind
+        assert len(described) >= (7 if kind.stored else 1), kind.kind  # reviews: create only
 
     patch = paths[VMS + "/{name}"]["patch"]
     assert patch["x-kubernetes-group-version-kind"] == {

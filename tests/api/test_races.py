@@ -14,9 +14,13 @@ import pytest
 
 from evroc_compute.cloud import Cloud
 from evroc_compute.server.app import App
+from evroc_compute.server.auth.authn import CLIENT_CERT, ClientCertificate
+from evroc_compute.server.auth.users import MASTERS
 from evroc_compute.server.handlers import create as create_handler
 from evroc_compute.store.sqlite import SQLiteLog
 
+ADMIN_CERTIFICATE = ClientCertificate("admin", (MASTERS,), "ad")
+ADMIN = {"admin_certificates": (ADMIN_CERTIFICATE.serial,)}  # the App's PKI admin
 DISKS = "/apis/compute.evroclabs.net/v1alpha1/namespaces/default/disks"
 NAMESPACES = "/api/v1/namespaces"
 MERGE = "application/merge-patch+json"
@@ -25,7 +29,7 @@ MERGE = "application/merge-patch+json"
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[App]:
     """The API in process, with the namespace controller that finishes namespace deletions."""
-    cloud = Cloud(tmp_path, controllers=False, compact_interval=3600)
+    cloud = Cloud(tmp_path, controllers=False, compact_interval=3600, **ADMIN)
     await cloud.start()
     yield cloud.app
     await cloud.stop()
@@ -35,7 +39,8 @@ async def call(app: App, method: str, path: str, body: Any = None,
                content_type: str = "application/json", query: str = "") -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else b""
     scope = {"type": "http", "method": method, "path": path, "query_string": query.encode(),
-             "headers": [(b"content-type", content_type.encode())]}
+             "headers": [(b"content-type", content_type.encode())],
+             "extensions": {CLIENT_CERT: ADMIN_CERTIFICATE}}  # as the TLS layer would set
     delivered = False
 
     async def receive() -> dict[str, Any]:
@@ -75,7 +80,8 @@ async def watch_into(app: App, query: str, lines: list[bytes]) -> None:
             lines.extend(line for line in message["body"].split(b"\n") if line)
 
     scope = {"type": "http", "method": "GET", "path": DISKS, "headers": [],
-             "query_string": f"watch=true&{query}".encode()}
+             "query_string": f"watch=true&{query}".encode(),
+             "extensions": {CLIENT_CERT: ADMIN_CERTIFICATE}}
     await app(scope, receive, send)
 
 
@@ -160,7 +166,7 @@ async def test_two_deletes_of_one_namespace_are_both_answered(app: App) -> None:
 async def test_bookmarks_never_run_ahead_of_undelivered_events(tmp_path: Path) -> None:
     """With bookmarks every 2 ms under 600 concurrent creates, no event may arrive with a
     resourceVersion at or below one a bookmark (or earlier event) already claimed."""
-    app = App(tmp_path, compact_interval=3600, bookmark_interval=0.002)
+    app = App(tmp_path, compact_interval=3600, bookmark_interval=0.002, **ADMIN)
     await app.start()
     lines: list[bytes] = []
     watching = asyncio.create_task(watch_into(
@@ -198,7 +204,7 @@ async def test_a_selective_watch_on_a_busy_collection_still_gets_bookmarks(
         tmp_path: Path) -> None:
     """Events a selector filters out still advance the watch: bookmarks keep flowing, so a
     client can resume after compaction without a full relist."""
-    app = App(tmp_path, compact_interval=3600, bookmark_interval=0.1)
+    app = App(tmp_path, compact_interval=3600, bookmark_interval=0.1, **ADMIN)
     await app.start()
     await call(app, "POST", DISKS, disk("busy"))
     assert app.ctx is not None
@@ -289,7 +295,7 @@ async def test_generate_name_draws_again_when_the_name_is_taken(
 async def test_finalize_is_refused_while_the_namespace_has_content(tmp_path: Path) -> None:
     """The server's half of namespace deletion, without the controller: /finalize deletes the
     namespace only once nothing is left in it."""
-    app = App(tmp_path, compact_interval=3600)
+    app = App(tmp_path, compact_interval=3600, **ADMIN)
     await app.start()
     try:
         await call(app, "POST", NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",

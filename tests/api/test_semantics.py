@@ -17,7 +17,7 @@ MERGE = "application/merge-patch+json"
 
 @pytest.fixture(scope="module")
 def http(shared_server: Server) -> Http:
-    return Http(shared_server.url)
+    return Http(shared_server)
 
 
 def namespace(http: Http, name: str) -> str:
@@ -282,7 +282,7 @@ def test_send_initial_events_ends_with_an_annotated_bookmark(http: Http) -> None
 def test_compacted_history_gives_410(tmp_path: Path) -> None:
     server = start_server(tmp_path / "data", "--compact-interval", "0.2", "--compact-keep", "2")
     try:
-        http = Http(server.url)
+        http = Http(server)
         first = http.request("POST", vm_path(), vm("c0")).body["metadata"]["resourceVersion"]
         for i in range(1, 8):
             http.request("POST", vm_path(), vm(f"c{i}"))
@@ -332,13 +332,13 @@ def test_kcp_cluster_prefix_serves_the_same_api(http: Http) -> None:
 
 def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     server = start_server(tmp_path / "data")
-    http = Http(server.url)
+    http = Http(server)
     for i in range(50):
         assert http.request("POST", vm_path(), vm(f"k{i}")).status == 201
     server.kill()
     server = start_server(tmp_path / "data")
     try:
-        names = {i["metadata"]["name"] for i in Http(server.url).request("GET", vm_path())
+        names = {i["metadata"]["name"] for i in Http(server).request("GET", vm_path())
                  .body["items"]}
         assert {f"k{i}" for i in range(50)} <= names
     finally:

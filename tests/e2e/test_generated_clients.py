@@ -50,6 +50,8 @@ def test_official_client_gets_the_object_held_by_finalizers(k8s: Clients) -> Non
 def test_kubernetes_asyncio_gets_the_object_back(server: Server) -> None:
     async def run() -> None:
         config = aclient.Configuration(host=server.url)
+        config.ssl_ca_cert = str(server.ca)
+        config.cert_file, config.key_file = (str(path) for path in server.admin_cert)
         async with aclient.ApiClient(config) as api:
             custom = aclient.CustomObjectsApi(api)
             await custom.create_namespaced_custom_object(GROUP, VERSION, "default", VMS,

@@ -57,7 +57,7 @@ def k8s(cloud: Server) -> Iterator[Clients]:
 
 
 def scrape(server: Server) -> Samples:
-    reply = Http(server.url).request("GET", "/metrics", accept="text/plain")
+    reply = Http(server).request("GET", "/metrics", accept="text/plain")
     assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain")
     return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(
         reply.raw.decode()) for s in family.samples]
@@ -173,7 +173,7 @@ def test_controller_store_and_storage_metrics(cloud: Server, kc: Kubectl) -> Non
 
 
 def test_open_watches_are_counted(cloud: Server) -> None:
-    http = Http(cloud.url)
+    http = Http(cloud)
     watching = {"verb": "WATCH", "resource": "virtualmachines", "scope": "cluster"}
     before = total(scrape(cloud), "apiserver_longrunning_requests", **watching)
     conn, response = http.stream(f"{GROUP_PATH}/virtualmachines", watch="true")
@@ -190,7 +190,7 @@ def _log_lines(server: Server) -> list[dict[str, Any]]:
 
 
 def test_logs_are_one_json_object_per_line_with_a_debug_line_per_request(cloud: Server) -> None:
-    reply = Http(cloud.url).request("GET", "/version")
+    reply = Http(cloud).request("GET", "/version")
     assert reply.status == 200
     # The request's line is written once its answer is sent: wait for it, not a moment.
     deadline = time.monotonic() + 10

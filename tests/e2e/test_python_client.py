@@ -448,7 +448,7 @@ def test_malformed_bodies_are_400_never_500(k8s: Clients, ns: str, payload: byte
         ("PATCH", f"{url}/target", "application/apply-patch+yaml"),
         ("PUT", f"{url}/target/status", "application/json"),
     ]:
-        code, body = raw_request(where + ("?fieldManager=m" if "apply" in content_type else ""),
+        code, body = raw_request(k8s, where + ("?fieldManager=m" if "apply" in content_type else ""),
                                  method, payload, content_type)
         assert code == 400, (method, content_type, payload, body)
         assert body["kind"] == "Status" and body["reason"] == "BadRequest", body

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import ssl
 import subprocess
 import threading
 import time
@@ -43,6 +44,7 @@ class Clients:
     custom: Any
     core: Any
     url: str
+    tls: ssl.SSLContext  # the admin's, for raw requests
 
     def dynamic(self) -> DynamicClient:
         return DynamicClient(self.api_client)
@@ -51,9 +53,11 @@ class Clients:
 def make_clients(server: Server) -> Clients:
     config = client.Configuration()
     config.host = server.url
+    config.ssl_ca_cert = str(server.ca)
+    config.cert_file, config.key_file = (str(path) for path in server.admin_cert)
     api_client = client.ApiClient(config)
     return Clients(api_client, client.CustomObjectsApi(api_client),
-                   client.CoreV1Api(api_client), server.url)
+                   client.CoreV1Api(api_client), server.url, server.tls())
 
 
 _namespace_ids = itertools.count(1)
@@ -114,12 +118,12 @@ def api_error(call: Callable[[], Any]) -> tuple[ApiException, dict[str, Any]]:
     return problem, body
 
 
-def raw_request(url: str, method: str, body: bytes,
+def raw_request(k8s: Clients, url: str, method: str, body: bytes,
                 content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(url, data=body, method=method,
                                      headers={"Content-Type": content_type})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=k8s.tls) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as problem:
         return problem.code, json.loads(problem.read())

@@ -18,7 +18,7 @@ import pytest
 from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
-from tests.conftest import start_server
+from tests.conftest import Server, start_server
 from tests.e2e.test_python_support import (
     API_VERSION,
     GROUP,
@@ -195,7 +195,7 @@ def test_open_watch_is_ended_cleanly_at_shutdown(tmp_path: Path) -> None:
         # A watch (server-side timeout 30 min) still connected when the server is asked to
         # stop is ended with a complete chunked body, and does not hold the shutdown long.
         url = vms_path(srv.url, "default") + "?watch=true"
-        response = urllib.request.urlopen(url, timeout=15)
+        response = urllib.request.urlopen(url, timeout=15, context=srv.tls())
         first = json.loads(response.readline())
         assert first["type"] == "ADDED"
         started = time.monotonic()
@@ -234,10 +234,10 @@ def test_disconnected_watch_does_not_delay_shutdown(tmp_path: Path) -> None:
         k8s.api_client.close()
 
 
-def compacted(url: str) -> bool:
+def compacted(srv: Server, url: str) -> bool:
     """Whether a list from the revision in `url` is 410 Gone (compacted away)."""
     try:
-        with urllib.request.urlopen(url, timeout=10):
+        with urllib.request.urlopen(url, timeout=10, context=srv.tls()):
             return False
     except urllib.error.HTTPError as error:
         return error.code == 410
@@ -252,7 +252,7 @@ def test_watch_from_compacted_revision_is_410(tmp_path: Path) -> None:
             k8s.custom.patch_namespaced_custom_object(GROUP, VERSION, "default", VMS,
                                                       f"c{index}", {"spec": {"running": False}})
         deadline = time.monotonic() + 30  # until a compaction has run past revision 1
-        while not compacted(vms_path(srv.url, "default") + "?limit=1&resourceVersion=1"):
+        while not compacted(srv, vms_path(srv.url, "default") + "?limit=1&resourceVersion=1"):
             assert time.monotonic() < deadline, "history was never compacted"
             time.sleep(0.05)
         _, events = stream(k8s, "default", resource_version="1", timeout_seconds=5)
@@ -261,7 +261,7 @@ def test_watch_from_compacted_revision_is_410(tmp_path: Path) -> None:
         assert caught.value.status == 410
         # The same from a raw stream: one ERROR event with an Expired Status.
         url = vms_path(srv.url, "default") + "?watch=true&resourceVersion=1&timeoutSeconds=2"
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(url, timeout=10, context=srv.tls()) as response:
             lines = [json.loads(line) for line in response.read().splitlines() if line.strip()]
         assert [line["type"] for line in lines] == ["ERROR"]
         assert lines[0]["object"]["code"] == 410 and lines[0]["object"]["reason"] == "Expired"

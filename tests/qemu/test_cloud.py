@@ -25,6 +25,7 @@ import yaml
 from evroc_compute.hosts.drivers.qemu import images
 from tests.conftest import ROOT, Kubectl, Server, start_server
 from tests.e2e.conftest import kubectl_in_new_namespace
+from tests.e2e.test_host_identity import host_kubeconfig
 from tests.qemu.conftest import SshKey, requires_qemu
 
 pytestmark = [pytest.mark.slow, requires_qemu, pytest.mark.timeout(400)]
@@ -53,8 +54,9 @@ def start_agent(server: Server, base: Path, store: images.ImageStore, name: str,
     """A second host: `agent --host-name NAME` on this machine, its files under base/NAME."""
     agent_dir = base / name
     agent_dir.mkdir()
+    kubeconfig = host_kubeconfig(server, base, name)  # the host's own credential
     return subprocess.Popen(
-        [sys.executable, "-m", "evroc_compute.cli", "agent", "--server", server.url,
+        [sys.executable, "-m", "evroc_compute.cli", "agent", "--kubeconfig", str(kubeconfig),
          "--host-name", name, "--zone", zone, "--data-dir", str(agent_dir),
          "--image-dir", str(store.root), "--accel", "tcg", "--fleet", str(base / "fleet.yaml"),
          "--network", network, *extra],

@@ -14,6 +14,8 @@ from evroc_compute.api.kinds import Column, Kind
 from evroc_compute.api.schema import integer, obj, string
 from evroc_compute.api.tables import age, path
 
+IMAGE_STORE_LABEL = "evroc-compute.io/image-store"  # on DiskImages a host registered: its name
+
 GPU_MODELS = ("nvidia.com/AD102GL_L40S", "nvidia.com/GB100_B200")
 
 IMAGE_DEFAULT_SIZES_GB = {

@@ -235,6 +235,7 @@ VIRTUAL_MACHINE = Kind(
     namespaced=True, short_names=("vm", "vms"), categories=("evroc", "compute"),
     description="The schema for an evroc Virtual Machine API.",
     spec=VM_SPEC, status=VM_STATUS, semantic_check=check_vm,
+    extra_subresources=("console",),  # the serial console, text like pods/log
     columns=(
         Column("Ready", "string", condition_status("Ready"), "Whether the VM is ready."),
         Column("Reason", "string", condition_reason("Ready"), "Why the VM is (not) ready."),

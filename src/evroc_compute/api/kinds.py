@@ -75,6 +75,8 @@ class Kind:
     initial_status: dict[str, Any] | None = None
     # Subresources besides /status (a Namespace has /finalize).
     extra_subresources: tuple[str, ...] = ()
+    # False: create-only, answered by the server and never stored (the access reviews).
+    stored: bool = True
 
     @property
     def singular(self) -> str:

@@ -38,6 +38,7 @@ from evroc_compute.client.base import (
     resource_path,
     watch_query,
 )
+from evroc_compute.client.kubeconfig import Connection
 
 # The Status reasons kube-apiserver uses per code, for error answers that carry no Status body
 # (a proxy's 502, a plain-text 404 from something that is not this server).
@@ -88,14 +89,18 @@ class HttpClient:
     """
 
     def __init__(self, servers: str | Sequence[str], field_manager: str, *,
-                 timeout: float = 30.0) -> None:
-        self.servers = parse_servers(servers)
+                 timeout: float = 30.0, connection: Connection | None = None) -> None:
+        """`connection` (from a kubeconfig) gives the CA to trust and the credential; its
+        server is used when `servers` is empty."""
+        self.servers = parse_servers(servers or (connection.server if connection else ""))
         self._current = 0
         self.field_manager = field_manager
         self.timeout = timeout
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
-            headers={"accept": "application/json", "user-agent": f"{field_manager}/http"})
+            verify=connection.tls if connection and connection.tls else True,
+            headers={"accept": "application/json", "user-agent": f"{field_manager}/http",
+                     **(connection.headers if connection else {})})
 
     @property
     def base_url(self) -> str:

@@ -24,13 +24,15 @@ from evroc_compute.client.base import (
 )
 from evroc_compute.server import errors
 from evroc_compute.server.app import App
+from evroc_compute.server.auth.users import CONTROLLERS, UserInfo
 from evroc_compute.server.http import Request, Response, StreamingResponse
 
 
 class InProcessClient:
-    def __init__(self, app: App, field_manager: str) -> None:
+    def __init__(self, app: App, field_manager: str, user: UserInfo = CONTROLLERS) -> None:
         self.app = app
         self.field_manager = field_manager
+        self.user = user  # authorized as any request is
 
     async def _call(self, method: str, path: str, body: Any = None, *,
                     content_type: str = "application/json",
@@ -40,7 +42,7 @@ class InProcessClient:
         if body is not None:
             data = orjson.dumps(body)
             headers["content-type"] = content_type
-        request = Request(method, path, dict(query or {}), headers, data)
+        request = Request(method, path, dict(query or {}), headers, data, user=self.user)
         try:
             return await self.app.route(request)
         except errors.ApiError as problem:

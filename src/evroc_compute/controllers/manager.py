@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import evroc_compute.runtime.metrics  # noqa: F401  (registers the controllers' metrics)
+from evroc_compute.api.kinds import Kind
 from evroc_compute.client.base import Client
 from evroc_compute.client.recorder import EventRecorder
 from evroc_compute.controllers.disk import DiskController
@@ -21,6 +23,7 @@ from evroc_compute.controllers.hosts import HostMonitor
 from evroc_compute.controllers.hotswap import HotswapController
 from evroc_compute.controllers.placementgroup import PlacementGroupController
 from evroc_compute.controllers.publicip import PublicIPController
+from evroc_compute.controllers.quota import QuotaController
 from evroc_compute.controllers.scheduling import Scheduler
 from evroc_compute.controllers.vm import VMController
 from evroc_compute.runtime.controller import Controller, Key, WorkQueue
@@ -40,6 +43,7 @@ class Manager:
         self.hotswap = HotswapController(client, w)
         self.public_ip = PublicIPController(client, w, settings)
         self.group = PlacementGroupController(client, w)
+        self.quota = QuotaController(client, w)
         self.scheduler = Scheduler(client, w, settings)
         self.monitor = HostMonitor(client, w, settings, self._host_changed)
         self.recorder = EventRecorder(client, EVENT_SOURCE, socket.gethostname())
@@ -49,7 +53,8 @@ class Manager:
                             self._controller("disk", self.disk, 4),
                             self._controller("hotswap", self.hotswap, 2),
                             self._controller("publicip", self.public_ip, 2),
-                            self._controller("placementgroup", self.group, 2)]
+                            self._controller("placementgroup", self.group, 2),
+                            self._controller("quota", self.quota, 1)]
         self._refs: dict[Key, dict[str, set[str]]] = {}
         self._host_specs: dict[str, Any] = {}
         w.vms.add_handler(self._on_vm)
@@ -63,6 +68,12 @@ class Manager:
         w.security_groups.add_handler(self._on_security_group)
         w.images.add_handler(lambda event, image: self._requeue_all("disk", w.disks.cache))
         w.profiles.add_handler(lambda event, profile: self._requeue_all("vm", w.vms.cache))
+        for kind, informer in self.quota.counted:
+            informer.add_handler(self._quota_handler(kind))
+        w.quotas.add_handler(lambda event, item: self._add("quota", key_of(item)))
+        for catalog_informer in (w.profiles, w.images):
+            catalog_informer.add_handler(
+                lambda event, entry: self._requeue_all("quota", w.quotas.cache))
 
     def _controller(self, name: str, reconciler: Any, workers: int) -> Controller:
         queue = self.queues[name] = WorkQueue()
@@ -74,6 +85,9 @@ class Manager:
 
     def _requeue_all(self, queue: str, cache: dict[Key, Any]) -> None:
         self._add(queue, *cache)
+
+    def _quota_handler(self, kind: Kind) -> Callable[[str, dict[str, Any]], None]:
+        return lambda event, obj: self._add("quota", *self.quota.affected(kind, event, obj))
 
     # ---- who an event concerns --------------------------------------------------------
 
@@ -169,7 +183,8 @@ class Manager:
         for queue, cache in (("vm", self.world.vms.cache), ("disk", self.world.disks.cache),
                              ("hotswap", self.world.attachments.cache),
                              ("publicip", self.world.public_ips.cache),
-                             ("placementgroup", self.world.groups.cache)):
+                             ("placementgroup", self.world.groups.cache),
+                             ("quota", self.world.quotas.cache)):
             self._requeue_all(queue, cache)
         try:
             async with asyncio.TaskGroup() as group:

@@ -7,6 +7,10 @@ the server to finalize it (`PUT .../finalize`). The server refuses that while an
 or still being created (server/namespaces.py), so a create racing the deletion is found on the
 next pass. A namespace the controller has not finished is looked at again every
 `POLL_SECONDS`; after a restart or a change of leader, the first list finds it again.
+
+It also finishes a project's creation that a crash interrupted: a namespace still naming its
+creator to bind (server/projects.py) gets the creator's `admin` RoleBinding, then loses the
+pending annotation.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from evroc_compute.api import rbac
 from evroc_compute.api.core import NAMESPACE, listed, terminating_status
 from evroc_compute.api.kinds import Kind
 from evroc_compute.api.meta import now_rfc3339
@@ -46,7 +51,7 @@ class NamespaceController:
         self.namespaces.add_handler(self._on_namespace)
 
     def _on_namespace(self, event: str, namespace: dict[str, Any]) -> None:
-        if event != "DELETED" and deleting(namespace):
+        if event != "DELETED" and (deleting(namespace) or _pending(namespace)):
             self.queue.add(key_of(namespace))
 
     async def run(self) -> None:
@@ -59,6 +64,8 @@ class NamespaceController:
 
     async def reconcile(self, key: Key) -> Result:
         namespace = self.namespaces.get(*key)
+        if namespace is not None and _pending(namespace) and not deleting(namespace):
+            return await self._bind_creator(namespace)
         if namespace is None or not deleting(namespace):
             return Result()
         name = key[1]
@@ -77,6 +84,24 @@ class NamespaceController:
             # Something is left after all (a create admitted before the namespace turned
             # Terminating landed after this pass listed its kind): the next pass deletes it.
             return Result(requeue_after=POLL_SECONDS)
+        return Result()
+
+    async def _bind_creator(self, namespace: dict[str, Any]) -> Result:
+        meta = namespace["metadata"]
+        binding = rbac.admin_binding(meta["name"], _pending(namespace))
+        try:
+            await self.client.create(rbac.ROLE_BINDING, binding)
+        except ClientError as problem:
+            if problem.reason != "AlreadyExists":  # bound by the request before it failed
+                raise
+        settled = {**meta, "annotations": rbac.settled_annotations(meta["annotations"])}
+        try:
+            await self.client.update(NAMESPACE, {**namespace, "metadata": settled})
+        except ClientError as problem:
+            if problem.conflict:  # changed meanwhile: the informer brings it back
+                return Result(requeue_after=POLL_SECONDS)
+            if not problem.not_found:
+                raise
         return Result()
 
     async def _delete_contents(self, namespace: str) -> list[str]:
@@ -108,3 +133,8 @@ class NamespaceController:
         except ClientError as problem:
             if not (problem.conflict or problem.not_found):
                 raise
+
+
+def _pending(namespace: dict[str, Any]) -> str:
+    """The creator a namespace still names to bind as its admin ("" : none)."""
+    return str((namespace["metadata"].get("annotations") or {}).get(rbac.PENDING_ADMIN, ""))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from evroc_compute.api import catalog, compute, infra, networking
+from evroc_compute.api import catalog, compute, infra, networking, quota
 from evroc_compute.api.kinds import Kind
 from evroc_compute.api.meta import parse_time
 from evroc_compute.client.base import Client
@@ -96,9 +96,11 @@ class World:
         self.instances = informer(infra.VIRTUAL_MACHINE_INSTANCE)
         self.hosts = informer(infra.HOST)
         self.leases = informer(infra.LEASE)
+        self.quotas = informer(quota.RESOURCE_QUOTA)
         self.informers = (self.vms, self.disks, self.attachments, self.groups, self.public_ips,
                           self.security_groups, self.profiles, self.images,
-                          self.storage_classes, self.instances, self.hosts, self.leases)
+                          self.storage_classes, self.instances, self.hosts, self.leases,
+                          self.quotas)
 
         def ns_refs(obj: dict[str, Any], names: list[Any]) -> list[str]:
             namespace = obj["metadata"].get("namespace", "")
@@ -115,11 +117,19 @@ class World:
         self._tasks: list[asyncio.Task[None]] = []
         self.synced = asyncio.Event()
 
-    async def start(self) -> None:
-        """Run every informer and wait until each has listed once."""
+    @property
+    def agent_informers(self) -> tuple[Informer, ...]:
+        """What a host agent reads (and, as a host, may read): its instances and hosts, what
+        the instances run (VMs, Disks, images), and the SecurityGroups it enforces."""
+        return (self.instances, self.hosts, self.vms, self.disks, self.images,
+                self.security_groups)
+
+    async def start(self, informers: tuple[Informer, ...] | None = None) -> None:
+        """Run the informers (default: every one) and wait until each has listed once."""
+        running = self.informers if informers is None else informers
         self._tasks = [asyncio.create_task(i.run(), name=f"informer-{i.kind.plural}")
-                       for i in self.informers]
-        await asyncio.gather(*(i.synced.wait() for i in self.informers))
+                       for i in running]
+        await asyncio.gather(*(i.synced.wait() for i in running))
         self.synced.set()
 
     async def stop(self) -> None:

@@ -24,7 +24,37 @@ from evroc_compute import __version__
 from evroc_compute.api.core import NAMESPACE
 from evroc_compute.api.kinds import Kind, Registry
 from evroc_compute.api.registry import default_registry
-from evroc_compute.server import errors, expiry, metrics, namespaces
+from evroc_compute.server import (
+    audit,
+    errors,
+    expiry,
+    fairness,
+    metrics,
+    namespaces,
+    projects,
+    reviews,
+)
+from evroc_compute.server.auth.authn import (
+    CLIENT_CERT,
+    Authenticator,
+    ClientCertificate,
+    TokenAuthenticator,
+    unauthorized,
+)
+from evroc_compute.server.auth.authz import (
+    Attributes,
+    Authorizer,
+    forbidden,
+    request_verb,
+)
+from evroc_compute.server.auth.escalation import EscalationCheck
+from evroc_compute.server.auth.hosts import HostAuthorizer
+from evroc_compute.server.auth.rbac import RbacAuthorizer
+from evroc_compute.server.auth.union import Union
+from evroc_compute.server.auth.users import UserInfo
+from evroc_compute.server.console import pages as console_pages
+from evroc_compute.server.console import session as console_session
+from evroc_compute.server.console.serial import serial_console
 from evroc_compute.server.conversion import ConvertingStore
 from evroc_compute.server.discovery import Discovery
 from evroc_compute.server.handlers.common import (
@@ -58,6 +88,7 @@ from evroc_compute.server.openapi import OpenAPI
 from evroc_compute.server.openapi_v2 import OpenAPIV2
 from evroc_compute.store import urls
 from evroc_compute.store.base import (
+    Entry,
     KeyExists,
     KeyNotFound,
     RevisionConflict,
@@ -81,7 +112,11 @@ class App:
     def __init__(self, data_dir: Path, *, store_url: str = "", registry: Registry | None = None,
                  compact_interval: float = 300.0, compact_keep: int = 1000,
                  bookmark_interval: float = 5.0, max_watches: int = 0,
-                 body_timeout: float = 60.0, event_ttl: float = 3600.0) -> None:
+                 body_timeout: float = 60.0, event_ttl: float = 3600.0,
+                 token_authenticators: tuple[TokenAuthenticator, ...] = (),
+                 admin_certificates: tuple[str, ...] = (),
+                 limits: fairness.Limits | None = None,
+                 audit_log: audit.AuditLog | None = None) -> None:
         self.data_dir = data_dir
         self.store_url = store_url or urls.default_url(data_dir)
         self.registry = registry or default_registry()
@@ -97,16 +132,29 @@ class App:
         self.max_watches = max_watches  # 0: no limit
         self.body_timeout = body_timeout  # seconds for a request body to arrive
         self.watches = 0  # open over HTTP
+        self.limits = limits or fairness.Limits()  # per user
+        self.audit = audit_log
+        self.authenticator = Authenticator(self._lookup, token_authenticators,
+                                           admin_certificates)
+        self.hosts = HostAuthorizer(self._lookup)
+        self.rbac = RbacAuthorizer(lambda: self.ctx.store if self.ctx else None)
+        self.authorizer: Authorizer = Union(self.hosts, self.rbac)  # kube's Node,RBAC
         self.metrics_registry = CollectorRegistry(auto_describe=False)
         self.metrics_registry.register(metrics.WorldCollector(
             self.registry, lambda: self.ctx.store if self.ctx else None))
+
+    def _lookup(self, key: str) -> Entry | None:
+        return self.ctx.store.get(key) if self.ctx is not None else None
 
     # ---- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         store = await asyncio.to_thread(urls.store, self.store_url)
         await store.open()
-        self.ctx = Context(self.registry, store, self.bookmark_interval)
+        if self.audit is not None:
+            self.audit.start()
+        self.ctx = Context(self.registry, store, self.bookmark_interval, guard=EscalationCheck(
+            self.authorizer, self.rbac.rules, self._lookup))
         await self._seed(store)
         await self._finish_deletions(store)
         self._background.append(asyncio.create_task(
@@ -149,6 +197,8 @@ class App:
                 await task
         if self.ctx:
             await self.ctx.store.close()
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
 
     # ---- ASGI -------------------------------------------------------------------------
 
@@ -162,14 +212,18 @@ class App:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
+        received = time.time()
         req: Request | None = None
         watching = False
+        admitted: tuple[str, bool] | None = None  # the user's fairness slot, if taken
         try:
             req = await read_request(scope, receive, self.body_timeout)
+            req.user = self._authenticate(req, scope)
+            admitted = self._admit(req)
             watching = self._admit_watch(req)
             response = await self.route(req)
         except ClientGone:
-            self.watches -= watching
+            self._release(admitted, watching)
             return
         except errors.ApiError as problem:
             response = error_response(problem)
@@ -186,11 +240,42 @@ class App:
             else:
                 await response.send(send)
         finally:
-            self.watches -= watching
+            self._release(admitted, watching)
             elapsed = time.perf_counter() - started
             metrics.observe(labels, response.status, elapsed)
             if requests_log.isEnabledFor(logging.DEBUG):
                 _log_request(scope, response.status, elapsed)
+            if self.audit is not None:
+                self.audit.record(_audit_record(scope, req, response.status, received, elapsed,
+                                                self.audit.keeps_bodies))
+
+    def _authenticate(self, req: Request, scope: Scope) -> UserInfo:
+        certificate: ClientCertificate | None = scope.get("extensions", {}).get(CLIENT_CERT)
+        authorization = req.headers.get("authorization", "")
+        console_login = console_pages.is_console(req.path) and console_pages.public(req)
+        if not authorization and certificate is None and not console_login:
+            authorization = console_session.authorization(req)  # the console's session, if any
+        user = self.authenticator.authenticate(authorization, certificate)
+        if user.anonymous and not _public(req.path) and not console_pages.is_console(req.path):
+            raise unauthorized("this request needs a credential: a bearer token or a client "
+                               "certificate (evroc-compute kubeconfig prints an admin's)")
+        return user
+
+    def _authorize(self, attributes: Attributes, kind: Kind | None = None) -> None:
+        decision = self.authorizer.authorize(attributes)
+        if not decision.allowed:
+            raise forbidden(attributes, decision, kind)
+
+    def _admit(self, req: Request) -> tuple[str, bool]:
+        """Take the user's slot for this request (or raise a 429): see fairness."""
+        slot = (req.user.name, req.method == "GET" and req.flag("watch"))
+        self.limits.admit(*slot)
+        return slot
+
+    def _release(self, admitted: tuple[str, bool] | None, watching: bool) -> None:
+        if admitted is not None:
+            self.limits.release(*admitted)
+        self.watches -= watching
 
     def _admit_watch(self, req: Request) -> bool:
         """Watches may hold at most `max_watches` connections: the rest stay for requests.
@@ -224,10 +309,16 @@ class App:
             return await self._resource(req, "", "v1", parts[2:])
         if head == "apis" and len(parts) >= 4:
             return await self._resource(req, parts[1], parts[2], parts[3:])
+        if console_pages.is_console(req.path):  # signed-in users; the API authorizes the data
+            req.labels = (req.method, "", "", "", "", "/console", "", "")
+            return console_pages.respond(req, req.user, self.authenticator)
         document = self._document(req, parts)
         req.labels = (req.method, "", "", "", "", f"/{head}", "", "")
         if req.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed(req.method, req.path)
+        if not _public(req.path):  # rules name paths as kube serves them, without /clusters/x
+            req.attributes = Attributes(req.user, "get", path="/" + "/".join(parts))
+            self._authorize(req.attributes)
         return document()
 
     def _document(self, req: Request, parts: list[str]) -> Callable[[], Response]:
@@ -308,9 +399,19 @@ class App:
         if kind.stored_as is not None:  # another version of a stored kind: convert at the store
             ctx = dataclasses.replace(ctx, store=ConvertingStore(ctx.store, kind.stored_as))
         method = req.method
+        # As kube: a request on a namespace is in that namespace (a RoleBinding there covers it).
+        scope = name if kind is NAMESPACE else namespace or ""
+        req.attributes, req.api_version = Attributes(
+            req.user, request_verb(method, bool(name), req.flag("watch")), kind.plural,
+            kind.group, scope, name, subresource), kind.version
+        self._authorize(req.attributes, kind)
         req.labels = (_verb(req, bool(name)), _dry_run(req), kind.group, kind.version, kind.plural,
                       subresource, "resource" if name or method == "POST"
                       else "namespace" if namespace else "cluster", "apiserver")
+        if not kind.stored:
+            if method != "POST" or name:
+                raise errors.method_not_allowed(method, f"{kind.plural} (create only)")
+            return reviews.answer(kind, req, self.authorizer, self.rbac)
         if not name:
             if method == "GET":
                 if req.flag("watch"):
@@ -319,7 +420,10 @@ class App:
             if kind.namespaced and namespace is None:
                 raise errors.method_not_allowed(method, f"{kind.plural} across all namespaces; "
                                                 "use /namespaces/<namespace>/" + kind.plural)
+            if method == "POST" and kind is NAMESPACE:
+                return await projects.create_project(ctx, req, target)
             if method == "POST":
+                self.hosts.admit_create(req.user, kind, req.decode_body)
                 return await create(ctx, req, target)
             if method == "DELETE":
                 ensure_namespace(ctx, target, creating=False)
@@ -327,6 +431,10 @@ class App:
             raise errors.method_not_allowed(method, kind.plural)
         if subresource == "finalize":
             return await namespaces.finalize(ctx, req, target)
+        if subresource == "console":
+            if method != "GET":
+                raise errors.method_not_allowed(method, f"{kind.plural}/{name}/console")
+            return await serial_console(ctx, req, target, self.data_dir)
         if method == "GET":
             return await get(ctx, req, target)
         if method == "PUT":
@@ -362,6 +470,15 @@ async def _catch_up(store: Store, req: Request) -> bool:
     return await store.sync(int(version) if version.isascii() and version.isdigit() else 0)
 
 
+# Paths anyone may read, as kube's system:public-info-viewer role allows.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version"})
+
+
+def _public(path: str) -> bool:
+    return path.rstrip("/") in PUBLIC_PATHS or path.startswith(("/healthz/", "/readyz/",
+                                                                  "/livez/"))
+
+
 def _no_path(req: Request) -> errors.ApiError:
     return errors.ApiError(404, "NotFound", f"the server could not find the requested resource "
                            f"({req.method} {req.path})")
@@ -391,6 +508,17 @@ def _dry_run(req: Request) -> str:
     """kube's label value: the dryRun parameter if valid, "invalid" if not (bounded)."""
     value = req.query.get("dryRun", "")
     return value if value in ("", "All") else "invalid"
+
+
+def _audit_record(scope: Scope, req: Request | None, code: int, received: float,
+                  seconds: float, with_body: bool) -> audit.Record:
+    return audit.Record(
+        received, seconds, scope["method"], scope["path"], scope.get("query_string", b""),
+        scope.get("client"), scope["headers"],
+        None if req is None or code == 401 else req.user,
+        req.attributes if req is not None else None, req.api_version if req is not None else "",
+        code, req.body if req is not None and with_body else b"",
+        req.content_type if req is not None and with_body else "")
 
 
 def _log_request(scope: Scope, code: int, seconds: float) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from evroc_compute.server import errors
+from evroc_compute.server.auth.authn import CLIENT_CERT, ClientCertificate
 
 MAX_REQUEST_LINE_BYTES = 32 * 1024  # nginx allows 8 KiB; long selectors fit in 32
 MAX_HEAD_BYTES = 256 * 1024  # a bearer token or client certificate header is a few KiB
@@ -67,9 +68,11 @@ class LimitedProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_began = 0.0  # loop time the current head began (or the wait for it)
         self._refused = False
+        self._certificate: ClientCertificate | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._certificate = peer_certificate(transport)
         if len(self.connections) > self.max_connections:
             self._refuse(errors.unavailable(
                 f"the server has too many open connections ({self.max_connections}); "
@@ -77,6 +80,15 @@ class LimitedProtocol(HttpToolsProtocol):
             return
         self._head_began = self.loop.time()
         self._head_timer = self.loop.call_later(self.head_timeout, self._check_head)
+
+    def shutdown(self) -> None:
+        """At server shutdown an idle connection is dropped at once: closing a TLS connection
+        waits for the client's close_notify, which an idle pooled client never sends (the
+        shutdown would wait out its grace for every idle kubectl or client pool)."""
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.abort()
+        else:
+            HttpToolsProtocol.shutdown(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
@@ -112,6 +124,11 @@ class LimitedProtocol(HttpToolsProtocol):
     # 2 us, a twentieth of a GET): requests only note when their head began (its first
     # bytes) and when their response ended. Base methods are called directly: these run
     # for every request, and super() costs a little more.
+
+    def on_message_begin(self) -> None:
+        HttpToolsProtocol.on_message_begin(self)
+        if self._certificate is not None:
+            self.scope["extensions"] = {CLIENT_CERT: self._certificate}  # type: ignore[typeddict-unknown-key,dict-item]
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
@@ -169,6 +186,22 @@ class LimitedProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(REFUSAL_GRACE, self.transport.close)
+
+
+def peer_certificate(transport: asyncio.BaseTransport) -> ClientCertificate | None:
+    """The client certificate the TLS handshake verified against the client CA, if one was
+    presented (the handshake is over when the protocol sees the connection)."""
+    tls = transport.get_extra_info("ssl_object")
+    peer = tls.getpeercert() if tls is not None else None
+    if not peer:
+        return None
+    names: dict[str, list[str]] = {}
+    for rdn in peer.get("subject", ()):
+        for key, value in rdn:
+            names.setdefault(key, []).append(value)
+    common = names.get("commonName", [""])[0]
+    return ClientCertificate(common, tuple(names.get("organizationName", ())),
+                             str(peer.get("serialNumber", "")).lower().lstrip("0")) if common else None
 
 
 def limited(max_connections: int, head_timeout: float) -> type[LimitedProtocol]:

@@ -20,6 +20,8 @@ NAMESPACE_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"
 
 
 def _verbs(kind: Kind) -> list[str]:
+    if not kind.stored:
+        return ["create"]
     return NAMESPACE_VERBS if kind.plural == "namespaces" else VERBS
 
 
@@ -34,14 +36,15 @@ def _aggregated_resource(kind: Kind) -> dict[str, Any]:
         resource["shortNames"] = list(kind.short_names)
     if kind.categories:
         resource["categories"] = list(kind.categories)
-    if kind.subresources:
+    if kind.subresources and kind.stored:
         resource["subresources"] = [{"subresource": sub, "responseKind": gvk,
-                                     "verbs": _subresource_verbs(sub)} for sub in kind.subresources]
+                                     "verbs": _subresource_verbs(sub)} for sub in kind.subresources
+                      if kind.stored]
     return resource
 
 
 def _subresource_verbs(subresource: str) -> list[str]:
-    return ["update"] if subresource == "finalize" else ["get", "patch", "update"]
+    return {"finalize": ["update"], "console": ["get"]}.get(subresource, ["get", "patch", "update"])
 
 
 def _aggregated(registry: Registry, core: bool, beta: bool) -> bytes:
@@ -75,7 +78,8 @@ def resource_list(registry: Registry, group: str, version: str) -> dict[str, Any
         resources.append(entry)
         resources += [{"name": f"{kind.plural}/{sub}", "singularName": "",
                        "namespaced": kind.namespaced, "kind": kind.kind,
-                       "verbs": _subresource_verbs(sub)} for sub in kind.subresources]
+                       "verbs": _subresource_verbs(sub)} for sub in kind.subresources
+                      if kind.stored]
     return {"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
 

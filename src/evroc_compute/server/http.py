@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl
 import orjson
 
 from evroc_compute.server import bodies, errors
+from evroc_compute.server.auth.authz import Attributes
+from evroc_compute.server.auth.users import ANONYMOUS_USER, UserInfo
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,10 @@ class Request:
     body: bytes = b""
     # What the request is, for metrics (verb, group, resource...): set by the router.
     labels: tuple[str, ...] = ()
+    user: UserInfo = ANONYMOUS_USER  # set by authentication
+    # What it asks, as authorized, and the API version it names (set by the router; audited).
+    attributes: Attributes | None = None
+    api_version: str = ""
 
     @property
     def content_type(self) -> str:

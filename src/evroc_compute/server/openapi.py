@@ -69,6 +69,10 @@ def operations(kind: Kind) -> list[PathItem]:
         else f"{base}/{kind.plural}"
     scope = ("namespace",) if kind.namespaced else ()
     patch_params = (*_WRITE_PARAMS, "force")
+    if not kind.stored:
+        return [PathItem(collection, scope, (Operation("post", "post", f"create{k}",
+                                                        f"create a {k}", _WRITE_PARAMS,
+                                                        body="object"),))]
     on_collection = [
         Operation("get", "list", f"list{k}", f"list or watch objects of kind {k}",
                   _LIST_PARAMS, returns="list"),

@@ -2,8 +2,10 @@
 
 `kubectl create namespace NAME` posts a `v1 Namespace` as `application/vnd.kubernetes.protobuf`
 (the typed clientset prefers protobuf for core kinds and does not fall back to JSON on 415).
-This decodes that envelope (`k8s\\0` + runtime.Unknown) and the Namespace message into the
-JSON-shaped dict the handlers expect. Other kinds are answered with 415 by the caller.
+This decodes that envelope (`k8s\\0` + runtime.Unknown) and the messages kubectl sends that
+way (Namespace; RBAC objects from `kubectl create role|rolebinding|...`; the reviews of `kubectl
+auth can-i|whoami`; the ResourceQuota of `kubectl create quota`) into the JSON-shaped dict the
+handlers expect. Other kinds are answered with 415 by the caller.
 Replies stay JSON: kubectl's Accept lists application/json as well.
 """
 
@@ -172,8 +174,112 @@ def _namespace(data: bytes) -> dict[str, Any]:
     return obj
 
 
+# A message as field number -> (JSON name, how to read one value, repeated).
+Fields = dict[int, tuple[str, Callable[[int | bytes], Any], bool]]
+
+
+def _message(spec: Fields) -> Callable[[int | bytes], dict[str, Any]]:
+    def read(value: int | bytes) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for number, item in fields(_msg(value)):
+            if number not in spec:
+                continue
+            name, decode, repeated = spec[number]
+            if repeated:
+                out.setdefault(name, []).append(decode(item))
+            else:
+                out[name] = decode(item)
+        return out
+    return read
+
+
+def _with_meta(spec: Fields) -> Callable[[bytes], dict[str, Any]]:
+    read = _message({1: ("metadata", lambda v: _object_meta(_msg(v)), False), **spec})
+    return lambda data: {"metadata": {}, **read(data)}
+
+
+def _string_list(value: int | bytes) -> list[str]:
+    return [_str(v) for n, v in fields(_msg(value)) if n == 1]
+
+
+_POLICY_RULE = _message({1: ("verbs", _str, True), 2: ("apiGroups", _str, True),
+                         3: ("resources", _str, True), 4: ("resourceNames", _str, True),
+                         5: ("nonResourceURLs", _str, True)})
+_SUBJECT = _message({1: ("kind", _str, False), 2: ("apiGroup", _str, False),
+                     3: ("name", _str, False), 4: ("namespace", _str, False)})
+_ROLE_REF = _message({1: ("apiGroup", _str, False), 2: ("kind", _str, False),
+                      3: ("name", _str, False)})
+_ROLE = _with_meta({2: ("rules", _POLICY_RULE, True)})
+_BINDING = _with_meta({2: ("subjects", _SUBJECT, True), 3: ("roleRef", _ROLE_REF, False)})
+_RESOURCE_ATTRIBUTES = _message({
+    1: ("namespace", _str, False), 2: ("verb", _str, False), 3: ("group", _str, False),
+    4: ("version", _str, False), 5: ("resource", _str, False),
+    6: ("subresource", _str, False), 7: ("name", _str, False)})
+_NON_RESOURCE_ATTRIBUTES = _message({1: ("path", _str, False), 2: ("verb", _str, False)})
+_ACCESS = {1: ("resourceAttributes", _RESOURCE_ATTRIBUTES, False),
+           2: ("nonResourceAttributes", _NON_RESOURCE_ATTRIBUTES, False)}
+
+
+def _extra(value: int | bytes) -> tuple[str, list[str]]:
+    key, values = "", []
+    for number, item in fields(_msg(value)):
+        if number == 1:
+            key = _str(item)
+        elif number == 2:
+            values = _string_list(item)
+    return key, values
+
+
+def _subject_access_spec(value: int | bytes) -> dict[str, Any]:
+    spec = _message({**_ACCESS, 3: ("user", _str, False), 4: ("groups", _str, True),
+                     6: ("uid", _str, False), 5: ("extra", _extra, True)})(value)
+    if "extra" in spec:
+        spec["extra"] = dict(spec["extra"])
+    return spec
+def _quantities(entries: list[bytes]) -> dict[str, str]:
+    """A map<string, Quantity> (a Quantity message holds its string form as field 1)."""
+    result: dict[str, str] = {}
+    for entry in entries:
+        key, quantity = "", ""
+        for number, value in fields(entry):
+            if number == 1:
+                key = _str(value)
+            elif number == 2:
+                quantity = "".join(_str(v) for n, v in fields(_msg(value)) if n == 1)
+        result[key] = quantity
+    return result
+
+
+def _resource_quota(data: bytes) -> dict[str, Any]:
+    """`kubectl create quota` sends one: spec.hard and spec.scopes (refused by admission)."""
+    obj: dict[str, Any] = {}
+    for number, value in fields(data):
+        if number == 1:
+            obj["metadata"] = _object_meta(_msg(value))
+        elif number == 2:
+            spec = list(fields(_msg(value)))
+            obj["spec"] = {"hard": _quantities([_msg(v) for n, v in spec if n == 1])}
+            scopes = [_str(v) for n, v in spec if n == 2]
+            if scopes:
+                obj["spec"]["scopes"] = scopes
+    obj.setdefault("metadata", {})
+    return obj
+
+
 DECODERS: dict[tuple[str, str], Callable[[bytes], dict[str, Any]]] = {
     ("v1", "Namespace"): _namespace,
+    ("rbac.authorization.k8s.io/v1", "Role"): _ROLE,
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): _ROLE,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): _BINDING,
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): _BINDING,
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): _with_meta(
+        {2: ("spec", _message(_ACCESS), False)}),
+    ("authorization.k8s.io/v1", "SubjectAccessReview"): _with_meta(
+        {2: ("spec", _subject_access_spec, False)}),
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): _with_meta(
+        {2: ("spec", _message({1: ("namespace", _str, False)}), False)}),
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): _with_meta({}),
+    ("v1", "ResourceQuota"): _resource_quota,
 }
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import secrets
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,9 @@ import orjson
 from evroc_compute.api.kinds import Kind, Registry
 from evroc_compute.api.meta import now_rfc3339
 from evroc_compute.server import admission, errors, managedfields
+from evroc_compute.server.auth.users import UserInfo
 from evroc_compute.server.http import Request, Response, warning_header
+from evroc_compute.server.quota import QuotaAdmission
 from evroc_compute.store.base import (
     Entry,
     KeyExists,
@@ -42,6 +44,10 @@ class Context:
     store: Store
     bookmark_interval: float = 5.0
     creating: dict[str, int] = field(default_factory=dict)  # namespace -> creates in flight
+    # Asked with each admitted object before it is stored (raises a Status to refuse it):
+    # who writes may matter beyond the authorizer's yes (RBAC escalation).
+    guard: Callable[[UserInfo, Kind, str, dict[str, Any]], None] = lambda *_: None
+    quota: QuotaAdmission = field(default_factory=QuotaAdmission)
 
 
 @dataclass(frozen=True)
@@ -166,11 +172,22 @@ async def store_create(ctx: Context, target: Target, obj: dict[str, Any]) -> Ent
     creating[namespace] = creating.get(namespace, 0) + 1
     try:
         with store_errors(target):
-            return await ctx.store.create(target.key, obj)
+            if ctx.store.get(target.key) is not None:
+                raise KeyExists(target.key)  # before charging any quota for it
+            async with ctx.quota.admitted(ctx.store, target.kind, target.namespace, target.name,
+                                          None, obj):
+                return await ctx.store.create(target.key, obj)
     finally:
         creating[namespace] -= 1
         if not creating[namespace]:
             del creating[namespace]
+
+
+async def check_create_quota(ctx: Context, target: Target, obj: dict[str, Any]) -> None:
+    """A dry-run create is refused by a quota as the real one would be (nothing charged)."""
+    async with ctx.quota.admitted(ctx.store, target.kind, target.namespace, target.name, None,
+                                  obj, dry_run=True):
+        pass
 
 
 def check_namespace(target: Target, meta: dict[str, Any]) -> None:
@@ -244,6 +261,7 @@ async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: d
         _check_managed_fields(target, sent_fields)
         old = {**old, "metadata": {**old["metadata"], "managedFields": sent_fields}}
     new, warnings = admission.admit(target.kind, new, old, mode=mode, name=target.name)
+    ctx.guard(req.user, target.kind, target.namespace or "", new)
     meta, old_meta = new["metadata"], old["metadata"]
     if old_meta.get("deletionTimestamp"):
         added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
@@ -268,11 +286,16 @@ async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: d
         if is_dry_run(req):
             return object_response(orjson.dumps(new), warnings=warnings)
         return await finalize(ctx, target, entry, new, warnings)
-    if is_dry_run(req):
-        meta["resourceVersion"] = old_meta.get("resourceVersion")
-        return object_response(orjson.dumps(new), warnings=warnings)
+    dry_run = is_dry_run(req)
+    # A subresource write (status) leaves the spec, and so the use, as it is.
+    admitted: AbstractAsyncContextManager[None] = nullcontext() if target.subresource else ctx.quota.admitted(
+        ctx.store, target.kind, target.namespace, target.name, old, new, dry_run=dry_run)
     with store_errors(target):
-        stored = await ctx.store.update(target.key, new, entry.revision)
+        async with admitted:
+            if dry_run:
+                meta["resourceVersion"] = old_meta.get("resourceVersion")
+                return object_response(orjson.dumps(new), warnings=warnings)
+            stored = await ctx.store.update(target.key, new, entry.revision)
     return object_response(stored.raw, warnings=warnings)
 
 

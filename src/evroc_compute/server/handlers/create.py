@@ -12,6 +12,7 @@ from evroc_compute.server import admission, errors, managedfields
 from evroc_compute.server.handlers.common import (
     Context,
     Target,
+    check_create_quota,
     check_namespace,
     ensure_namespace,
     field_manager,
@@ -60,6 +61,7 @@ async def _create(ctx: Context, req: Request, target: Target, obj: dict[str, Any
     ensure_namespace(ctx, target, creating=True)
     new_object_metadata(obj, target)
     obj, warnings = admission.admit(target.kind, obj, None, mode=mode, name=name)
+    ctx.guard(req.user, target.kind, target.namespace or "", obj)
     meta = obj["metadata"]
     if target.kind.managed_fields:
         meta["managedFields"] = managedfields.record_update(
@@ -69,6 +71,7 @@ async def _create(ctx: Context, req: Request, target: Target, obj: dict[str, Any
     if dry_run:
         if ctx.store.get(target.key) is not None:
             raise errors.already_exists(target.kind, name)
+        await check_create_quota(ctx, target, obj)
         return object_response(orjson.dumps(obj), 201, warnings)
     entry = await store_create(ctx, target, obj)
     return object_response(entry.raw, 201, warnings)

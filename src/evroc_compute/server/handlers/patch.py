@@ -18,6 +18,7 @@ from evroc_compute.server import admission, errors, managedfields
 from evroc_compute.server.handlers.common import (
     Context,
     Target,
+    check_create_quota,
     check_resource_version,
     current,
     ensure_namespace,
@@ -170,9 +171,11 @@ async def _create_by_apply(ctx: Context, req: Request, target: Target, obj: dict
     managed = obj["metadata"].get("managedFields")
     new_object_metadata(obj, target)
     obj, warnings = admission.admit(target.kind, obj, None, mode=mode, name=target.name)
+    ctx.guard(req.user, target.kind, target.namespace or "", obj)
     if target.kind.managed_fields:
         obj["metadata"]["managedFields"] = managed
     if is_dry_run(req):
+        await check_create_quota(ctx, target, obj)
         return object_response(orjson.dumps(obj), 201, warnings)
     entry = await store_create(ctx, target, obj)
     return object_response(entry.raw, 201, warnings)

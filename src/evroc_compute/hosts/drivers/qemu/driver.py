@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from evroc_compute.api.catalog import DISK_IMAGE
+from evroc_compute.api.catalog import DISK_IMAGE, IMAGE_STORE_LABEL
 from evroc_compute.api.compute import size_in_bytes
 from evroc_compute.api.infra import HOST
 from evroc_compute.api.meta import parse_time
@@ -66,7 +66,6 @@ WATCH_INTERVAL = 2.0  # seconds between looks at a running guest (exits, pauses)
 BOOT_GRACE = 300.0  # a guest whose SSH server never answers is called Running after this
 BY_ID = "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_"  # where a hot-plugged disk appears
 _LOG_TAIL_LINES = 5
-IMAGE_STORE_LABEL = "evroc-compute.io/image-store"  # on DiskImages a host registered
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,10 +124,14 @@ def detect_accel() -> Literal["tcg", "kvm"]:
 async def register_host(client: Client, config: QemuHostConfig) -> None:
     """Create this host's Host object, and a DiskImage for each image in its store.
 
-    Existing objects are left alone: an operator may have edited them.
+    Existing objects are left alone: an operator may have edited them.  With an overlay, the
+    Host carries this host's underlay address (an annotation) for the other hosts.
     """
     store = images.ImageStore(config.image_dir)
-    objects = [(HOST, config.host_spec().to_object())]
+    host = config.host_spec().to_object()
+    if config.network == "bridged" and config.underlay:
+        host["metadata"].setdefault("annotations", {})[UNDERLAY_ANNOTATION] = config.underlay
+    objects = [(HOST, host)]
     for name in store.names():
         size = (await disks.disk_info(store.get(name).disk)).virtual_size
         objects.append((DISK_IMAGE, {
@@ -142,9 +145,6 @@ async def register_host(client: Client, config: QemuHostConfig) -> None:
         except ClientError as problem:
             if problem.code != 409:
                 raise
-    if config.network == "bridged" and config.underlay:  # how other hosts reach this one's VMs
-        await client.patch(HOST, "", config.name, {"metadata": {"annotations": {
-            UNDERLAY_ANNOTATION: config.underlay}}})
 
 
 class QemuDriver:

@@ -1,0 +1,1 @@
+"""Who is asking (authentication) and whether they may (authorization), as kube-apiserver does."""

@@ -1,0 +1,167 @@
+"""The server's certificates: a serving CA and certificate, a client CA, client certificates.
+
+On first start a server creates, in its PKI directory (default `DATA_DIR/pki`), what kubeadm
+creates for a cluster: a CA for the serving certificate, a serving certificate for the listen
+address, `localhost` and `127.0.0.1`, a client CA, and an admin client certificate (CN `admin`,
+O `system:masters`). Several servers of one database share one PKI directory, so one kubeconfig
+works against any of them. Keys are written 0600 and never leave the directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_DAYS = 3650
+SERVING_DAYS = 825
+ADMIN_USER = "admin"
+MASTERS_GROUP = "system:masters"
+
+
+@dataclass(frozen=True)
+class Pki:
+    directory: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.directory / "ca.key"
+
+    @property
+    def serving_cert(self) -> Path:
+        return self.directory / "serving.crt"
+
+    @property
+    def serving_key(self) -> Path:
+        return self.directory / "serving.key"
+
+    @property
+    def client_ca_cert(self) -> Path:
+        return self.directory / "client-ca.crt"
+
+    @property
+    def client_ca_key(self) -> Path:
+        return self.directory / "client-ca.key"
+
+    @property
+    def admin_cert(self) -> Path:
+        return self.directory / "admin.crt"
+
+    @property
+    def admin_key(self) -> Path:
+        return self.directory / "admin.key"
+
+    def ensure(self, hosts: list[str]) -> None:
+        """Create whatever is missing; a serving certificate is remade when it does not cover
+        `hosts` (the server was moved to another address)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        if not self.ca_cert.exists():
+            _write_ca(self.ca_cert, self.ca_key, "evroc-compute-ca")
+        if not self.client_ca_cert.exists():
+            _write_ca(self.client_ca_cert, self.client_ca_key, "evroc-compute-client-ca")
+        names = sorted({"localhost", "127.0.0.1", *hosts} - {"", "0.0.0.0", "::"})
+        if not self.serving_cert.exists() or not _covers(self.serving_cert, names):
+            cert, key = issue(self.ca_cert, self.ca_key, "evroc-compute", (), SERVING_DAYS,
+                              server_names=names)
+            _write(self.serving_cert, cert, self.serving_key, key)
+        if not self.admin_cert.exists():
+            cert, key = issue(self.client_ca_cert, self.client_ca_key, ADMIN_USER,
+                              (MASTERS_GROUP,), CA_DAYS)
+            _write(self.admin_cert, cert, self.admin_key, key)
+
+
+def issue(ca_cert: Path, ca_key: Path, common_name: str, organizations: tuple[str, ...],
+          days: float, *, server_names: list[str] | None = None) -> tuple[bytes, bytes]:
+    """A certificate (PEM) and its new key (PEM) signed by the CA: a client certificate for
+    user `common_name` in groups `organizations`, or a serving one for `server_names`."""
+    authority = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    authority_key = serialization.load_pem_private_key(ca_key.read_bytes(), None)
+    assert isinstance(authority_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name(subject)).issuer_name(authority.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(True, False, True, False, False, False, False,
+                                            False, False), critical=True))
+    if server_names is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [_san(name) for name in server_names]), critical=False).add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    else:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    cert = builder.sign(authority_key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def serial_of(cert_pem: bytes) -> str:
+    return format(x509.load_pem_x509_certificate(cert_pem).serial_number, "x")
+
+
+def _write_ca(cert_path: Path, key_path: Path, name: str) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False,
+                                         False), critical=True)
+            .sign(key, hashes.SHA256()))
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), key_path, _key_pem(key))
+
+
+def _covers(cert_path: Path, names: list[str]) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    present = {str(v) for v in sans.get_values_for_type(x509.IPAddress)}
+    present |= set(sans.get_values_for_type(x509.DNSName))
+    return set(names) <= present
+
+
+def _san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _write(cert_path: Path, cert: bytes, key_path: Path, key: bytes) -> None:
+    """The key first and 0600 from its creation; each file replaced whole (a crash leaves the
+    old pair or the new one, and a serving pair is remade on the next start if mismatched)."""
+    for path, data, mode in ((key_path, key, 0o600), (cert_path, cert, 0o644)):
+        partial = path.with_suffix(path.suffix + ".partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)

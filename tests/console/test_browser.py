@@ -1,0 +1,238 @@
+"""The console in a real browser: headless Chromium (Debian's, driven by Playwright) against
+a server with controllers and a simulated fleet, while kubectl changes the same objects.
+
+Screenshots of the main pages are written to docs/console/ (EVROC_SCREENSHOTS=0 skips).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, Kubectl, Server, make_kubectl
+from tests.console.conftest import issue_token
+from tests.e2e.conftest import start_cloud
+
+pytestmark = pytest.mark.slow
+playwright_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = "/usr/bin/chromium"
+KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK+p/T/LDpSI7p4bOJfS7M1/t57vh7UQm7fAZSQE2zLB "
+       "user@example")
+SHOTS = ROOT / "docs" / "console"
+FLEET = {
+    "timing": {"provision": 0.5, "pull": 0.5, "boot": 1, "stop": 0.5, "migrate": 1},
+    "heartbeat": {"interval": 1, "timeout": 5},
+    "hosts": [{"name": "a-general", "zone": "se-sto-a", "vcpu": 32, "memoryGB": 128, "count": 2},
+              {"name": "b-general", "zone": "se-sto-b", "vcpu": 32, "memoryGB": 128}],
+}
+WAIT = 20_000  # ms
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing (make installs Debian's chromium)")
+    server = start_cloud(tmp_path_factory.mktemp("console"), FLEET)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(cloud: Server) -> Iterator[Any]:
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def admin_token(cloud: Server) -> str:
+    return issue_token(cloud, "console-admin", "system:masters")
+
+
+@pytest.fixture
+def kubectl(cloud: Server, tmp_path: Path) -> Kubectl:
+    return make_kubectl(cloud, tmp_path)
+
+
+def signed_in(browser: Any, server: Server, token: str) -> Any:
+    """A page of a fresh browser context, signed in with `token` through the login form."""
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    page.goto(f"{server.url}/console/")
+    page.wait_for_url(re.compile(r"/console/login$"))  # no session: the login page
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/console/#/"))
+    return page
+
+
+def shoot(page: Any, name: str) -> None:
+    if os.environ.get("EVROC_SCREENSHOTS", "1") != "0":
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def expect(locator: Any) -> Any:
+    return playwright_api.expect(locator)
+
+
+def create_vm(page: Any, project: str, name: str, key: str = KEY) -> None:
+    page.goto(page.url.split("#")[0] + f"#/{project}/vms/+new")
+    page.fill("input[name=name]", name)
+    page.select_option("select[name=profile]", "a1a.s")
+    page.fill("textarea[name=sshKeys]", key)
+    page.click("form.form button[type=submit]")
+
+
+def test_log_in_create_a_vm_and_watch_it_live(browser: Any, cloud: Server, admin_token: str,
+                                              kubectl: Kubectl) -> None:
+    kubectl("create", "namespace", "web")
+    page = signed_in(browser, cloud, admin_token)
+    expect(page.locator("#user")).to_have_text("console-admin")
+    page.goto(page.url.split("#")[0] + "#/web/vms/+new")
+    expect(page.locator("select[name=profile] option[value='gn-l40s.s']")).to_contain_text(
+        re.compile(r"15 vCPU, 198 GB, 1× GPU .*L40S"))
+    create_vm(page, "web", "web-1")
+    page.wait_for_url(re.compile(r"#/web/vms/web-1$"))
+    status = page.locator(".page-head .status")
+    expect(status).to_have_text("Running", timeout=WAIT)
+    expect(page.locator("[data-testid=serial-console]")).to_contain_text("web-1 login:", timeout=WAIT)
+    expect(page.locator("section", has_text="Events")).to_contain_text("Started", timeout=WAIT)
+    shoot(page, "vm-detail")
+    # kubectl changes the VM; the page follows without a reload.
+    marker = page.evaluate("window.__marker = Math.random()")
+    kubectl("-n", "web", "patch", "vm", "web-1", "--type", "merge", "-p", '{"spec":{"running":false}}')
+    expect(status).to_have_text("Stopped", timeout=WAIT)
+    expect(page.locator("[data-testid=serial-console]")).to_contain_text("reboot: Power down")
+    kubectl("-n", "web", "patch", "vm", "web-1", "--type", "merge", "-p", '{"spec":{"running":true}}')
+    expect(status).to_have_text("Running", timeout=WAIT)
+    assert page.evaluate("window.__marker") == marker  # the same document all along
+    page.click("a:has-text('Virtual machines')")
+    row = page.locator("tr[data-vm=web-1]")
+    expect(row.locator(".status")).to_have_text("Running")
+    expect(row).to_contain_text("a1a.s")
+    expect(row).to_contain_text(re.compile(r"10\.0\.\d+\.\d+"))
+    shoot(page, "vm-list")
+
+
+def test_an_invalid_ssh_key_is_shown_beside_its_field(browser: Any, cloud: Server,
+                                                      admin_token: str) -> None:
+    page = signed_in(browser, cloud, admin_token)
+    create_vm(page, "default", "bad-key", "ssh-ed25519 AAAAnotakey user@host")
+    error = page.locator("[data-field='spec.osSettings.ssh'] .field-error")
+    expect(error).to_contain_text('Invalid value: "ssh-ed25519 AAAAnotakey user@host"')
+    shoot(page, "vm-create-error")
+    assert page.url.endswith("#/default/vms/+new")  # nothing created
+    page.goto(page.url.split("#")[0] + "#/default/disks")
+    expect(page.locator("h1")).to_have_text("Disks")
+    expect(page.locator("tr[data-name=bad-key-boot]")).to_have_count(0)
+
+
+def test_stop_start_and_delete_from_the_table(browser: Any, cloud: Server, admin_token: str,
+                                              kubectl: Kubectl) -> None:
+    kubectl("create", "namespace", "ops")
+    page = signed_in(browser, cloud, admin_token)
+    create_vm(page, "ops", "ops-1")
+    page.wait_for_url(re.compile(r"#/ops/vms/ops-1$"))
+    page.goto(page.url.split("#")[0] + "#/ops/vms")
+    row = page.locator("tr[data-vm=ops-1]")
+    expect(row.locator(".status")).to_have_text("Running", timeout=WAIT)
+    row.locator("[data-action=stop]").click()
+    expect(row.locator(".status")).to_have_text("Stopped", timeout=WAIT)
+    assert kubectl("-n", "ops", "get", "vm", "ops-1", "-o", "jsonpath={.spec.running}") == "false"
+    row.locator("[data-action=start]").click()
+    expect(row.locator(".status")).to_have_text("Running", timeout=WAIT)
+    row.locator("[data-action=delete]").click()
+    page.locator("dialog.confirm button.danger").click()
+    expect(row).to_have_count(0, timeout=WAIT)
+    assert "NotFound" in kubectl.run("-n", "ops", "get", "vm", "ops-1", check=False).stderr
+
+
+def test_a_viewer_is_offered_no_writes(browser: Any, cloud: Server, kubectl: Kubectl) -> None:
+    kubectl("create", "rolebinding", "viewer-views", "--clusterrole=view", "--user=viewer",
+            "-n", "default")
+    page = signed_in(browser, cloud, issue_token(cloud, "viewer"))
+    base = page.url.split("#")[0]
+    page.goto(base + "#/default/publicips")
+    expect(page.locator("h1, h2").first).to_be_visible(timeout=WAIT)
+    assert not "".join(page.locator(".error").all_inner_texts()).strip()  # reading is allowed
+    expect(page.locator("form.inline-form")).to_have_count(0)
+    kubectl("apply", "-f", "-", input=VIEWED)
+    page.goto(base + "#/default/vms")
+    expect(page.locator("tr", has_text="viewed")).to_be_visible(timeout=WAIT)
+    expect(page.locator("[data-action=delete], [data-action=stop], a[href*=new]")).to_have_count(0)
+
+
+VIEWED = """
+apiVersion: compute.evroclabs.net/v1alpha1
+kind: Disk
+metadata: {name: viewed-boot}
+spec: {diskImage: {diskImageRef: {name: ubuntu.24-04.1}}}
+---
+apiVersion: compute.evroclabs.net/v1alpha1
+kind: VirtualMachine
+metadata: {name: viewed}
+spec:
+  vmVirtualResourcesRef: {vmVirtualResourcesRefName: a1a.s}
+  diskRefs: [{name: viewed-boot, bootFrom: true}]
+"""
+
+
+def test_a_refused_write_shows_the_status(browser: Any, cloud: Server, kubectl: Kubectl) -> None:
+    """The form is offered while the role allows it; the role is withdrawn before the write."""
+    kubectl("create", "rolebinding", "editor-edits", "--clusterrole=edit", "--user=editor",
+            "-n", "default")
+    page = signed_in(browser, cloud, issue_token(cloud, "editor"))
+    page.goto(page.url.split("#")[0] + "#/default/publicips")
+    page.fill("form.inline-form input[name=name]", "mine")
+    kubectl("delete", "rolebinding", "editor-edits", "-n", "default")
+    page.click("form.inline-form button[type=submit]")
+    expect(page.locator("#toast")).to_contain_text(
+        'Forbidden: publicips.networking.evroclabs.net is forbidden: User "editor" cannot create')
+
+
+def test_pages_of_what_vms_use(browser: Any, cloud: Server, admin_token: str,
+                               kubectl: Kubectl) -> None:
+    kubectl("create", "namespace", "infra")
+    page = signed_in(browser, cloud, admin_token)
+    base = page.url.split("#")[0]
+    page.goto(base + "#/infra/securitygroups")
+    page.fill("form.inline-form input[name=name]", "ssh")
+    page.click("form.inline-form button[type=submit]")
+    page.locator("tr[data-name=ssh] [data-action=edit]").click()
+    page.click("button:has-text('Add rule')")
+    rule = page.locator(".rules tbody tr").last
+    rule.locator("[name=rule-name]").fill("ssh-in")
+    rule.locator("[name=port]").fill("22")
+    rule.locator("[name=remote]").fill('{"cidr": "0.0.0.0/0"}')  # not a field of remote
+    page.click("button:has-text('Save rules')")
+    expect(page.locator(".rules .error")).to_contain_text("Invalid", timeout=WAIT)
+    rule.locator("[name=remote]").fill('{"address": "0.0.0.0/0"}')
+    page.click("button:has-text('Save rules')")
+    expect(page.locator("tr[data-name=ssh]")).to_contain_text("1", timeout=WAIT)
+    rules = kubectl("-n", "infra", "get", "sg", "ssh", "-o", "jsonpath={.spec.rules[0].port}")
+    assert rules == "22"
+    shoot(page, "security-groups")
+    page.goto(base + "#/infra/disks")
+    page.fill("form.inline-form input[name=name]", "scratch")
+    page.fill("form.inline-form input[name=size]", "10")
+    page.click("form.inline-form button[type=submit]")
+    expect(page.locator("tr[data-name=scratch]")).to_contain_text("10 GB", timeout=WAIT)
+    shoot(page, "disks")
+    page.goto(base + "#/infra/fleet")
+    host = page.locator("tr[data-host=a-general-1]")
+    expect(host).to_contain_text("Ready", timeout=WAIT)
+    host.locator("[data-action=cordon]").click()
+    expect(host.locator("[data-action=uncordon]")).to_be_visible(timeout=WAIT)
+    assert kubectl("get", "host", "a-general-1", "-o", "jsonpath={.spec.schedulable}") == "false"
+    shoot(page, "fleet")
+    host.locator("[data-action=uncordon]").click()
+    expect(host.locator("[data-action=cordon]")).to_be_visible(timeout=WAIT)
