@@ -9,10 +9,12 @@ STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f
 .PHONY: serve test test-fast lint bench kubeconfig clean
 
 # chromium: Debian's, for the console's browser tests (Playwright drives it; no browser download).
-APT_PACKAGES := openssh-client qemu-system-x86 qemu-utils kmod debootstrap e2fsprogs chromium
+APT_PACKAGES := openssh-client qemu-system-x86 qemu-utils kmod debootstrap e2fsprogs chromium \
+  nftables iproute2 conntrack
 
 $(STAMP): pyproject.toml
-	@for tool in ssh-keygen qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 modprobe chromium; do \
+	@for tool in ssh-keygen qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 modprobe chromium \
+	    nft ip conntrack; do \
 	  command -v $$tool >/dev/null || missing=1; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); fi
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +29,7 @@ kubeconfig: $(STAMP)
 	@$(VENV)/bin/evroc-compute kubeconfig --data-dir $(DATA_DIR) --server https://$(HOST):$(PORT)
 
 # Modules held to mypy --strict (the rest follows as it is touched).
-STRICT := src/evroc_compute/runtime src/evroc_compute/hosts/lifecycle.py \
+STRICT := src/evroc_compute/runtime src/evroc_compute/hosts/lifecycle.py src/evroc_compute/hosts/network \
   src/evroc_compute/hosts/driver.py src/evroc_compute/hosts/agent.py \
   src/evroc_compute/hosts/drivers/sim.py src/evroc_compute/hosts/drivers/qemu/driver.py \
   src/evroc_compute/controllers/vmstatus.py src/evroc_compute/controllers/vm.py \

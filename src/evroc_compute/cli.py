@@ -13,7 +13,7 @@ import ssl
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from evroc_compute import credentials_cli, images_cli, logs, store_cli
 from evroc_compute.client.kubeconfig import admin_kubeconfig
@@ -59,11 +59,27 @@ def _qemu_host(args: argparse.Namespace) -> QemuHostConfig:
     from evroc_compute.hosts.drivers.qemu.driver import QemuHostConfig, detect_accel
 
     accel = detect_accel() if args.accel == "auto" else args.accel
-    return QemuHostConfig(
+    return QemuHostConfig(network=_network_mode(args.network), host_netns=args.host_netns,
+                          underlay=args.underlay_address,
         name=args.host_name, zone=args.zone, data_dir=Path(args.data_dir) / "qemu",
         image_dir=Path(args.image_dir) if args.image_dir else images_cli.default_image_dir(),
         accel=accel, cpu_overcommit=args.cpu_overcommit,
         memory_overcommit=args.memory_overcommit, stop_timeout=args.stop_timeout)
+
+
+def _network_mode(wanted: str) -> Literal["bridged", "user"]:
+    """bridged when asked for (exits if it cannot run) or, with auto, when it can run here."""
+    from evroc_compute.hosts.network.linux import missing
+
+    if wanted == "user":
+        return "user"
+    problem = missing()
+    if problem is None:
+        return "bridged"
+    if wanted == "bridged":
+        sys.exit(f"evroc-compute: --network bridged cannot run here: {problem}")
+    log.info("user-mode networking: bridged networking cannot run here (%s)", problem)
+    return "user"
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
@@ -86,8 +102,9 @@ def serve(args: argparse.Namespace) -> None:
     fleet = _fleet(args)
     qemu_host = _qemu_host(args) if args.driver == "qemu" else None
     if qemu_host is not None:
-        log.info("host %s in %s runs VMs with QEMU (%s), images in %s", qemu_host.name,
-                 qemu_host.zone, qemu_host.accel.upper(), qemu_host.image_dir)
+        log.info("host %s in %s runs VMs with QEMU (%s, %s networking), images in %s",
+                 qemu_host.name, qemu_host.zone, qemu_host.accel.upper(), qemu_host.network,
+                 qemu_host.image_dir)
     try:
         store_url = urls.check(args.store) if args.store else ""
     except ValueError as problem:
@@ -213,8 +230,8 @@ async def _run_agent(args: argparse.Namespace) -> None:
         except ClientError as problem:
             sys.exit(f"evroc-compute: cannot register host {config.name} with {server}: "
                      f"{problem}")
-        log.info("agent: host %s in %s (%s) serving %s", config.name, config.zone,
-                 config.accel.upper(), server)
+        log.info("agent: host %s in %s (%s, %s networking) serving %s", config.name,
+                 config.zone, config.accel.upper(), config.network, server)
         try:
             await world.start(world.agent_informers)
             await agent.run()
@@ -264,6 +281,17 @@ def _host_options(parser: argparse.ArgumentParser, *, default_driver: str) -> No
                         help="vCPUs offered per core (default 4)")
     parser.add_argument("--memory-overcommit", type=float, default=1.0,
                         help="guest memory offered per byte of RAM (default 1)")
+    parser.add_argument("--network", choices=("auto", "bridged", "user"), default="auto",
+                        help="bridged: a network per project with taps, NAT, public IPs and "
+                             "security groups (needs root); user: QEMU's user-mode networking; "
+                             "auto: bridged when it can run here")
+    parser.add_argument("--host-netns", default="",
+                        help="bridged: a network namespace standing for this host's network "
+                             "(uplinks, public routes, underlay), to run several hosts on one "
+                             "machine (default: the machine's own)")
+    parser.add_argument("--underlay-address", default="",
+                        help="bridged: this host's address on the network between hosts; "
+                             "project subnets span hosts over VXLAN from it (default: none)")
     parser.add_argument("--stop-timeout", type=float, default=30.0,
                         help="seconds a guest gets to power off before QEMU quits it")
 

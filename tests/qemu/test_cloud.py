@@ -39,12 +39,34 @@ SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
 
 # ---- helpers ----------------------------------------------------------------------------
 
-def serve_qemu(base: Path, store: images.ImageStore, port: int | None = None) -> Server:
+def serve_qemu(base: Path, store: images.ImageStore, port: int | None = None,
+               network: str = "user", extra: tuple[str, ...] = ()) -> Server:
     fleet = base / "fleet.yaml"
     fleet.write_text(yaml.safe_dump(FLEET))
     return start_server(base / "data", "--driver", "qemu", "--host-name", "qemu-1",
                         "--zone", "se-sto-a", "--image-dir", str(store.root), "--accel", "tcg",
-                        "--stop-timeout", "10", "--fleet", str(fleet), port=port)
+                        "--stop-timeout", "10", "--fleet", str(fleet), "--network", network,
+                        *extra, port=port)
+
+
+def start_agent(server: Server, base: Path, store: images.ImageStore, name: str, zone: str,
+                network: str = "user", extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """A second host: `agent --host-name NAME` on this machine, its files under base/NAME."""
+    agent_dir = base / name
+    agent_dir.mkdir()
+    kubeconfig = host_kubeconfig(server, base, name)  # the host's own credential
+    return subprocess.Popen(
+        [sys.executable, "-m", "evroc_compute.cli", "agent", "--kubeconfig", str(kubeconfig),
+         "--host-name", name, "--zone", zone, "--data-dir", str(agent_dir),
+         "--image-dir", str(store.root), "--accel", "tcg", "--fleet", str(base / "fleet.yaml"),
+         "--network", network, *extra],
+        stdout=open(base / f"{name}.log", "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def host_ready(kubectl: Kubectl, name: str) -> bool:
+    found = kubectl.run("get", f"host/{name}", "-o", "json", check=False)
+    conditions = (json.loads(found.stdout or "{}").get("status") or {}).get("conditions")
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions or [])
 
 
 def qemu_pids(data_dir: Path) -> list[int]:
@@ -312,21 +334,12 @@ def test_a_separate_agent_is_a_second_host(
         base: Path, store: images.ImageStore, minimal_image: images.StoredImage,
         ssh_key: SshKey) -> None:
     server = serve_qemu(base, store)
-    agent_dir = base / "agent"
-    agent_dir.mkdir()
-    kubeconfig = host_kubeconfig(server, base, "qemu-2")
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "evroc_compute.cli", "agent", "--kubeconfig", str(kubeconfig),
-         "--host-name", "qemu-2", "--zone", "se-sto-b", "--data-dir", str(agent_dir),
-         "--image-dir", str(store.root), "--accel", "tcg", "--fleet", str(base / "fleet.yaml")],
-        stdout=open(base / "agent.log", "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+    agent_dir = base / "qemu-2"
+    agent = start_agent(server, base, store, "qemu-2", "se-sto-b")
     try:
         kubectl = kubectl_in_new_namespace(server, base)
-        def agent_host_ready() -> bool:
-            found = kubectl.run("get", "host/qemu-2", "-o", "json", check=False)
-            conditions = (json.loads(found.stdout or "{}").get("status") or {}).get("conditions")
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions or [])
-        wait_for(agent_host_ready, 30, "the agent's host to register and be Ready")
+        wait_for(lambda: host_ready(kubectl, "qemu-2"), 30,
+                 "the agent's host to register and be Ready")
         kubectl("apply", "-f", "-", input=manifest(disk("boot", minimal_image.name),
                                                    vm("remote", "boot", ssh_key, zone="se-sto-b")))
         status = wait_status(kubectl, "remote", "Running")

@@ -34,6 +34,8 @@ CASES = [
     ("create", INFRA, "virtualmachineinstances", "p", "", "", False),
     ("delete", INFRA, "virtualmachineinstances", "p", "mine", "", False),
     ("get", "networking.evroclabs.net", "publicips", "p", "ip", "", False),
+    ("watch", "networking.evroclabs.net", "securitygroups", "", "", "", True),  # enforced here
+    ("patch", "networking.evroclabs.net", "securitygroups", "p", "web", "", False),
     ("list", "identity.evroc-compute.io", "credentials", "", "", "", False),
     ("list", "", "namespaces", "", "", "", False),
     ("patch", COMPUTE, "virtualmachines", "p", "mine", "status", False),

@@ -54,6 +54,14 @@ def test_ssh_is_forwarded_from_loopback_only() -> None:
     assert _option_values(args, "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22"]
 
 
+def test_a_bridged_nic_is_the_tap_qemu_inherits_with_the_vms_mac() -> None:
+    spec = _spec(tap_fd=17, mac_address="52:54:00:aa:bb:cc",
+                 private_address=ipaddress.IPv4Interface("10.7.0.9/24"))
+    args = command_line.argv(spec, PATHS, 2222)
+    assert _option_values(args, "-netdev") == [f"tap,id=net0,fd={command_line.TAP_FD}"]
+    assert "virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc" in args
+
+
 def test_a_private_address_moves_the_user_network_and_the_forward() -> None:
     spec = _spec(private_address=ipaddress.IPv4Interface("10.7.0.9/24"))
     assert _option_values(command_line.argv(spec, PATHS, 2222), "-netdev") == [

@@ -34,6 +34,14 @@ def test_a_running_vm_shows_its_addresses_endpoint_zone_and_disks() -> None:
                                       {"name": "data", "device": "/dev/vdb"}]
 
 
+def test_security_group_memberships_are_active_or_pending_until_the_group_exists() -> None:
+    net = NetworkFacts(zone="se-sto-a", private_address="10.0.1.2",
+                       security_groups=(("web", True), ("later", False)))
+    shown = body(network=net, instance=inst("Running"))
+    assert shown["networking"]["securityGroups"] == {"securityGroupMemberships": [
+        {"name": "web", "state": "Active"}, {"name": "later", "state": "Pending"}]}
+
+
 @pytest.mark.parametrize("phase", ["Stopped", "Starting", "Failed", "Pulling"])
 def test_a_guest_that_is_not_up_has_no_endpoint_and_no_attached_disks(phase: str) -> None:
     shown = body(network=ON_H1, instance=inst(phase, ssh_endpoint="127.0.0.1:2222", disks=DISKS))

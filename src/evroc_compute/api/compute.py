@@ -140,7 +140,16 @@ VM_STATUS = obj(
                    publicIPv4Address=string("The assigned public IPv4 address of the VM."),
                    sshEndpoint=string("evroc-compute extension, real (QEMU) hosts only: the "
                                       "host:port where `ssh evroc-user@HOST -p PORT` reaches the "
-                                      "guest, a loopback port forwarded by its host.")),
+                                      "guest, a loopback port forwarded by its host."),
+                   securityGroups=obj(
+                       "evroc-compute extension: the security groups the VM is in.",
+                       securityGroupMemberships=array(obj(
+                           "One membership.", name=string("The group (default: the "
+                                                          "project's default group)."),
+                           state=string("Active, or Pending while the group does not exist "
+                                        "(it allows nothing until it does).",
+                                        enum=("Active", "Pending"))),
+                           "The VM's memberships."))),
     attachedDisks=array(obj("The current mapping of a permanent Disk to a Device on the VM.",
                             name=string("The name of the attached Disk."),
                             device=string("The device the Disk corresponds to on the VM "

@@ -65,6 +65,7 @@ class Manager:
         w.hosts.add_handler(self._on_host)
         w.public_ips.add_handler(self._on_public_ip)
         w.groups.add_handler(self._on_group)
+        w.security_groups.add_handler(self._on_security_group)
         w.images.add_handler(lambda event, image: self._requeue_all("disk", w.disks.cache))
         w.profiles.add_handler(lambda event, profile: self._requeue_all("vm", w.vms.cache))
         for kind, informer in self.quota.counted:
@@ -153,6 +154,11 @@ class Manager:
             self._add("placementgroup", (namespace, name))
         self._add("vm", *(key_of(vm) for vm in self.world.vms.by_index(
             "group", f"{namespace}/{name}")))
+
+    def _on_security_group(self, event: str, group: dict[str, Any]) -> None:
+        namespace, name = key_of(group)  # its members' status says whether it exists
+        self._add("vm", *(key_of(vm) for vm in self.world.vms.by_index(
+            "securitygroup", f"{namespace}/{name}")))
 
     def _on_host(self, event: str, host: dict[str, Any]) -> None:
         # Only what the operator changes (spec, fault annotations) concerns VMs and placement;

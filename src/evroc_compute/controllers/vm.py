@@ -35,6 +35,7 @@ from evroc_compute.controllers.vmstatus import (
 from evroc_compute.runtime.controller import Key, Result
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import (
+    DEFAULT_SECURITY_GROUP,
     FINALIZER_INSTANCE,
     World,
     condition,
@@ -44,6 +45,7 @@ from evroc_compute.runtime.world import (
     get,
     key_of,
     public_ip_ref,
+    security_group_refs,
 )
 from evroc_compute.runtime.writes import delete_quietly, set_finalizer, write_status
 
@@ -381,8 +383,10 @@ class VMController:
         public = None
         if get(address, "status", "usedBy") == vm["metadata"]["name"]:
             public = get(address, "status", "publicIPv4Address") or None
+        groups = tuple((name, name == DEFAULT_SECURITY_GROUP or self.world.security_groups.get(
+            vm["metadata"]["namespace"], name) is not None) for name in security_group_refs(vm))
         return NetworkFacts(zone=zone, private_address=private or None, address_problem=problem,
-                            public_address=public)
+                            public_address=public, security_groups=groups)
 
     def _hotswap_facts(self, vm: dict[str, Any]) -> tuple[HotswapFacts, ...]:
         namespace, name = key_of(vm)

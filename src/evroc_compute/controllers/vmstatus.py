@@ -119,10 +119,20 @@ class ConditionEntry(TypedDict):
     message: str
 
 
+class Membership(TypedDict):
+    name: str
+    state: str  # Active, or Pending while the group does not exist
+
+
+class SecurityGroups(TypedDict):
+    securityGroupMemberships: list[Membership]
+
+
 class Networking(TypedDict, total=False):
     privateIPv4Address: str
     publicIPv4Address: str
     sshEndpoint: str
+    securityGroups: SecurityGroups
 
 
 class Placement(TypedDict):
@@ -237,6 +247,8 @@ class NetworkFacts:
     private_address: str | None = None
     address_problem: str = ""
     public_address: str | None = None
+    # (group, whether it exists): the default group always does.
+    security_groups: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -759,6 +771,10 @@ def _body(f: VMFacts, status: VMStatus, conditions: tuple[Condition, ...],
         networking["privateIPv4Address"] = net.private_address
     if net.public_address and not f.deleting:
         networking["publicIPv4Address"] = net.public_address
+    if net.security_groups and net.private_address and not f.deleting:  # once on a network
+        networking["securityGroups"] = {"securityGroupMemberships": [
+            {"name": name, "state": "Active" if exists else "Pending"}
+            for name, exists in net.security_groups]}
     if inst is not None and inst.ssh_endpoint and inst.phase in _ENDPOINT_PHASES:
         networking["sshEndpoint"] = inst.ssh_endpoint
     if networking:

@@ -65,6 +65,16 @@ def public_ip_ref(vm: dict[str, Any]) -> str | None:
     return ref if isinstance(ref, str) and ref else None
 
 
+DEFAULT_SECURITY_GROUP = "default"
+
+
+def security_group_refs(vm: dict[str, Any]) -> list[str]:
+    """The security groups the VM is in: the ones it names, or its project's default group."""
+    named = get(vm, "spec", "networking", "securityGroups", "securityGroupMemberships") or []
+    return sorted({str(m["name"]) for m in named if isinstance(m, dict) and m.get("name")}) \
+        or [DEFAULT_SECURITY_GROUP]
+
+
 class World:
     """Informers for every kind the control plane reads."""
 
@@ -77,6 +87,7 @@ class World:
         self.attachments = informer(compute.HOTSWAP_DISK_ATTACHMENT)
         self.groups = informer(compute.PLACEMENT_GROUP)
         self.public_ips = informer(networking.PUBLIC_IP)
+        self.security_groups = informer(networking.SECURITY_GROUP)
         self.profiles = informer(catalog.VM_VIRTUAL_RESOURCES)
         self.images = informer(catalog.DISK_IMAGE)
         self.storage_classes = informer(catalog.DISK_STORAGE_CLASS)
@@ -85,8 +96,9 @@ class World:
         self.leases = informer(infra.LEASE)
         self.quotas = informer(quota.RESOURCE_QUOTA)
         self.informers = (self.vms, self.disks, self.attachments, self.groups, self.public_ips,
-                          self.profiles, self.images, self.storage_classes, self.instances,
-                          self.hosts, self.leases, self.quotas)
+                          self.security_groups, self.profiles, self.images,
+                          self.storage_classes, self.instances, self.hosts, self.leases,
+                          self.quotas)
 
         def ns_refs(obj: dict[str, Any], names: list[Any]) -> list[str]:
             namespace = obj["metadata"].get("namespace", "")
@@ -95,6 +107,7 @@ class World:
         self.vms.add_index("disk", lambda vm: ns_refs(vm, [r.get("name") for r in disk_refs(vm)]))
         self.vms.add_index("group", lambda vm: ns_refs(vm, [get(vm, "spec", "placementGroup")]))
         self.vms.add_index("publicip", lambda vm: ns_refs(vm, [public_ip_ref(vm)]))
+        self.vms.add_index("securitygroup", lambda vm: ns_refs(vm, security_group_refs(vm)))
         self.attachments.add_index("vm", lambda a: ns_refs(a, [get(a, "spec", "vmRef")]))
         self.attachments.add_index("disk", lambda a: ns_refs(a, [get(a, "spec", "diskRef")]))
         self.instances.add_index("host", lambda i: [h for h in (
@@ -105,8 +118,9 @@ class World:
     @property
     def agent_informers(self) -> tuple[Informer, ...]:
         """What a host agent reads (and, as a host, may read): its instances and hosts, what
-        the instances run (VMs, Disks, images)."""
-        return self.instances, self.hosts, self.vms, self.disks, self.images
+        the instances run (VMs, Disks, images), and the SecurityGroups it enforces."""
+        return (self.instances, self.hosts, self.vms, self.disks, self.images,
+                self.security_groups)
 
     async def start(self, informers: tuple[Informer, ...] | None = None) -> None:
         """Run the informers (default: every one) and wait until each has listed once."""

@@ -2,7 +2,8 @@
 
 A host agent authenticates as `system:host:NAME` (group `system:hosts`). It may read what its
 informers watch: Hosts, Leases, VirtualMachineInstances, the VirtualMachines and Disks the
-instances run, and the catalog; and it may write only what is its own:
+instances run, the SecurityGroups it enforces, and the catalog; and it may write only what is
+its own:
 
 - its Host: create it (registration) and write its status;
 - its heartbeat Lease `host-NAME`: create, update, patch;
@@ -35,6 +36,7 @@ from evroc_compute.api.catalog import (
 from evroc_compute.api.compute import DISK, VIRTUAL_MACHINE
 from evroc_compute.api.infra import HOST, LEASE, VIRTUAL_MACHINE_INSTANCE
 from evroc_compute.api.kinds import Kind
+from evroc_compute.api.networking import SECURITY_GROUP
 from evroc_compute.server import errors
 from evroc_compute.server.auth.authz import ALLOW, READ_VERBS, Attributes, Decision
 from evroc_compute.server.auth.users import FLEET_SIMULATOR, UserInfo
@@ -51,7 +53,7 @@ def _resource(kind: Kind) -> tuple[str, str]:
 
 READABLE = frozenset(_resource(k) for k in (
     HOST, LEASE, VIRTUAL_MACHINE_INSTANCE, VIRTUAL_MACHINE, DISK, DISK_IMAGE,
-    VM_VIRTUAL_RESOURCES, DISK_STORAGE_CLASS))
+    VM_VIRTUAL_RESOURCES, DISK_STORAGE_CLASS, SECURITY_GROUP))
 
 
 def decide(a: Attributes, acts_for: Callable[[str], bool],

@@ -2,8 +2,9 @@
 
 Device choices follow what the guest must see: the boot disk as virtio-blk /dev/vda and
 permanent disks after it, a virtio-scsi controller so disks can be hot-plugged the way
-evroc does (scsi-hd with a serial), the NoCloud seed as a CD-ROM, user-mode networking
-with SSH forwarded to a loopback port, and the monitor (QMP) and serial console on files
+evroc does (scsi-hd with a serial), the NoCloud seed as a CD-ROM, the NIC on a tap the
+host's network opened (bridged) or on user-mode networking with SSH forwarded to a
+loopback port, and the monitor (QMP) and serial console on files
 in the VM's work directory. JSON -blockdev options avoid quoting paths.
 """
 
@@ -19,6 +20,7 @@ from .spec import DiskAttachment, MachineSpec
 QEMU_BINARY = "qemu-system-x86_64"
 SCSI_BUS = "scsi0.0"  # the hot-plug controller's bus, for device_add
 GUEST_SSH_PORT = 22
+TAP_FD = 3  # the fd number QEMU finds a tap under (machine.py moves the spec's fd there)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,8 @@ def argv(spec: MachineSpec, paths: MachinePaths, ssh_port: int,
         args += ["-blockdev", json.dumps(seed), "-device", "ide-cd,drive=seed,bus=ide.1"]
     args += ["-device", "virtio-scsi-pci,id=scsi0",
              "-device", "virtio-rng-pci",  # host entropy: guests need it for SSH host keys
-             "-netdev", f"user,id=net0,{_user_network(spec, ssh_port)}",
+             "-netdev", f"tap,id=net0,fd={TAP_FD}" if spec.tap_fd is not None
+             else f"user,id=net0,{_user_network(spec, ssh_port)}",
              "-device", f"virtio-net-pci,netdev=net0,mac={spec.mac_address}"]
     return args
 

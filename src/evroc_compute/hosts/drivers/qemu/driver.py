@@ -10,8 +10,11 @@ them.  Per instance:
 - its disks are qcow2 files, `disks/<namespace>/<name>-<uid>.qcow2`, overlays of their image,
   created at first boot, kept when the VM goes and removed when the Disk is deleted;
 - its NoCloud seed carries the VM's uid, name, SSH keys or user data, and private address;
-- Starting lasts until the guest's SSH server answers on the forwarded loopback port (the
-  VM's `sshEndpoint`); QEMU exiting without being asked to is a crash: Failed, then a
+- its NIC is on its project's network (hosts/network, `network="bridged"`: a tap the agent
+  opens and QEMU inherits) or on QEMU's user-mode network with SSH forwarded from loopback;
+- Starting lasts until the guest's SSH server answers (on the forwarded loopback port, the
+  VM's `sshEndpoint`, or at its private address inside its project's network); QEMU
+  exiting without being asked to is a crash: Failed, then a
   back-off before the next start (CrashLoopBackOff);
 - a guest that powers itself off is started again, since the VM still says `running`;
 - hot-swapped disks are plugged on the virtio-scsi bus with the attachment's serial.
@@ -43,11 +46,15 @@ from evroc_compute.api.meta import parse_time
 from evroc_compute.client.base import Client, ClientError
 from evroc_compute.hosts.driver import DriverError, MigrationUnsupported
 from evroc_compute.hosts.drivers.qemu import disks, images, seed
+from evroc_compute.hosts.drivers.qemu.command_line import GUEST_SSH_PORT
 from evroc_compute.hosts.drivers.qemu.errors import ImageNotFoundError, QemuDriverError
 from evroc_compute.hosts.drivers.qemu.machine import QemuMachine, RunState
-from evroc_compute.hosts.drivers.qemu.spec import DEFAULT_MAC, DiskAttachment, MachineSpec
+from evroc_compute.hosts.drivers.qemu.spec import DiskAttachment, MachineSpec
 from evroc_compute.hosts.fleet import HostSpec
 from evroc_compute.hosts.lifecycle import HotswapWant, Observation, Pending
+from evroc_compute.hosts.network import names
+from evroc_compute.hosts.network.linux import NetworkError
+from evroc_compute.hosts.network.plane import UNDERLAY_ANNOTATION, NetworkPlane
 from evroc_compute.runtime.controller import Key
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import World, condition, get, key_of
@@ -73,6 +80,12 @@ class QemuHostConfig:
     cpu_overcommit: float = 4.0  # vCPUs offered per core
     memory_overcommit: float = 1.0  # guest memory offered per byte of RAM
     stop_timeout: float = 30.0  # seconds a guest gets to power off before QEMU quits
+    # bridged: project networks with taps, NAT, security groups (root); user: QEMU's own.
+    network: Literal["bridged", "user"] = "user"
+    # Bridged only: the namespace standing for this host's own network ("": the machine's),
+    # and this host's address on the underlay VXLAN overlays use between hosts ("": none).
+    host_netns: str = ""
+    underlay: str = ""
 
     def host_spec(self) -> HostSpec:
         """The Host this machine offers: its cores and memory, times the over-commit."""
@@ -111,10 +124,14 @@ def detect_accel() -> Literal["tcg", "kvm"]:
 async def register_host(client: Client, config: QemuHostConfig) -> None:
     """Create this host's Host object, and a DiskImage for each image in its store.
 
-    Existing objects are left alone: an operator may have edited them.
+    Existing objects are left alone: an operator may have edited them.  With an overlay, the
+    Host carries this host's underlay address (an annotation) for the other hosts.
     """
     store = images.ImageStore(config.image_dir)
-    objects = [(HOST, config.host_spec().to_object())]
+    host = config.host_spec().to_object()
+    if config.network == "bridged" and config.underlay:
+        host["metadata"].setdefault("annotations", {})[UNDERLAY_ANNOTATION] = config.underlay
+    objects = [(HOST, host)]
     for name in store.names():
         size = (await disks.disk_info(store.get(name).disk)).virtual_size
         objects.append((DISK_IMAGE, {
@@ -141,6 +158,9 @@ class QemuDriver:
         self.disk_dir = config.data_dir.resolve() / "disks"
         self._machines: dict[Key, QemuMachine] = {}
         self._sweep = asyncio.Event()
+        self.network = NetworkPlane(world, settings, config.name, config.zone, _user_data,
+                                    host_netns=config.host_netns, underlay=config.underlay) \
+            if config.network == "bridged" else None
         world.disks.add_handler(self._on_disk)
 
     def serves(self, host: dict[str, Any]) -> bool:
@@ -152,7 +172,10 @@ class QemuDriver:
 
     async def run(self) -> None:
         self._sweep.set()
-        await self._sweeper()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._sweeper())
+            if self.network is not None:
+                group.create_task(self.network.run())
 
     def _machine(self, instance: dict[str, Any]) -> QemuMachine:
         key = key_of(instance)
@@ -166,7 +189,7 @@ class QemuDriver:
     async def observe(self, instance: dict[str, Any]) -> Observation:
         machine = self._machine(instance)
         seen = await machine.observe()
-        endpoint = f"127.0.0.1:{machine.ssh_port}" if machine.ssh_port else None
+        endpoint = self._endpoint(instance, machine)
         if seen.state is RunState.CRASHED:
             return Observation("crashed", "QEMU exited unexpectedly: "
                                + (seen.failure or _log_tail(machine)))
@@ -184,8 +207,9 @@ class QemuDriver:
         status = instance.get("status") or {}
         if status.get("phase") in ("Running", "Paused"):
             return Observation("up", "", WATCH_INTERVAL, endpoint, plugged)
-        if await _ssh_answers(machine.ssh_port):
-            return Observation("up", f"its SSH server answers on {endpoint}", WATCH_INTERVAL,
+        where = await self._ssh_answers(instance, machine)
+        if where:
+            return Observation("up", f"its SSH server answers on {where}", WATCH_INTERVAL,
                                endpoint, plugged)
         since = parse_time(status.get("phaseSince"))
         if status.get("phase") == "Starting" and since is not None and \
@@ -194,6 +218,25 @@ class QemuDriver:
                                WATCH_INTERVAL, endpoint, plugged)
         return Observation("booting", f"QEMU ({self.config.accel.upper()}) runs the guest; "
                            "waiting for its SSH server", SSH_PROBE_INTERVAL, endpoint, plugged)
+
+    def _endpoint(self, instance: dict[str, Any], machine: QemuMachine) -> str | None:
+        """Where SSH reaches the guest from the host: a loopback port, or its public IP."""
+        if self.network is None:
+            return f"127.0.0.1:{machine.ssh_port}" if machine.ssh_port else None
+        public = get(self.world.vms.get(*key_of(instance)), "status", "networking",
+                     "publicIPv4Address")
+        return f"{public}:{GUEST_SSH_PORT}" if public else None
+
+    async def _ssh_answers(self, instance: dict[str, Any], machine: QemuMachine) -> str | None:
+        """Where the guest's SSH server greeted, if it did."""
+        if self.network is None:
+            port = machine.ssh_port
+            return f"127.0.0.1:{port}" if await _ssh_answers(port) else None
+        address = get(self.world.vms.get(*key_of(instance)), "status", "networking",
+                      "privateIPv4Address")
+        if address and await self.network.ssh_answers(instance["metadata"]["namespace"], address):
+            return f"{address}:{GUEST_SSH_PORT} in the project's network"
+        return None
 
     async def pull(self, instance: dict[str, Any]) -> Pending | None:
         boot = _boot_disk(instance)
@@ -217,16 +260,23 @@ class QemuDriver:
         machine = self._machine(instance)
         if (await machine.observe()).state in (RunState.RUNNING, RunState.STARTING):
             return None
+        tap_fd: int | None = None
         try:
             image = await self._image(boot["image"])
-            spec = await self._machine_spec(instance, vm, image, address, machine)
+            if self.network is not None:
+                tap_fd = await self.network.attach(vm)
+            spec = await self._machine_spec(instance, vm, image, address, machine, tap_fd)
             await machine.start(spec)
-        except QemuDriverError as problem:
+        except (QemuDriverError, NetworkError) as problem:
             raise DriverError(str(problem)) from problem
+        finally:
+            if tap_fd is not None:
+                os.close(tap_fd)  # QEMU holds the tap now (or it failed and the tap goes)
         return None
 
     async def stop(self, instance: dict[str, Any]) -> None:
         await self._machine(instance).stop(self.config.stop_timeout)
+        await self._release(instance)
 
     async def attach(self, instance: dict[str, Any], want: HotswapWant) -> str:
         machine = self._machine(instance)
@@ -252,6 +302,14 @@ class QemuDriver:
         await machine.stop(self.config.stop_timeout)
         await machine.remove()
         self._machines.pop(key_of(instance), None)
+        await self._release(instance)
+
+    async def _release(self, instance: dict[str, Any]) -> None:
+        if self.network is not None:
+            try:
+                await self.network.release(instance["metadata"]["namespace"])
+            except NetworkError as problem:
+                raise DriverError(str(problem)) from problem
 
     # ---- what a start needs -----------------------------------------------------------
 
@@ -292,11 +350,12 @@ class QemuDriver:
 
     async def _machine_spec(self, instance: dict[str, Any], vm: dict[str, Any],
                             image: images.StoredImage, address: str | None,
-                            machine: QemuMachine) -> MachineSpec:
+                            machine: QemuMachine, tap_fd: int | None) -> MachineSpec:
         namespace, name = key_of(instance)
         files = [DiskAttachment(await self._disk_file(namespace, d["name"]), _serial(d["name"]))
                  for d in sorted(get(instance, "spec", "disks") or [],
                                  key=lambda d: not d.get("boot"))]
+        mac = names.mac(vm["metadata"]["uid"])
         network: seed.StaticNetwork | None = None
         interface: ipaddress.IPv4Interface | None = None
         gateway: ipaddress.IPv4Address | None = None
@@ -304,10 +363,9 @@ class QemuDriver:
         if address and subnet is not None:
             interface = ipaddress.IPv4Interface(f"{address}/{subnet.prefixlen}")
             gateway = subnet.network_address + 1
-            network = seed.StaticNetwork(mac_address=DEFAULT_MAC, address=interface,
+            network = seed.StaticNetwork(mac_address=mac, address=interface,
                                          gateway=gateway, nameservers=(subnet.network_address + 3,))
-        keys = [k.get("value", "") for k in get(vm, "spec", "osSettings", "ssh", "authorizedKeys")
-                or []]
+        keys = _keys(vm)
         seed_iso = machine.paths.workdir / "seed.iso"
         machine.paths.workdir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(seed.write_seed_iso, seed.seed_files(
@@ -321,7 +379,7 @@ class QemuDriver:
             kernel_cmdline=image.kernel_cmdline,
             memory_mib=max(128, int(resources.get("memoryBytes") or 0) >> 20),
             vcpus=max(1, int(resources.get("vcpu") or 1)), accel=self.config.accel,
-            private_address=interface, gateway=gateway)
+            mac_address=mac, private_address=interface, gateway=gateway, tap_fd=tap_fd)
 
     # ---- files nobody owns any more ---------------------------------------------------
 
@@ -357,6 +415,18 @@ def _serial(disk_name: str) -> str:
     if len(disk_name) <= 20:
         return disk_name
     return f"{disk_name[:11]}-{hashlib.sha256(disk_name.encode()).hexdigest()[:8]}"
+
+
+def _user_data(vm: dict[str, Any]) -> bytes:
+    """The user-data the metadata service gives the VM: the same as its NoCloud seed's."""
+    given = get(vm, "spec", "osSettings", "cloudInitUserData")
+    if given is not None:
+        return seed.decode_user_data(given)
+    return seed.default_user_data(_keys(vm))
+
+
+def _keys(vm: dict[str, Any]) -> list[str]:
+    return [k.get("value", "") for k in get(vm, "spec", "osSettings", "ssh", "authorizedKeys") or []]
 
 
 def _boot_disk(instance: dict[str, Any]) -> dict[str, Any] | None:

@@ -283,10 +283,16 @@ class QemuMachine:
             qemu_log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {shlex.join(args)}\n".encode())
             qemu_log.flush()
             # Not -daemonize: QEMU stays our child, so we can reap it (PID 1 here does not).
-            pid = os.posix_spawn(binary, args, dict(os.environ), setsid=True, file_actions=[
+            actions: list[tuple[Any, ...]] = [
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, qemu_log.fileno(), 1),
-                (os.POSIX_SPAWN_DUP2, qemu_log.fileno(), 2)])
+                (os.POSIX_SPAWN_DUP2, qemu_log.fileno(), 2)]
+            if spec.tap_fd == command_line.TAP_FD:  # already in place: let QEMU inherit it
+                os.set_inheritable(spec.tap_fd, True)
+            elif spec.tap_fd is not None:  # dup2 clears close-on-exec: QEMU inherits the tap
+                actions.append((os.POSIX_SPAWN_DUP2, spec.tap_fd, command_line.TAP_FD))
+            pid = os.posix_spawn(binary, args, dict(os.environ), setsid=True,
+                                 file_actions=actions)
         marker = str(self.paths.pidfile)
         deadline = time.monotonic() + timeout
         while True:

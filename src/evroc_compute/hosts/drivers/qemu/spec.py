@@ -60,6 +60,8 @@ class MachineSpec:
     # with it the network, gateway (.2 unless given) and DHCP lease follow this address.
     private_address: ipaddress.IPv4Interface | None = None
     gateway: ipaddress.IPv4Address | None = None
+    # A tap device opened by the host's network (its fd, QEMU inherits it); None: user-mode.
+    tap_fd: int | None = None
 
     def __post_init__(self) -> None:
         if self.kernel is None and (self.initrd is not None or self.kernel_cmdline is not None):
