@@ -130,10 +130,6 @@ class NetworkPlane:
     async def run(self) -> None:
         """Reprogram projects whose objects changed; remove namespaces nobody uses."""
         await self.world.synced.wait()
-        # The public pool ends here: an address not (yet) routed into a project is unreachable
-        # at once instead of leaving by the host's default route.
-        await linux.run("ip", *self._at_host, "route", "replace", "unreachable",
-                        self.settings.public_ip_pool)
         self._dirty.update(self._projects_here())
         while True:
             with contextlib.suppress(TimeoutError):
@@ -168,6 +164,11 @@ class NetworkPlane:
     async def _ensure_namespace(self, project: str) -> None:
         netns = self._netns(project)
         outside = names.uplink_of(netns)
+        # While a project network is here, the public pool ends on this host: an address not
+        # (yet) routed into a project is unreachable at once instead of leaving by the
+        # default route.
+        await linux.run("ip", *self._at_host, "route", "replace", "unreachable",
+                        self.settings.public_ip_pool)
         if netns not in linux.namespaces(names.NETNS_PREFIX):
             await linux.run("ip", "netns", "add", netns)
             await linux.run("ip", "-n", netns, "link", "set", "lo", "up")
@@ -226,6 +227,9 @@ class NetworkPlane:
         await linux.run("ip", "netns", "del", netns)
         self._applied.pop(netns, None)
         log.info("removed network namespace %s: no VM NIC uses it", netns)
+        if not self._mine():  # the last project here: the host is left as it was found
+            await linux.run("ip", *self._at_host, "route", "del", "unreachable",
+                            self.settings.public_ip_pool, check=False)
 
     async def _program(self, project: str) -> None:
         """Load the project's rules (if they changed) and route its public IPs here."""
