@@ -27,6 +27,7 @@ import pytest
 
 from evroc_compute.hosts.drivers.qemu import images
 from evroc_compute.hosts.network import linux, names
+from evroc_compute.runtime.settings import Settings
 from tests.conftest import Kubectl, make_kubectl
 from tests.qemu.conftest import SshKey, requires_qemu
 from tests.qemu.test_cloud import (
@@ -70,6 +71,10 @@ def projects() -> Iterator[list[str]]:
     for name in made:
         subprocess.run(["ip", "link", "del", names.uplink(name)], capture_output=True)
         subprocess.run(["ip", "netns", "del", names.netns(name)], capture_output=True)
+    if made and not linux.namespaces(names.NETNS_PREFIX):
+        # What an agent stopped with its guests running leaves (they would be adopted).
+        subprocess.run(["ip", "route", "del", "unreachable", Settings().public_ip_pool],
+                       capture_output=True)
 
 
 @pytest.fixture
