@@ -66,7 +66,8 @@ def test_a_group_shows_its_vms_and_whether_every_host_enforces_it(tmp_path: Path
         assert applies_to(web) == ["a", "b", "c"] and web["status"]["appliesToCount"] == 3
         assert ready(web)["status"] == "True"
         hosts = {get(kc, f"vmi/{n}")["spec"]["host"] for n in ("a", "b", "c")}
-        assert f"on the {len(hosts)} hosts" in ready(web)["message"]
+        assert ready(web)["message"] == ("programmed on the host running its VMs" if len(hosts) == 1
+                                         else "programmed on the 2 hosts running its VMs")
         for host in hosts:  # each host running a member reports the group programmed
             reported = get(kc, f"host/{host}")["status"]["securityGroups"]
             assert {"namespace": web["metadata"]["namespace"], "name": "web",

@@ -58,7 +58,8 @@ def group_status(generation: int, members: Iterable[Member],
         more = f" and {len(lagging) - NAMED_LAGGING} more" if len(lagging) > NAMED_LAGGING else ""
         return status, ready("Programming", f"{len(lagging)} of {len(hosts)} hosts running its "
                              f"VMs have not programmed generation {generation} yet: {named}{more}")
-    return status, ready("Programmed", f"programmed on the {len(hosts)} hosts running its VMs")
+    return status, ready("Programmed", "programmed on the host running its VMs" if len(hosts) == 1
+                         else f"programmed on the {len(hosts)} hosts running its VMs")
 
 
 def reported(host: dict[str, Any] | None, namespace: str, name: str) -> int | None:
