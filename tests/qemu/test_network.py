@@ -257,6 +257,12 @@ def test_public_ips_nat_and_security_groups(
         kubectl("apply", "-f", "-", input=manifest(security_group("web", ssh_rule("0.0.0.0/0"))))
         wait_for(lambda: _port_open(address, 22), 5, "port 22 at the public IP")
         print(f"rule change -> port open {time.monotonic() - changed:.2f} s")
+        # The host reports the new rules programmed: the group is Ready at generation 2.
+        wait_for(lambda: _ready_reason(kubectl, "sg/web", 2) == "Programmed", 5,
+                 "the group's new rules to be reported programmed")
+        print(f"rule change -> group Ready (Programmed) {time.monotonic() - changed:.2f} s")
+        group = json.loads(kubectl("get", "sg/web", "-o", "json"))
+        assert group["status"]["appliesTo"] == [{"name": "web"}]
         assert ssh_public(ssh_key, address, "hostname").stdout.strip() == "web"
         assert vm_status(kubectl, "web")["networking"].get("sshEndpoint") == f"{address}:22"
 
@@ -295,6 +301,14 @@ def test_public_ips_nat_and_security_groups(
         assert routes.strip() == ""
     finally:
         server.stop()
+
+
+def _ready_reason(kubectl: Kubectl, what: str, generation: int) -> str | None:
+    """The reason of the Ready condition of `what` once it observed `generation`."""
+    conditions = json.loads(kubectl("get", what, "-o", "json")).get("status", {}).get(
+        "conditions") or []
+    return next((c["reason"] for c in conditions if c["type"] == "Ready"
+                 and c["observedGeneration"] == generation), None)
 
 
 def _port_open(address: str, port: int) -> bool:

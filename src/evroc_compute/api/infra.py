@@ -63,6 +63,14 @@ HOST = Kind(
                    vcpu=integer(), memoryBytes=integer(), gpus=_GPUS, localDiskGB=integer()),
                    "One entry per instance placed here.", list_map_keys=("instance",)),
                allocated=_amounts("The sum of the allocations."),
+               securityGroups=array(obj(
+                   "A SecurityGroup the host's agent enforces.",
+                   required=("namespace", "name", "generation"),
+                   namespace=string("The group's project."), name=string("The group."),
+                   generation=integer("The generation of the group's spec in force.")),
+                   "The SecurityGroups programmed on the host, written by its agent (a "
+                   "simulated host reports what it would program at once).",
+                   list_map_keys=("namespace", "name")),
                conditions=conditions("Ready: the host's heartbeat is fresh.")),
     columns=(
         Column("Zone", "string", path("spec", "zone"), "The zone."),

@@ -20,6 +20,7 @@ from evroc_compute.api.schema import (
 from evroc_compute.api.tables import age, condition_status, path
 
 GROUP = "networking.evroclabs.net"
+MAX_LISTED_MEMBERS = 100  # a SecurityGroup's status names at most this many VMs
 VERSION = "v1alpha1"
 
 PUBLIC_IP = Kind(
@@ -103,12 +104,24 @@ SECURITY_GROUP = Kind(
         port=integer("The first port (TCP/UDP)."),
         endPort=integer("The last port of a range (TCP/UDP); defaults to port."),
         remote=_REMOTE), "The allowed flows.")),
-    status=obj("The observed state.", conditions=conditions("The state of the group over time.")),
+    status=obj(
+        "The observed state.",
+        appliesTo=array(obj("A VM the group applies to.", required=("name",),
+                            name=string("The VirtualMachine's name.")),
+                        f"The VMs the group applies to, by name, at most {MAX_LISTED_MEMBERS} "
+                        "(appliesToCount counts them all). A group named default also applies "
+                        "to the VMs that name no group.", list_map_keys=("name",)),
+        appliesToCount=integer("How many VMs the group applies to.", minimum=0),
+        conditions=conditions("Ready: every host that runs one of its VMs enforces the "
+                              "group's current generation.")),
     semantic_check=check_security_group,
     columns=(
         Column("Rules", "integer", lambda o: len((o.get("spec") or {}).get("rules") or []),
                "Number of rules."),
-        Column("Ready", "string", condition_status("Ready"), "Whether the rules are in force."),
+        Column("VMs", "integer", lambda o: (o.get("status") or {}).get("appliesToCount", 0),
+               "The VMs it applies to."),
+        Column("Ready", "string", condition_status("Ready"),
+               "Whether every host running its VMs enforces the current rules."),
         Column("Age", "date", age, "Time since creation."),
     ),
 )

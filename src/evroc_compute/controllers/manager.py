@@ -25,10 +25,11 @@ from evroc_compute.controllers.placementgroup import PlacementGroupController
 from evroc_compute.controllers.publicip import PublicIPController
 from evroc_compute.controllers.quota import QuotaController
 from evroc_compute.controllers.scheduling import Scheduler
+from evroc_compute.controllers.securitygroup import SecurityGroupController
 from evroc_compute.controllers.vm import VMController
 from evroc_compute.runtime.controller import Controller, Key, WorkQueue
 from evroc_compute.runtime.settings import Settings
-from evroc_compute.runtime.world import World, get, key_of, public_ip_ref
+from evroc_compute.runtime.world import World, get, key_of, public_ip_ref, security_group_refs
 
 EVENT_SOURCE = "evroc-compute-controllers"
 
@@ -44,6 +45,7 @@ class Manager:
         self.hotswap = HotswapController(client, w)
         self.public_ip = PublicIPController(client, w, settings)
         self.group = PlacementGroupController(client, w)
+        self.security_group = SecurityGroupController(client, w)
         self.quota = QuotaController(client, w)
         self.monitor = HostMonitor(client, w, settings, self._host_changed)
         self.recorder = EventRecorder(client, EVENT_SOURCE, socket.gethostname())
@@ -54,9 +56,11 @@ class Manager:
                             self._controller("hotswap", self.hotswap, 2),
                             self._controller("publicip", self.public_ip, 2),
                             self._controller("placementgroup", self.group, 2),
+                            self._controller("securitygroup", self.security_group, 2),
                             self._controller("quota", self.quota, 1)]
         self._refs: dict[Key, dict[str, set[str]]] = {}
         self._host_specs: dict[str, Any] = {}
+        self._host_groups: dict[str, list[Any]] = {}  # what each host reports programmed
         w.vms.add_handler(self._on_vm)
         w.disks.add_handler(self._on_disk)
         w.attachments.add_handler(self._on_attachment)
@@ -95,7 +99,8 @@ class Manager:
         key = key_of(vm)
         namespace = key[0]
         now = {"disk": {r.get("name") for r in get(vm, "spec", "diskRefs") or []},
-               "publicip": {public_ip_ref(vm)}, "group": {get(vm, "spec", "placementGroup")}}
+               "publicip": {public_ip_ref(vm)}, "group": {get(vm, "spec", "placementGroup")},
+               "securitygroup": set(security_group_refs(vm))}
         before = self._refs.pop(key, {})
         if event == "DELETED":
             self.vm.release(vm)
@@ -105,7 +110,8 @@ class Manager:
                               and not get(other, "status", "networking", "privateIPv4Address")))
         else:
             self._refs[key] = {k: {n for n in v if n} for k, v in now.items()}
-        for kind, queue in (("disk", "disk"), ("publicip", "publicip"), ("group", "placementgroup")):
+        for kind, queue in (("disk", "disk"), ("publicip", "publicip"), ("group", "placementgroup"),
+                            ("securitygroup", "securitygroup")):
             names = {n for n in now[kind] | before.get(kind, set()) if n}
             self._add(queue, *((namespace, n) for n in names))
         self._add("vm", key)
@@ -138,6 +144,8 @@ class Manager:
         group = get(vm, "spec", "placementGroup")
         if group:
             self._add("placementgroup", (key[0], group))
+        if vm is not None:  # whether it runs, and where, says which hosts enforce its groups
+            self._add("securitygroup", *((key[0], g) for g in security_group_refs(vm)))
 
     def _on_public_ip(self, event: str, pip: dict[str, Any]) -> None:
         namespace, name = key_of(pip)
@@ -157,13 +165,22 @@ class Manager:
 
     def _on_security_group(self, event: str, group: dict[str, Any]) -> None:
         namespace, name = key_of(group)  # its members' status says whether it exists
+        if event != "DELETED":
+            self._add("securitygroup", (namespace, name))
         self._add("vm", *(key_of(vm) for vm in self.world.vms.by_index(
             "securitygroup", f"{namespace}/{name}")))
 
     def _on_host(self, event: str, host: dict[str, Any]) -> None:
+        # The groups an agent reports programmed (or no longer) concern those groups.
+        name = host["metadata"]["name"]
+        reports = [] if event == "DELETED" else get(host, "status", "securityGroups") or []
+        before = self._host_groups.pop(name, [])
+        if reports:
+            self._host_groups[name] = reports
+        if reports != before:
+            self._add("securitygroup", *{(g["namespace"], g["name"]) for g in reports + before})
         # Only what the operator changes (spec, fault annotations) concerns VMs and placement;
         # the scheduler's own writes to status.allocations do not.
-        name = host["metadata"]["name"]
         seen = None if event == "DELETED" else (host.get("spec"), host["metadata"].get("annotations"))
         if self._host_specs.get(name) != seen:
             self._host_specs[name] = seen
@@ -184,6 +201,7 @@ class Manager:
                              ("hotswap", self.world.attachments.cache),
                              ("publicip", self.world.public_ips.cache),
                              ("placementgroup", self.world.groups.cache),
+                             ("securitygroup", self.world.security_groups.cache),
                              ("quota", self.world.quotas.cache)):
             self._requeue_all(queue, cache)
         try:

@@ -7,15 +7,19 @@ when the lifecycle says something changes by itself, or when it changes.  The ag
 Lease per host (`host-<name>`) every heartbeat interval; a host annotated
 `fault.evroc-compute.io/heartbeat: lost` goes silent: no renewals and no reports, as a host that
 lost its network would (its VMs turn Unknown once the lease expires).  Deleting an instance
-removes its guest, then the agent removes the instance's finalizer.
+removes its guest, then the agent removes the instance's finalizer.  Each host's status lists
+the SecurityGroups its driver has programmed (`report_groups`); a driver without a network
+(the simulated fleet) reports, for every project with an instance on the host, each of the
+project's groups at its current generation: what a real host would program.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +28,7 @@ from evroc_compute.api.meta import format_time
 from evroc_compute.client.base import Client
 from evroc_compute.hosts import lifecycle
 from evroc_compute.hosts.driver import Driver, DriverError, MigrationUnsupported
-from evroc_compute.hosts.reports import heartbeats, renew_lease, report
+from evroc_compute.hosts.reports import heartbeats, renew_lease, report, report_security_groups
 from evroc_compute.runtime.controller import Controller, Key, Result, WorkQueue
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import FINALIZER_INSTANCE, World, deleting, get, key_of
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 FAULT_HEARTBEAT = FAULT_PREFIX + "heartbeat"
 MAX_ACTIONS = 4  # pull, start and a retry fit; more in one reconcile means look again at once
 INTERIM_REPORT_SECONDS = 0.05
+GROUP_REPORT_INTERVAL = 1.0  # how often programmed SecurityGroups are compared with the reports
 
 Report = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
 
@@ -126,7 +131,10 @@ class Agent:
         self.queue = WorkQueue()
         self.controller = Controller(name, self, self.queue, workers=workers)
         self._host_specs: dict[str, Any] = {}
+        self._groups_changed = asyncio.Event()
         world.instances.add_handler(self._on_instance)
+        world.instances.add_handler(lambda event, instance: self._groups_changed.set())
+        world.security_groups.add_handler(lambda event, group: self._groups_changed.set())
         world.hosts.add_handler(self._on_host)
         world.vms.add_handler(self._on_vm)
 
@@ -166,6 +174,7 @@ class Agent:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.controller.run())
             group.create_task(heartbeats(self.renew_leases, self.settings.heartbeat_interval))
+            group.create_task(self._report_groups_forever())
             group.create_task(self.driver.run())
 
     def stop(self) -> None:
@@ -207,6 +216,38 @@ class Agent:
                                     {"spec": {"host": instance["spec"]["migrateTo"], "migrateTo": None}})
         await self._report(instance, plan.status)
         return Result(requeue_after=plan.wait)
+
+    # ---- programmed SecurityGroups ---------------------------------------------------------
+
+    def programmed(self, host: str) -> Mapping[str, Mapping[str, int]]:
+        """The generation of each SecurityGroup programmed on `host`, by project and name."""
+        found = self.driver.security_groups(host)
+        if found is not None:
+            return found
+        projects = {key_of(i)[0] for i in self.world.instances.by_index("host", host)}
+        return {p: {key_of(g)[1]: int(g["metadata"].get("generation", 1))
+                    for g in self.world.security_groups.by_index("namespace", p)}
+                for p in sorted(projects)}
+
+    async def report_groups(self) -> None:
+        """Write each host's programmed SecurityGroups where its status shows others."""
+        for (_, name), host in list(self.world.hosts.cache.items()):
+            if self._mine(name) and not self._silent(name):
+                await report_security_groups(self.client, host, self.programmed(name))
+
+    async def _report_groups_forever(self) -> None:
+        # Woken by a change to groups or instances; the interval catches the driver's own
+        # programming, which ends after the change that caused it.
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._groups_changed.wait(), GROUP_REPORT_INTERVAL)
+            self._groups_changed.clear()
+            try:
+                await self.report_groups()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reporting programmed security groups failed; retrying")
 
     # ---- heartbeats -------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ stopped one, plug a plugged disk, remove what is gone.  The same contract suite
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from evroc_compute.hosts.lifecycle import HotswapWant, Observation, Pending
@@ -60,6 +61,13 @@ class Driver(Protocol):
 
     async def remove(self, instance: dict[str, Any]) -> None:
         """Stop the guest and release everything the host holds for the instance."""
+        ...
+
+    def security_groups(self, host: str) -> Mapping[str, Mapping[str, int]] | None:
+        """The generation of each SecurityGroup programmed for `host`, by project and name.
+
+        None: the driver has no network (the simulated fleet); its hosts report what they
+        would program, at once."""
         ...
 
     async def run(self) -> None:

@@ -1,4 +1,5 @@
-"""What every host agent writes: instance status as a merge patch, and its hosts' heartbeats.
+"""What every host agent writes: instance status as a merge patch, its hosts' heartbeats, and
+the SecurityGroups each host has programmed (Host status.securityGroups).
 
 An agent is alive for the control plane while it renews one Lease per host (`host-<name>`)
 every heartbeat interval; the HostMonitor turns a lease older than the heartbeat timeout into
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from evroc_compute.api.infra import LEASE, VIRTUAL_MACHINE_INSTANCE
+from evroc_compute.api.infra import HOST, LEASE, VIRTUAL_MACHINE_INSTANCE
 from evroc_compute.client.base import Client, ClientError
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import key_of
@@ -34,6 +35,22 @@ async def report(client: Client, instance: dict[str, Any], status: dict[str, Any
         namespace, name = key_of(instance)
         await client.patch(VIRTUAL_MACHINE_INSTANCE, namespace, name, {"status": patch},
                            subresource="status")
+
+
+def security_group_report(programmed: Mapping[str, Mapping[str, int]]) -> list[dict[str, Any]]:
+    """Host status.securityGroups for the groups programmed, by project and name."""
+    return [{"namespace": project, "name": name, "generation": generation}
+            for project, groups in sorted(programmed.items())
+            for name, generation in sorted(groups.items())]
+
+
+async def report_security_groups(client: Client, host: dict[str, Any],
+                                 programmed: Mapping[str, Mapping[str, int]]) -> None:
+    """Write the host's programmed groups if they differ from what its status shows."""
+    wanted = security_group_report(programmed)
+    if ((host.get("status") or {}).get("securityGroups") or []) != wanted:
+        await client.patch(HOST, None, host["metadata"]["name"],
+                           {"status": {"securityGroups": wanted or None}}, subresource="status")
 
 
 async def renew_lease(client: Client, host: str, now: str, settings: Settings) -> None:

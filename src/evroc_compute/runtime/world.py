@@ -108,6 +108,7 @@ class World:
         self.vms.add_index("group", lambda vm: ns_refs(vm, [get(vm, "spec", "placementGroup")]))
         self.vms.add_index("publicip", lambda vm: ns_refs(vm, [public_ip_ref(vm)]))
         self.vms.add_index("securitygroup", lambda vm: ns_refs(vm, security_group_refs(vm)))
+        self.security_groups.add_index("namespace", lambda g: [g["metadata"]["namespace"]])
         self.attachments.add_index("vm", lambda a: ns_refs(a, [get(a, "spec", "vmRef")]))
         self.attachments.add_index("disk", lambda a: ns_refs(a, [get(a, "spec", "diskRef")]))
         self.instances.add_index("host", lambda i: [h for h in (

@@ -131,5 +131,8 @@ class SimDriver:
     async def remove(self, instance: dict[str, Any]) -> None:
         self._plugged.pop(key_of(instance), None)
 
+    def security_groups(self, host: str) -> None:
+        return None  # no network: the agent reports what the host would program
+
     async def run(self) -> None:
         return None

@@ -53,6 +53,8 @@ class NetworkPlane:
         self.lock = lock or linux.MachineLock()
         self.metadata = MetadataServer(self._vm_at, user_data, self._subnet_of)
         self._applied: dict[str, tuple[str, rules.ProjectNetwork]] = {}  # netns -> last loaded
+        # netns -> (project, generation of each of its SecurityGroups in the loaded rules)
+        self._programmed: dict[str, tuple[str, dict[str, int]]] = {}
         self._dirty: set[str] = set()  # projects whose rules may have changed
         self._wake = asyncio.Event()
         world.vms.add_handler(self._on_change)
@@ -124,6 +126,11 @@ class NetworkPlane:
                 await asyncio.wait_for(loop.sock_connect(sock, (address, 22)), 1.0)
                 return (await asyncio.wait_for(loop.sock_recv(sock, 4), 5.0)) == b"SSH-"
         return False
+
+    @property
+    def programmed(self) -> dict[str, dict[str, int]]:
+        """The generation of each SecurityGroup in force here, by project and name."""
+        return {project: groups for project, groups in self._programmed.values()}
 
     # ---- the life of the agent ----------------------------------------------------------
 
@@ -219,6 +226,7 @@ class NetworkPlane:
 
     async def _remove_if_unused(self, netns: str) -> None:
         if netns not in linux.namespaces(names.NETNS_PREFIX):
+            self._programmed.pop(netns, None)
             return
         if any(link["ifname"].startswith(names.TAP_PREFIX) for link in await linux.links(netns)):
             return
@@ -226,6 +234,7 @@ class NetworkPlane:
         await linux.run("ip", *self._at_host, "link", "del", names.uplink_of(netns), check=False)
         await linux.run("ip", "netns", "del", netns)
         self._applied.pop(netns, None)
+        self._programmed.pop(netns, None)
         log.info("removed network namespace %s: no VM NIC uses it", netns)
         if not self._mine():  # the last project here: the host is left as it was found
             await linux.run("ip", *self._at_host, "route", "del", "unreachable",
@@ -234,6 +243,8 @@ class NetworkPlane:
     async def _program(self, project: str) -> None:
         """Load the project's rules (if they changed) and route its public IPs here."""
         netns, wanted = self._netns(project), self.network(project)
+        generations = {key_of(g)[1]: int(g["metadata"].get("generation", 1))
+                       for g in self.world.security_groups.by_index("namespace", project)}
         text = rules.ruleset(wanted)
         applied = self._applied.get(netns)
         if applied is None or applied[0] != text:
@@ -247,6 +258,7 @@ class NetworkPlane:
         if self.underlay:
             await self._overlay(project, here)
         await self.metadata.serve(netns, project)
+        self._programmed[netns] = (project, generations)
 
     def _vms_here(self, project: str) -> set[ipaddress.IPv4Address]:
         """The private addresses of the project's VMs this host (or, without an overlay, this
@@ -335,8 +347,7 @@ class NetworkPlane:
         vms = [vm for vm in sorted(self.world.vms.cache.values(), key=key_of)
                if vm["metadata"]["namespace"] == project
                and get(vm, "status", "networking", "privateIPv4Address")]
-        groups = {key_of(g)[1]: g for g in self.world.security_groups.cache.values()
-                  if key_of(g)[0] == project}
+        groups = {key_of(g)[1]: g for g in self.world.security_groups.by_index("namespace", project)}
         return security.project_network(self.settings.subnets, vms, groups)
 
 def _json_list(text: str) -> list[dict[str, Any]]:

@@ -177,6 +177,10 @@ class QemuDriver:
             if self.network is not None:
                 group.create_task(self.network.run())
 
+    def security_groups(self, host: str) -> dict[str, dict[str, int]]:
+        # User-mode networking enforces no group: it reports none.
+        return self.network.programmed if self.network is not None else {}
+
     def _machine(self, instance: dict[str, Any]) -> QemuMachine:
         key = key_of(instance)
         machine = self._machines.get(key)
