@@ -35,10 +35,6 @@ class Attributes:
     def resource_request(self) -> bool:
         return bool(self.resource)
 
-    @property
-    def read_only(self) -> bool:
-        return self.verb in READ_VERBS
-
 
 @dataclass(frozen=True)
 class Decision:

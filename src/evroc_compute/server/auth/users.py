@@ -53,7 +53,6 @@ def authenticated(name: str, groups: tuple[str, ...] = (), uid: str = "",
 
 ANONYMOUS_USER = UserInfo(ANONYMOUS, (UNAUTHENTICATED,))
 CONTROLLERS = authenticated(CONTROLLER_MANAGER)
-ADMIN = authenticated("admin", (MASTERS,))
 FLEET_SIMULATOR_USER = authenticated(FLEET_SIMULATOR)
 
 
