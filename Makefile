@@ -51,6 +51,7 @@ test-fast: lint
 	$(VENV)/bin/pytest -q -m "not slow"
 
 bench: $(STAMP)
+	$(VENV)/bin/python bench/auth.py
 	$(VENV)/bin/python bench/run.py
 	$(VENV)/bin/python bench/fleet.py
 	$(VENV)/bin/python bench/fleet.py --postgres
