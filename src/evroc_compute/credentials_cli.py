@@ -162,8 +162,7 @@ def _print_table(items: list[dict[str, Any]]) -> None:
 def _admin(pki: Pki, server: str) -> httpx.Client:
     tls = ssl.create_default_context(cafile=str(pki.ca_cert))
     tls.load_cert_chain(pki.admin_cert, pki.admin_key)
-    return httpx.Client(base_url=server, verify=tls if server.startswith("https") else True,
-                        cert=None, timeout=30, headers={"accept": "application/json"})
+    return httpx.Client(base_url=server, verify=tls, timeout=30, headers={"accept": "application/json"})
 
 
 def _get(api: httpx.Client, path: str) -> Any:

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests import postgres
 from tests.conftest import start_server
 from tests.proxy import Proxy, proxy
 
@@ -26,12 +25,6 @@ NAMESPACES = "/api/v1/namespaces"
 
 def namespace(name: str) -> dict[str, object]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    with postgres.database() as url:
-        yield url
 
 
 @pytest.fixture

@@ -7,24 +7,16 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests import postgres
 from tests.conftest import Server, start_server
 
 pytestmark = pytest.mark.slow
 
 LEASE = "/apis/infra.evroc-compute.io/v1alpha1/leases/evroc-compute-controllers"
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    with postgres.database() as url:
-        yield url
 
 
 def servers(tmp_path: Path, url: str, n: int, *, controllers: bool = False) -> list[Server]:

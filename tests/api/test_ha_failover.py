@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,22 +18,15 @@ import yaml
 from evroc_compute.api.infra import LEASE
 from evroc_compute.api.meta import parse_time
 from evroc_compute.client.http import HttpClient
-from tests import postgres
 from tests.api.test_ha import servers
 from tests.api.test_http_client import lease
-from tests.conftest import ROOT, start_server
+from tests.conftest import ROOT
 from tests.e2e.test_host_identity import host_kubeconfig
 
 pytestmark = pytest.mark.slow
 
 LEASES = "/apis/infra.evroc-compute.io/v1alpha1/leases"
 HOSTS = "/apis/infra.evroc-compute.io/v1alpha1/hosts"
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    with postgres.database() as url:
-        yield url
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -75,9 +68,7 @@ async def test_a_watch_resumes_on_the_next_server_from_its_last_version(
 
 def test_an_agent_with_two_servers_keeps_working_when_one_is_killed(
         tmp_path: Path, database: str) -> None:
-    # One PKI for both servers, so one host kubeconfig reaches either.
-    first, second = (start_server(tmp_path / f"server-{i}", "--store", database,
-                                  pki_dir=tmp_path / "pki") for i in range(2))
+    first, second = servers(tmp_path, database, 2)  # one PKI: one host kubeconfig for both
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(yaml.safe_dump({"heartbeat": {"interval": 0.5, "timeout": 5}}))
     kubeconfig = host_kubeconfig(first, tmp_path, "ha-host")

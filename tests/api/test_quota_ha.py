@@ -5,24 +5,16 @@ compare-and-swap the database decides)."""
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests import postgres
 from tests.api.client import Http, vm, vm_path
 from tests.api.test_ha import servers
 
 pytestmark = pytest.mark.slow
 
 VCPU = "compute.evroclabs.net/vcpu"
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    with postgres.database() as url:
-        yield url
 
 
 def test_fifty_creates_across_two_servers_never_exceed_the_quota(

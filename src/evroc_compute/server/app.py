@@ -279,11 +279,11 @@ class App:
     def _authenticate(self, req: Request, scope: Scope) -> UserInfo:
         certificate: ClientCertificate | None = scope.get("extensions", {}).get(CLIENT_CERT)
         authorization = req.headers.get("authorization", "")
-        console_login = console_pages.is_console(req.path) and console_pages.public(req)
-        if not authorization and certificate is None and not console_login:
+        console = console_pages.is_console(req.path)
+        if not authorization and certificate is None and not (console and console_pages.public(req)):
             authorization = console_session.authorization(req)  # the console's session, if any
         user = self.authenticator.authenticate(authorization, certificate)
-        if user.anonymous and not _public(req.path) and not console_pages.is_console(req.path):
+        if user.anonymous and not console and not _public(req.path):
             raise unauthorized("this request needs a credential: a bearer token or a client "
                                "certificate (evroc-compute kubeconfig prints an admin's)")
         return user
