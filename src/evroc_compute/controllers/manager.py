@@ -51,8 +51,8 @@ class Manager:
         self.recorder = EventRecorder(client, EVENT_SOURCE, socket.gethostname())
         self.history = StatusHistory(w, self.recorder)
         self.queues: dict[str, WorkQueue] = {}
-        self.controllers = [self._controller("vm", self.vm, 8),
-                            self._controller("disk", self.disk, 4),
+        self.controllers = [self._controller("vm", self.vm, 32),
+                            self._controller("disk", self.disk, 32),
                             self._controller("hotswap", self.hotswap, 2),
                             self._controller("publicip", self.public_ip, 2),
                             self._controller("placementgroup", self.group, 2),

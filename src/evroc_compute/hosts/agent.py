@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,15 +126,19 @@ class Agent:
     """The agent of the hosts one driver serves: a reconciler of the instances bound to them."""
 
     def __init__(self, name: str, client: Client, world: World, settings: Settings, driver: Driver,
-                 *, wall: Callable[[], float] = time.time, workers: int = 4) -> None:
+                 *, wall: Callable[[], float] = time.time, workers: int = 32) -> None:
         self.client, self.world, self.settings, self.driver = client, world, settings, driver
         self.wall = wall
         self.queue = WorkQueue()
         self.controller = Controller(name, self, self.queue, workers=workers)
         self._host_specs: dict[str, Any] = {}
         self._groups_changed = asyncio.Event()
+        # Which projects have instances on which host, kept as instances come and go, so the
+        # group report neither scans the instances nor wakes for their status writes.
+        self._placed: dict[Key, str] = {}
+        self._projects: dict[str, Counter[str]] = {}
         world.instances.add_handler(self._on_instance)
-        world.instances.add_handler(lambda event, instance: self._groups_changed.set())
+        world.instances.add_handler(self._place)
         world.security_groups.add_handler(lambda event, group: self._groups_changed.set())
         world.hosts.add_handler(self._on_host)
         world.vms.add_handler(self._on_vm)
@@ -149,6 +154,26 @@ class Agent:
     def _on_instance(self, event: str, instance: dict[str, Any]) -> None:
         if event != "DELETED" and self._mine(get(instance, "spec", "host")):
             self.queue.add(key_of(instance))
+
+    def _place(self, event: str, instance: dict[str, Any]) -> None:
+        key = key_of(instance)
+        host = "" if event == "DELETED" else get(instance, "spec", "host") or ""
+        was = self._placed.get(key, "")
+        if host == was:
+            return
+        if was:
+            del self._placed[key]
+            projects = self._projects[was]
+            projects[key[0]] -= 1
+            if not projects[key[0]]:
+                del projects[key[0]]
+                self._groups_changed.set()
+        if host:
+            self._placed[key] = host
+            projects = self._projects.setdefault(host, Counter())
+            if not projects[key[0]]:
+                self._groups_changed.set()
+            projects[key[0]] += 1
 
     def _on_vm(self, event: str, vm: dict[str, Any]) -> None:
         # A start may wait for what the VM controller writes (the private address).
@@ -224,7 +249,7 @@ class Agent:
         found = self.driver.security_groups(host)
         if found is not None:
             return found
-        projects = {key_of(i)[0] for i in self.world.instances.by_index("host", host)}
+        projects = self._projects.get(host, ())
         return {p: {key_of(g)[1]: int(g["metadata"].get("generation", 1))
                     for g in self.world.security_groups.by_index("namespace", p)}
                 for p in sorted(projects)}
