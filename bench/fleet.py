@@ -79,6 +79,16 @@ RETRY_STATUSES = (429, 500, 503, 504)
 
 # ---- small helpers ---------------------------------------------------------------------
 
+def reconciles(metrics: str) -> dict[str, float]:
+    """Reconciles by controller from the server's /metrics (every result counted)."""
+    found: Counter[str] = Counter()
+    for line in metrics.splitlines():
+        match = re.match(r'controller_runtime_reconcile_total\{controller="([^"]+)",[^}]*\} (\S+)', line)
+        if match:
+            found[match[1]] += float(match[2])
+    return dict(found)
+
+
 def spread(values: list[float]) -> dict[str, float]:
     v = sorted(values)
     return {"count": len(v), "p50_s": percentile(v, 0.5), "p90_s": percentile(v, 0.9),
@@ -569,6 +579,8 @@ class FleetBench:
             hosts = await self._list(conn, self.hosts_path)
             disks = await self._list(conn, self.disks_path)
             self.results["events"] = await self.count_events(conn)
+            status, metrics = await self.call("GET", "/metrics")
+            self.results["reconciles"] = reconciles(metrics.decode()) if status == 200 else {}
         finally:
             conn.close()
         checks: dict[str, Any] = {}
@@ -714,6 +726,11 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
         e = r["events"]
         lines.append(f"events stored: {e['stored']} ({e['per_vm']:.1f} per VM with its disk; "
                      f"{e['occurrences']} occurrences; by kind {e['by_kind']})")
+    if r.get("reconciles"):
+        vms = max(1, r["vms_created"])
+        lines.append("reconciles per VM: " + ", ".join(
+            f"{name} {count / vms:.2f}" for name, count in sorted(r["reconciles"].items())
+            if count))
     if r["watch"]["errors"]:
         lines.append(f"watch errors: {r['watch']['errors']}")
     if r["first_create_errors"]:

@@ -198,7 +198,7 @@ class App:
                 new_object_metadata(obj, target)
                 await store.create(target.key, obj)
             else:
-                obj["metadata"] = {**found.obj["metadata"]}
+                obj["metadata"] = orjson.loads(found.raw)["metadata"]
                 await store.update(target.key, obj, found.revision)
 
     async def _finish_deletions(self, store: Store) -> None:

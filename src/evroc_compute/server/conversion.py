@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from evroc_compute.api.kinds import StoredAs
-from evroc_compute.store.base import Entry, Event, Store, Watch
+from evroc_compute.store.base import Entry, Event, Store, Watch, lean
 
 
 class ConvertingStore:
@@ -31,8 +31,9 @@ class ConvertingStore:
     def served(self, entry: Entry) -> Entry:
         if not entry.key.startswith(self.prefix):
             return entry
-        obj = self.stored_as.from_storage(entry.obj)  # a new top level; nested parts shared
-        return Entry(entry.key, entry.revision, entry.create_revision, orjson.dumps(obj), obj)
+        obj = self.stored_as.from_storage(orjson.loads(entry.raw))  # managedFields included
+        return Entry(entry.key, entry.revision, entry.create_revision, orjson.dumps(obj),
+                     lean(obj))
 
     def _stored(self, obj: dict[str, Any]) -> dict[str, Any]:
         return self.stored_as.to_storage(obj)

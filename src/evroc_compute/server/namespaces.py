@@ -28,7 +28,7 @@ from evroc_compute.server.handlers.common import (
     store_errors,
 )
 from evroc_compute.server.http import Request, Response
-from evroc_compute.store.base import Entry
+from evroc_compute.store.base import Entry, lean
 
 PROTECTED = frozenset({"default"})
 
@@ -89,7 +89,7 @@ async def finalize(ctx: Context, req: Request, target: Target) -> Response:
             gone = await ctx.store.delete(target.key, entry.revision)
         return object_response(gone.raw)
     obj.setdefault("spec", {})["finalizers"] = finalizers
-    if obj == entry.obj:
+    if lean(obj) == entry.obj:
         return object_response(entry.raw)
     with store_errors(target):
         stored = await ctx.store.update(target.key, obj, entry.revision)

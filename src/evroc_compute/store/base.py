@@ -17,13 +17,25 @@ from typing import Any, Literal, Protocol
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stored version of one object. `obj` is shared: never mutate it, copy via `raw`."""
+    """One stored version of one object. `obj` is shared: never mutate it, copy via `raw`.
+
+    `obj` is the object without `metadata.managedFields` (`lean`): they are a third of a
+    VM's memory and only writes need them, which parse `raw` for a private copy anyway.
+    """
 
     key: str
     revision: int
     create_revision: int
-    raw: bytes  # the object as JSON, metadata.resourceVersion == str(revision)
+    raw: bytes  # the object as JSON (managedFields included), resourceVersion == str(revision)
     obj: dict[str, Any]
+
+
+def lean(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` without metadata.managedFields (a new top level and metadata when it had them)."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]

@@ -37,6 +37,7 @@ from evroc_compute.store.base import (
     RevisionConflict,
     Row,
     StoreUnavailable,
+    lean,
 )
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,10 @@ def _resource_of(key: str) -> str:
 
 
 def _entry(row: Row) -> Entry:
-    return Entry(row.key, row.revision, row.create_revision, row.value, orjson.loads(row.value))
+    obj = orjson.loads(row.value)
+    if isinstance(obj.get("metadata"), dict):
+        obj["metadata"].pop("managedFields", None)  # our own parse: no copy needed
+    return Entry(row.key, row.revision, row.create_revision, row.value, obj)
 
 
 class _Watcher:
@@ -355,7 +359,7 @@ class LogStore(LogCache[LogBackend]):
         create_revision = revision if prev is None else prev.create_revision
         row = Row(revision, key, created, deleted, create_revision,
                   prev.revision if prev else 0, raw)
-        entry = Entry(key, revision, create_revision, raw, obj)
+        entry = Entry(key, revision, create_revision, raw, lean(obj))
         future: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         self._queue.append((row, entry, prev, future))

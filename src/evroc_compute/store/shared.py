@@ -38,6 +38,7 @@ from evroc_compute.store.base import (
     Row,
     SharedLogBackend,
     StoreUnavailable,
+    lean,
 )
 from evroc_compute.store.log import LogCache, _entry
 
@@ -305,7 +306,7 @@ class SharedLogStore(LogCache[SharedLogBackend]):
         create_revision = prev.create_revision if prev and write.op != CREATE else revision
         row = Row(revision, write.key, write.op == CREATE, write.op == DELETE, create_revision,
                   prev.revision if prev and write.op != CREATE else 0, raw)
-        entry = Entry(write.key, revision, create_revision, raw, obj)
+        entry = Entry(write.key, revision, create_revision, raw, lean(obj))
 
         def answer() -> None:
             self._settled(write.key, write.future)

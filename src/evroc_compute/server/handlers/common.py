@@ -259,7 +259,7 @@ def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
 async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: dict[str, Any],
                 *, manager: str, mode: str, applied: bool = False) -> Response:
     """Admit `new` as the next version of `entry` and store it (or answer dry-run)."""
-    old = load(entry)
+    old = before = load(entry)
     # An apply computed the new managedFields itself; any other write may replace them by
     # sending a list (kubectl does, to hand client-side-apply ownership to server-side
     # apply). merge_server_fields restores the stored ones, so keep the request's first.
@@ -288,7 +288,7 @@ async def write(ctx: Context, req: Request, target: Target, entry: Entry, new: d
             subresource=target.subresource)
     if not meta["managedFields"] or not target.kind.managed_fields:
         del meta["managedFields"]
-    if _comparable(new) == _comparable(entry.obj):
+    if _comparable(new) == _comparable(before):
         return object_response(entry.raw, warnings=warnings)  # a no-op writes nothing
     if old_meta.get("deletionTimestamp") and not meta.get("finalizers") and not (
             "finalize" in target.kind.subresources and (new.get("spec") or {}).get("finalizers")):
