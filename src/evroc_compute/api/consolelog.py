@@ -10,7 +10,7 @@ appended while `alive()` says the guest may still print (read every FILE_POLL se
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
 API_SERVER_USER = "system:apiserver"
@@ -61,7 +61,7 @@ def read_from(path: Path, offset: int) -> bytes | None:
 
 
 async def follow(path: Path, first: bytes, offset: int,
-                 alive: Callable[[], bool]) -> AsyncIterator[bytes]:
+                 alive: Callable[[], bool]) -> AsyncGenerator[bytes]:
     """`first`, then what is written to the file after `offset`, until the file is removed or
     `alive()` is false and everything written before is sent."""
     if first:

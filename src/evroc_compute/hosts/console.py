@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,12 +183,12 @@ class ConsoleServer:
             await asyncio.gather(left, pump, return_exceptions=True)
 
 
-async def _send_chunked(chunks: AsyncIterator[bytes], writer: asyncio.StreamWriter) -> None:
+async def _send_chunked(chunks: AsyncGenerator[bytes], writer: asyncio.StreamWriter) -> None:
     try:
         async for chunk in chunks:
             writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             await writer.drain()
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
     writer.write(b"0\r\n\r\n")
     await writer.drain()
