@@ -295,7 +295,9 @@ def agent(args: argparse.Namespace) -> None:
 
 def console(args: argparse.Namespace) -> int:
     """Print (or follow) the serial console of a VM run by this machine's agent."""
-    path = Path(args.data_dir) / "qemu" / "vms" / args.namespace / args.name / "console.log"
+    from evroc_compute.api.consolelog import console_path
+
+    path = console_path(Path(args.data_dir) / "qemu" / "vms", args.namespace, args.name)
     if not path.is_file():
         print(f"evroc-compute: no console log for VM {args.namespace}/{args.name} in {path.parent} "
               "(is the VM running on this host, and --data-dir the agent's?)", file=sys.stderr)

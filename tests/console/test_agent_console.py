@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,16 @@ VMS = "/apis/compute.evroclabs.net/v1alpha1/namespaces/p/virtualmachines"
 INFRA = "/apis/infra.evroc-compute.io/v1alpha1"
 
 
+@dataclass
+class Setup:
+    server: Server
+    kubectl: Kubectl
+    console: Path  # the console file of VM p/con on the agent's host
+    agent: subprocess.Popen[bytes]
+
+
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Kubectl, Path,
-                                                                      subprocess.Popen[bytes]]]:
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     base = tmp_path_factory.mktemp("agentcon")
     (base / "fleet.yaml").write_text(yaml.safe_dump({"heartbeat": {"interval": 1, "timeout": 5}}))
     server = start_server(base / "data")
@@ -47,7 +55,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Ku
         console = base / HOST / "qemu" / "vms" / "p" / "con" / "console.log"
         console.parent.mkdir(parents=True)
         console.write_text("SeaBIOS\nLinux version 6.1\ncon login: ")
-        yield server, kubectl, console, agent
+        yield Setup(server, kubectl, console, agent)
     finally:
         if agent.poll() is None:
             agent.send_signal(signal.SIGINT)
@@ -77,8 +85,8 @@ def follower(kubectl: Kubectl, query: str) -> subprocess.Popen[str]:
 
 
 def test_kubectl_reads_and_follows_the_console_through_the_agent(
-        setup: tuple[Server, Kubectl, Path, subprocess.Popen[bytes]]) -> None:
-    server, kubectl, console, _ = setup
+        setup: Setup) -> None:
+    kubectl, console = setup.kubectl, setup.console
     endpoint = published_endpoint(kubectl, HOST)
     assert endpoint is not None and endpoint["url"].startswith("https://127.0.0.1:")
     assert endpoint["certificate"].startswith("-----BEGIN CERTIFICATE-----")
@@ -111,16 +119,16 @@ def test_kubectl_reads_and_follows_the_console_through_the_agent(
 
 
 def test_a_vm_the_agent_has_no_console_of_is_not_running(
-        setup: tuple[Server, Kubectl, Path, subprocess.Popen[bytes]]) -> None:
-    _, kubectl, _, _ = setup
+        setup: Setup) -> None:
+    kubectl = setup.kubectl
     refused = kubectl.run("get", "--raw", f"{VMS}/quiet/console", check=False)
     assert refused.returncode != 0
     assert 'VirtualMachine "quiet" has no running instance' in refused.stderr
 
 
 def test_only_users_allowed_the_console_read_it(
-        setup: tuple[Server, Kubectl, Path, subprocess.Popen[bytes]]) -> None:
-    server, kubectl, _, _ = setup
+        setup: Setup) -> None:
+    server, kubectl = setup.server, setup.kubectl
     token, _ = issue_token(server, "vm-reader")
     kubectl("-n", "p", "create", "role", "vm-reader", "--verb=get", "--resource=virtualmachines")
     kubectl("-n", "p", "create", "rolebinding", "vm-reader", "--role=vm-reader", "--user=vm-reader")
@@ -137,16 +145,16 @@ def test_only_users_allowed_the_console_read_it(
 
 
 def test_nobody_but_the_server_reads_the_agent(
-        setup: tuple[Server, Kubectl, Path, subprocess.Popen[bytes]], tmp_path: Path) -> None:
-    server, kubectl, _, _ = setup
+        setup: Setup, tmp_path: Path) -> None:
+    server, kubectl = setup.server, setup.kubectl
     endpoint = published_endpoint(kubectl, HOST)
     assert endpoint is not None
     refused_directly(server, tmp_path, endpoint, "/console/p/con?tailLines=1")
 
 
 def test_an_agent_that_is_gone_is_a_503_naming_host_and_address(
-        setup: tuple[Server, Kubectl, Path, subprocess.Popen[bytes]]) -> None:
-    _, kubectl, _, agent = setup
+        setup: Setup) -> None:
+    kubectl, agent = setup.kubectl, setup.agent
     endpoint = published_endpoint(kubectl, HOST)
     assert endpoint is not None
     agent.send_signal(signal.SIGINT)
@@ -155,3 +163,4 @@ def test_an_agent_that_is_gone_is_a_503_naming_host_and_address(
     refused = kubectl.run("get", "--raw", f"{VMS}/quiet/console", check=False)
     assert refused.returncode != 0
     assert f'cannot reach the agent of host "{HOST}" at {endpoint["url"]}' in refused.stderr
+    assert "ServiceUnavailable" in refused.stderr

@@ -35,6 +35,12 @@ READ_TIMEOUT = 30.0  # for a whole console without follow; a follow waits as lon
 MAX_CONTEXTS = 64  # TLS contexts kept, one per agent certificate
 
 
+def unreachable(message: str) -> errors.ApiError:
+    """A 503 without Retry-After: an agent that is down stays down for a while, and clients
+    (client-go) would retry a Retry-After answer ten times before saying why."""
+    return errors.ApiError(503, "ServiceUnavailable", message)
+
+
 class AgentConsoles:
     """Reads consoles from agents with the server's client certificate (`client`: its
     certificate and key files; None: this server has none, so it reads from no agent)."""
@@ -60,7 +66,7 @@ class AgentConsoles:
         """The console as the agent answers it; `not_running` when it has none (yet)."""
         url = str(endpoint.get("url") or "")
         if self.client is None:
-            raise errors.unavailable(
+            raise unreachable(
                 f'the serial console of VirtualMachine "{name}" is on host "{host}", whose agent '
                 "serves it at " + url + "; this server has no client certificate for agents "
                 "(it was started without its PKI)")
@@ -71,7 +77,7 @@ class AgentConsoles:
         try:
             context = self._context(str(endpoint.get("certificate") or ""))
         except (ssl.SSLError, ValueError) as problem:
-            raise errors.unavailable(f'host "{host}" published no usable agent certificate: '
+            raise unreachable(f'host "{host}" published no usable agent certificate: '
                                      f"{problem}") from None
         client = httpx.AsyncClient(verify=context, timeout=httpx.Timeout(
             READ_TIMEOUT, connect=CONNECT_TIMEOUT, read=None if follow else READ_TIMEOUT))
@@ -87,7 +93,7 @@ class AgentConsoles:
             streaming = True
             return StreamingResponse(_relay(client, answer), TEXT)
         except httpx.HTTPError as problem:
-            raise errors.unavailable(
+            raise unreachable(
                 f'cannot reach the agent of host "{host}" at {url} for the serial console of '
                 f'VirtualMachine "{name}": {str(problem) or type(problem).__name__}') from None
         finally:
@@ -102,7 +108,7 @@ def _refusal(host: str, url: str, code: int, body: bytes) -> errors.ApiError:
         message = str(orjson.loads(body)["message"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
         message = body[:200].decode(errors="replace")
-    return errors.unavailable(f'the agent of host "{host}" at {url} refused this server '
+    return unreachable(f'the agent of host "{host}" at {url} refused this server '
                               f"({code}): {message}")
 
 

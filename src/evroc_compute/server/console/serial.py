@@ -21,7 +21,7 @@ from typing import Any
 from evroc_compute.api import consolelog
 from evroc_compute.api.infra import HOST, VIRTUAL_MACHINE_INSTANCE
 from evroc_compute.server import errors
-from evroc_compute.server.console.agents import AgentConsoles
+from evroc_compute.server.console.agents import AgentConsoles, unreachable
 from evroc_compute.server.console.bootlog import boot_log, new_lines
 from evroc_compute.server.handlers.common import Context, Target, current
 from evroc_compute.server.http import Request, Response, StreamingResponse
@@ -68,7 +68,7 @@ async def serial_console(ctx: Context, req: Request, target: Target, data_dir: P
     if entry is None:
         raise not_running(vm, name)
     if qemu:
-        raise errors.unavailable(
+        raise unreachable(
             f'the serial console of VirtualMachine "{name}" is on host "{host_name}", whose '
             "agent has published no console endpoint (status.agentEndpoint): it is not "
             "running, or is older than this server")
