@@ -184,5 +184,5 @@ def test_a_follow_ends_when_the_guest_stops(remote: Remote) -> None:
     finally:
         follower.kill()
     assert follower.returncode == 0, err
-    assert "reboot: Power down" in out, out  # the guest's last words, then the end
+    assert "Requesting system poweroff" in out, out  # busybox init's last words, then the end
     wait_status(remote.kubectl, "remote", "Stopped")

@@ -5,9 +5,9 @@ creates for a cluster: a CA for the serving certificate, a serving certificate f
 address, `localhost` and `127.0.0.1`, a client CA, an admin client certificate (CN `admin`,
 O `system:masters`), and the certificate the server presents to host agents' console
 endpoints (CN `system:apiserver`, as kubeadm's apiserver-kubelet-client: signed by the CA the
-agents' kubeconfigs trust, which the server's own client authentication does not, so it is no
-credential for the API). Several servers of one database share one PKI directory, so one kubeconfig
-works against any of them. Keys are written 0600 and never leave the directory.
+agents' kubeconfigs trust, which the server's own client authentication does not, so it is
+no credential for the API). Several servers of one database share one PKI directory, so one
+kubeconfig works against any of them. Keys are written 0600 and never leave the directory.
 """
 
 from __future__ import annotations
