@@ -122,6 +122,7 @@ def serve(args: argparse.Namespace) -> None:
                 max_watches=max(1, cap // 2), body_timeout=args.idle_timeout,
                 event_ttl=args.event_ttl, token_authenticators=_oidc(args),
                 admin_certificates=admin, admin_token_hash=admin_token,
+                agent_client=(pki.agent_client_cert, pki.agent_client_key),
                 limits=fairness.Limits(args.max_requests_per_user, args.max_watches_per_user),
                 audit_log=_audit_log(args))
     where = urls.redacted(store_url) if store_url else f"data in {Path(args.data_dir).resolve()}"
@@ -206,37 +207,82 @@ def _connection_cap(requested: int) -> int:
     return cap
 
 
+def _console_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (or [IPv6]:PORT) for --console-address."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (port 0: any free port)")
+    return host.strip("[]"), int(port)
+
+
+def _console_tls(args: argparse.Namespace, ca: str, host: str) -> tuple[ssl.SSLContext, str]:
+    """The console endpoint's TLS: its self-signed certificate for `host` (kept in
+    DATA_DIR/pki, remade when it does not cover `host`), and the CA its callers' client
+    certificates must be signed by. Returns the context and the certificate (PEM)."""
+    from evroc_compute.server.auth.pki import ensure_self_signed
+
+    if args.console_client_ca:
+        ca = Path(args.console_client_ca).read_text()
+    if not ca:
+        sys.exit("evroc-compute: the kubeconfig names no CA, so the API server's client "
+                 "certificate cannot be checked: pass --console-client-ca (the server's "
+                 "DATA_DIR/pki/ca.crt)")
+    cert, key = Path(args.data_dir) / "pki" / "agent-console.crt", \
+        Path(args.data_dir) / "pki" / "agent-console.key"
+    ensure_self_signed(cert, key, f"evroc-compute-agent:{args.host_name}", [host])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=ca)
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_OPTIONAL  # none presented: a 401 Status, not a bare reset
+    return context, cert.read_text()
+
+
 async def _run_agent(args: argparse.Namespace) -> None:
     from evroc_compute.client import kubeconfig as kubeconfigs
     from evroc_compute.client.base import ClientError
     from evroc_compute.client.http import HttpClient
     from evroc_compute.hosts.agent import Agent
+    from evroc_compute.hosts.console import ConsoleServer
     from evroc_compute.hosts.drivers.qemu.driver import QemuDriver, register_host
-    from evroc_compute.runtime.world import World
+    from evroc_compute.runtime.world import World, get
 
     config = _qemu_host(args)
     try:
         connection = kubeconfigs.load(Path(args.kubeconfig))
     except kubeconfigs.KubeconfigError as problem:
         sys.exit(f"evroc-compute: {problem}")
+    bind, port = args.console_address
+    advertised = args.console_advertise_address or \
+        (socket.getfqdn() if bind in ("0.0.0.0", "::", "") else bind)
+    tls, certificate = _console_tls(args, connection.ca, advertised)
     async with HttpClient(args.server, f"evroc-compute-agent-{config.name}",
                           connection=connection) as client:
         server = client.base_url
         world = World(client)
         settings = _fleet(args).settings
-        agent = Agent("qemu-agent", client, world, settings, QemuDriver(world, settings, config))
+        driver = QemuDriver(world, settings, config)
+
+        def bound(namespace: str, name: str) -> bool:
+            instance = world.instances.get(namespace, name)
+            return instance is not None and get(instance, "spec", "host") == config.name
+
+        consoles = ConsoleServer(config.name, driver.vm_dir, tls, bound)
+        port = await consoles.start(bind, port)
+        url = f"https://{f'[{advertised}]' if ':' in advertised else advertised}:{port}"
+        agent = Agent("qemu-agent", client, world, settings, driver,
+                      endpoint={"url": url, "certificate": certificate})
         try:
             await register_host(client, config)
         except ClientError as problem:
             sys.exit(f"evroc-compute: cannot register host {config.name} with {server}: "
                      f"{problem}")
-        log.info("agent: host %s in %s (%s, %s networking) serving %s", config.name,
-                 config.zone, config.accel.upper(), config.network, server)
+        log.info("agent: host %s in %s (%s, %s networking) serving %s; consoles at %s",
+                 config.name, config.zone, config.accel.upper(), config.network, server, url)
         try:
             await world.start(world.agent_informers)
             await agent.run()
         finally:
             agent.stop()
+            await consoles.close()
             await world.stop()
 
 
@@ -249,7 +295,9 @@ def agent(args: argparse.Namespace) -> None:
 
 def console(args: argparse.Namespace) -> int:
     """Print (or follow) the serial console of a VM run by this machine's agent."""
-    path = Path(args.data_dir) / "qemu" / "vms" / args.namespace / args.name / "console.log"
+    from evroc_compute.api.consolelog import console_path
+
+    path = console_path(Path(args.data_dir) / "qemu" / "vms", args.namespace, args.name)
     if not path.is_file():
         print(f"evroc-compute: no console log for VM {args.namespace}/{args.name} in {path.parent} "
               "(is the VM running on this host, and --data-dir the agent's?)", file=sys.stderr)
@@ -399,6 +447,19 @@ def main(argv: list[str] | None = None) -> None:
                             help="where the agent keeps VM files and disks (default ./data)")
     host_agent.add_argument("--fleet", default="",
                             help="the server's fleet file, for its heartbeat, back-off and subnets")
+    host_agent.add_argument("--console-address", type=_console_address, default="127.0.0.1:0",
+                            metavar="HOST:PORT",
+                            help="where the agent serves its VMs' serial consoles to the API "
+                                 "server over HTTPS (default %(default)s: loopback, a free "
+                                 "port; the address is published in the Host's status)")
+    host_agent.add_argument("--console-advertise-address", default="", metavar="HOST",
+                            help="the address the API server reaches the console endpoint at "
+                                 "(default: --console-address's host, or this machine's name "
+                                 "when that is 0.0.0.0 or ::)")
+    host_agent.add_argument("--console-client-ca", default="", metavar="PATH",
+                            help="the CA of the API server's client certificate for agents "
+                                 "(default: the kubeconfig's CA, the server's DATA_DIR/pki/"
+                                 "ca.crt)")
     _host_options(host_agent, default_driver="qemu")
     _log_options(host_agent)
     images_cli.add_parser(commands)

@@ -71,6 +71,13 @@ HOST = Kind(
                    "The SecurityGroups programmed on the host, written by its agent (a "
                    "simulated host reports what it would program at once).",
                    list_map_keys=("namespace", "name")),
+               agentEndpoint=obj(
+                   "evroc-compute extension, QEMU hosts run by a separate agent: where the "
+                   "agent serves its VMs' serial consoles to the API server (written by the "
+                   "agent under the host's credential).",
+                   url=string("The endpoint, https://HOST:PORT."),
+                   certificate=string("The agent's serving certificate (PEM): the API server "
+                                      "trusts exactly it.")),
                conditions=conditions("Ready: the host's heartbeat is fresh.")),
     columns=(
         Column("Zone", "string", path("spec", "zone"), "The zone."),

@@ -23,6 +23,7 @@ class Connection:
     server: str
     tls: ssl.SSLContext | None  # None for http:// servers
     token: str = ""
+    ca: str = ""  # the CA trusted (PEM), if the kubeconfig names one
 
     @property
     def headers(self) -> dict[str, str]:
@@ -81,13 +82,13 @@ def load(path: Path) -> Connection:
     except (KeyError, TypeError) as problem:
         raise KubeconfigError(f"kubeconfig {path} lacks {problem}") from None
     tls = None
+    ca = _pem(cluster, "certificate-authority", path)
     if server.startswith("https://"):
-        tls = ssl.create_default_context(cadata=_pem(cluster, "certificate-authority", path)
-                                         or None)
+        tls = ssl.create_default_context(cadata=ca or None)
         cert = _pem(user, "client-certificate", path)
         if cert:
             _load_chain(tls, cert, _pem(user, "client-key", path))
-    return Connection(server, tls, str(user.get("token", "")))
+    return Connection(server, tls, str(user.get("token", "")), ca)
 
 
 def _named(config: dict[str, Any], section: str, name: str) -> dict[str, Any]:

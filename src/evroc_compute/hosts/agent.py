@@ -8,9 +8,10 @@ Lease per host (`host-<name>`) every heartbeat interval; a host annotated
 `fault.evroc-compute.io/heartbeat: lost` goes silent: no renewals and no reports, as a host that
 lost its network would (its VMs turn Unknown once the lease expires).  Deleting an instance
 removes its guest, then the agent removes the instance's finalizer.  Each host's status lists
-the SecurityGroups its driver has programmed (`report_groups`); a driver without a network
+the SecurityGroups its driver has programmed (`report_hosts`); a driver without a network
 (the simulated fleet) reports, for every project with an instance on the host, each of the
-project's groups at its current generation: what a real host would program.
+project's groups at its current generation: what a real host would program.  An agent that
+serves its consoles (hosts/console.py) keeps its endpoint in its hosts' `status.agentEndpoint`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from evroc_compute.api.meta import format_time
 from evroc_compute.client.base import Client
 from evroc_compute.hosts import lifecycle
 from evroc_compute.hosts.driver import Driver, DriverError, MigrationUnsupported
-from evroc_compute.hosts.reports import heartbeats, renew_lease, report, report_security_groups
+from evroc_compute.hosts.reports import (
+    heartbeats,
+    renew_lease,
+    report,
+    report_endpoint,
+    report_security_groups,
+)
 from evroc_compute.runtime.controller import Controller, Key, Result, WorkQueue
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import FINALIZER_INSTANCE, World, deleting, get, key_of
@@ -126,8 +133,10 @@ class Agent:
     """The agent of the hosts one driver serves: a reconciler of the instances bound to them."""
 
     def __init__(self, name: str, client: Client, world: World, settings: Settings, driver: Driver,
-                 *, wall: Callable[[], float] = time.time, workers: int = 32) -> None:
+                 *, wall: Callable[[], float] = time.time, workers: int = 32,
+                 endpoint: dict[str, str] | None = None) -> None:
         self.client, self.world, self.settings, self.driver = client, world, settings, driver
+        self.endpoint = endpoint  # the console endpoint's URL and certificate, if it serves one
         self.wall = wall
         self.queue = WorkQueue()
         self.controller = Controller(name, self, self.queue, workers=workers)
@@ -199,7 +208,7 @@ class Agent:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.controller.run())
             group.create_task(heartbeats(self.renew_leases, self.settings.heartbeat_interval))
-            group.create_task(self._report_groups_forever())
+            group.create_task(self._report_hosts_forever())
             group.create_task(self.driver.run())
 
     def stop(self) -> None:
@@ -254,21 +263,24 @@ class Agent:
                     for g in self.world.security_groups.by_index("namespace", p)}
                 for p in sorted(projects)}
 
-    async def report_groups(self) -> None:
-        """Write each host's programmed SecurityGroups where its status shows others."""
+    async def report_hosts(self) -> None:
+        """Write each host's programmed SecurityGroups where its status shows others, and
+        its console endpoint where it shows another (or none)."""
         for (_, name), host in list(self.world.hosts.cache.items()):
             if self._mine(name) and not self._silent(name):
                 await report_security_groups(self.client, host, self.programmed(name))
+                if self.endpoint is not None:
+                    await report_endpoint(self.client, host, self.endpoint)
 
-    async def _report_groups_forever(self) -> None:
+    async def _report_hosts_forever(self) -> None:
         # Woken by a change to groups or instances; the interval catches the driver's own
-        # programming, which ends after the change that caused it.
+        # programming, which ends after the change that caused it, and a Host made again.
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._groups_changed.wait(), GROUP_REPORT_INTERVAL)
             self._groups_changed.clear()
             try:
-                await self.report_groups()
+                await self.report_hosts()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -1,5 +1,6 @@
-"""What every host agent writes: instance status as a merge patch, its hosts' heartbeats, and
-the SecurityGroups each host has programmed (Host status.securityGroups).
+"""What every host agent writes: instance status as a merge patch, its hosts' heartbeats, the
+SecurityGroups each host has programmed (Host status.securityGroups) and where its console
+endpoint is (Host status.agentEndpoint, QEMU hosts' agents).
 
 An agent is alive for the control plane while it renews one Lease per host (`host-<name>`)
 every heartbeat interval; the HostMonitor turns a lease older than the heartbeat timeout into
@@ -51,6 +52,13 @@ async def report_security_groups(client: Client, host: dict[str, Any],
     if ((host.get("status") or {}).get("securityGroups") or []) != wanted:
         await client.patch(HOST, None, host["metadata"]["name"],
                            {"status": {"securityGroups": wanted or None}}, subresource="status")
+
+
+async def report_endpoint(client: Client, host: dict[str, Any], endpoint: dict[str, str]) -> None:
+    """Write the host's agent endpoint (URL and serving certificate) if its status shows another."""
+    if (host.get("status") or {}).get("agentEndpoint") != endpoint:
+        await client.patch(HOST, None, host["metadata"]["name"],
+                           {"status": {"agentEndpoint": endpoint}}, subresource="status")
 
 
 async def renew_lease(client: Client, host: str, now: str, settings: Settings) -> None:

@@ -56,6 +56,7 @@ from evroc_compute.server.auth.union import Union
 from evroc_compute.server.auth.users import MASTERS, UserInfo
 from evroc_compute.server.console import pages as console_pages
 from evroc_compute.server.console import session as console_session
+from evroc_compute.server.console.agents import AgentConsoles
 from evroc_compute.server.console.serial import serial_console
 from evroc_compute.server.conversion import ConvertingStore
 from evroc_compute.server.discovery import Discovery
@@ -119,8 +120,10 @@ class App:
                  admin_certificates: tuple[str, ...] = (), admin_token_hash: str = "",
                  limits: fairness.Limits | None = None,
                  audit_log: audit.AuditLog | None = None,
-                 control_plane: bool = False) -> None:
+                 control_plane: bool = False,
+                 agent_client: tuple[Path, Path] | None = None) -> None:
         self.data_dir = data_dir
+        self.agent_consoles = AgentConsoles(agent_client)  # agents' console endpoints
         self.control_plane = control_plane  # new objects get their controlled metadata
         self.store_url = store_url or urls.default_url(data_dir)
         self.registry = registry or default_registry()
@@ -461,7 +464,7 @@ class App:
         if subresource == "console":
             if method != "GET":
                 raise errors.method_not_allowed(method, f"{kind.plural}/{name}/console")
-            return await serial_console(ctx, req, target, self.data_dir)
+            return await serial_console(ctx, req, target, self.data_dir, self.agent_consoles)
         if method == "GET":
             return await get(ctx, req, target)
         if method == "PUT":

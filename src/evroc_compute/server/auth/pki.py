@@ -2,9 +2,12 @@
 
 On first start a server creates, in its PKI directory (default `DATA_DIR/pki`), what kubeadm
 creates for a cluster: a CA for the serving certificate, a serving certificate for the listen
-address, `localhost` and `127.0.0.1`, a client CA, and an admin client certificate (CN `admin`,
-O `system:masters`). Several servers of one database share one PKI directory, so one kubeconfig
-works against any of them. Keys are written 0600 and never leave the directory.
+address, `localhost` and `127.0.0.1`, a client CA, an admin client certificate (CN `admin`,
+O `system:masters`), and the certificate the server presents to host agents' console
+endpoints (CN `system:apiserver`, as kubeadm's apiserver-kubelet-client: signed by the CA the
+agents' kubeconfigs trust, which the server's own client authentication does not, so it is
+no credential for the API). Several servers of one database share one PKI directory, so one
+kubeconfig works against any of them. Keys are written 0600 and never leave the directory.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from evroc_compute.api.consolelog import API_SERVER_USER
 
 CA_DAYS = 3650
 SERVING_DAYS = 825
@@ -64,6 +69,15 @@ class Pki:
         return self.directory / "admin.key"
 
     @property
+    def agent_client_cert(self) -> Path:
+        """What the server presents to agents' console endpoints (hosts/console.py)."""
+        return self.directory / "apiserver-agent-client.crt"
+
+    @property
+    def agent_client_key(self) -> Path:
+        return self.directory / "apiserver-agent-client.key"
+
+    @property
     def admin_token(self) -> Path:
         """The admin's bearer token (`admin.<secret>`): for the web console's login and for
         plain HTTP, where no client certificate can be presented."""
@@ -87,6 +101,9 @@ class Pki:
             cert, key = issue(self.client_ca_cert, self.client_ca_key, ADMIN_USER,
                               (MASTERS_GROUP,), CA_DAYS)
             _write(self.admin_cert, cert, self.admin_key, key)
+        if not self.agent_client_cert.exists():
+            cert, key = issue(self.ca_cert, self.ca_key, API_SERVER_USER, (), SERVING_DAYS)
+            _write(self.agent_client_cert, cert, self.agent_client_key, key)
         if not self.admin_token.exists():
             _write_private(self.admin_token, f"{ADMIN_USER}.{secrets.token_urlsafe(32)}".encode())
 
@@ -119,6 +136,30 @@ def issue(ca_cert: Path, ca_key: Path, common_name: str, organizations: tuple[st
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     cert = builder.sign(authority_key, hashes.SHA256())
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def ensure_self_signed(cert_path: Path, key_path: Path, common_name: str,
+                       names: list[str]) -> None:
+    """A self-signed serving certificate for `names` (and loopback), made unless one that
+    covers them is there: a host agent's console endpoint, trusted by the certificate itself."""
+    names = sorted({"localhost", "127.0.0.1", *names} - {"", "0.0.0.0", "::"})
+    if cert_path.exists() and key_path.exists() and _covers(cert_path, names):
+        return
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(cert_path.parent, 0o700)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=SERVING_DAYS))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([_san(n) for n in names]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), key_path, _key_pem(key))
 
 
 def serial_of(cert_pem: bytes) -> str:

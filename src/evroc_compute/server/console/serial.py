@@ -4,10 +4,11 @@
 what the guest prints next, until the guest stops, the VM is deleted or the client leaves.
 
 QEMU VMs: the console is the file QEMU writes in the VM's work directory on its host
-(DATA_DIR/qemu/vms/NAMESPACE/NAME/console.log). This server reads it when the VM runs on
-its own host (`serve --driver qemu`); a VM on a separately run agent's host is refused with
-a 503 that says where to read it (`evroc-compute console` on that host): agents serve no
-HTTP of their own yet. Simulated VMs: the boot log their state implies (bootlog.py).
+(DATA_DIR/qemu/vms/NAMESPACE/NAME/console.log, read as api/consolelog.py says). A VM whose
+host is run by a separate agent is read through that agent's console endpoint, published in
+the Host's `status.agentEndpoint` (agents.py); a VM of this server's own host
+(`serve --driver qemu`) from the file here, which stays readable while the VM is stopped.
+Simulated VMs: the boot log their state implies (bootlog.py).
 """
 
 from __future__ import annotations
@@ -15,63 +16,62 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+from evroc_compute.api import consolelog
 from evroc_compute.api.infra import HOST, VIRTUAL_MACHINE_INSTANCE
 from evroc_compute.server import errors
+from evroc_compute.server.console.agents import AgentConsoles, unreachable
 from evroc_compute.server.console.bootlog import boot_log, new_lines
 from evroc_compute.server.handlers.common import Context, Target, current
 from evroc_compute.server.http import Request, Response, StreamingResponse
 
 TEXT = b"text/plain; charset=utf-8"
-FILE_POLL = 0.2  # seconds between reads of a followed console file
 STATE_POLL = 0.5  # seconds between looks at a simulated VM's state (in memory)
-MAX_READ = 4 * 2**20  # a console's last bytes read for an answer; older output is skipped
 
 
 def tail_lines(req: Request) -> int | None:
-    value = req.query.get("tailLines")
-    if value is None:
-        return None
-    if not (value.isascii() and value.isdigit()):
-        raise errors.bad_request(f'tailLines must be a number of lines (0 or more), not "{value}"',
-                                 field="tailLines", cause_type="FieldValueInvalid")
-    return int(value)
+    try:
+        return consolelog.parse_tail_lines(req.query.get("tailLines"))
+    except ValueError as problem:
+        raise errors.bad_request(str(problem), field="tailLines",
+                                 cause_type="FieldValueInvalid") from None
 
 
-def tail(data: bytes, lines: int | None) -> bytes:
-    if lines is None:
-        return data
-    return b"".join(data.splitlines(keepends=True)[-lines:]) if lines else b""
+def not_running(vm: dict[str, Any], name: str) -> errors.ApiError:
+    state = (vm.get("status") or {}).get("virtualMachineStatus") or "not started"
+    return errors.bad_request(
+        f'VirtualMachine "{name}" has no running instance (status {state}): its serial '
+        "console begins when the VM starts")
 
 
-def console_file(data_dir: Path, namespace: str, name: str) -> Path:
-    return data_dir / "qemu" / "vms" / namespace / name / "console.log"
-
-
-async def serial_console(ctx: Context, req: Request, target: Target,
-                         data_dir: Path) -> Response | StreamingResponse:
+async def serial_console(ctx: Context, req: Request, target: Target, data_dir: Path,
+                         agents: AgentConsoles) -> Response | StreamingResponse:
     vm = current(ctx, target).obj  # 404 for a VM that does not exist
     lines, follow = tail_lines(req), req.flag("follow")
     namespace, name = target.namespace or "", target.name
-    path = console_file(data_dir, namespace, name)
+    entry = ctx.store.get(VIRTUAL_MACHINE_INSTANCE.key(namespace, name))
+    host_name = ((entry.obj.get("spec") or {}).get("host") or "") if entry is not None else ""
+    host = ctx.store.get(HOST.key("", host_name)) if host_name else None
+    qemu = host is not None and (host.obj.get("spec") or {}).get("driver") == "qemu"
+    endpoint = (host.obj.get("status") or {}).get("agentEndpoint") if host is not None else None
+    if qemu and endpoint:
+        return await agents.read(host_name, endpoint, namespace, name, lines, follow,
+                                 not_running(vm, name))
+    path = consolelog.console_path(data_dir / "qemu" / "vms", namespace, name)
     if await asyncio.to_thread(path.is_file):
-        text, offset = await asyncio.to_thread(_read_end, path, lines)
+        text, offset = await asyncio.to_thread(consolelog.read_end, path, lines)
         if not follow:
             return Response(200, text, TEXT)
-        return StreamingResponse(_follow_file(ctx, target, path, text, offset), TEXT)
-    entry = ctx.store.get(VIRTUAL_MACHINE_INSTANCE.key(namespace, name))
+        return StreamingResponse(consolelog.follow(
+            path, text, offset, lambda: ctx.store.get(target.key) is not None), TEXT)
     if entry is None:
-        state = (vm.get("status") or {}).get("virtualMachineStatus") or "not started"
-        raise errors.bad_request(
-            f'VirtualMachine "{name}" has no running instance (status {state}): its serial '
-            "console begins when the VM starts")
-    host_name = (entry.obj.get("spec") or {}).get("host") or ""
-    host = ctx.store.get(HOST.key("", host_name)) if host_name else None
-    if host is not None and (host.obj.get("spec") or {}).get("driver") == "qemu":
-        raise errors.unavailable(
-            f'the serial console of VirtualMachine "{name}" is on host "{host_name}", an agent '
-            "this server cannot read files from; on that host run: evroc-compute console "
-            f"{name} -n {namespace} -f --data-dir <the agent's data dir>")
+        raise not_running(vm, name)
+    if qemu:
+        raise unreachable(
+            f'the serial console of VirtualMachine "{name}" is on host "{host_name}", whose '
+            "agent has published no console endpoint (status.agentEndpoint): it is not "
+            "running, or is older than this server")
     log = boot_log(vm, entry.obj)
     text = _text(log[-lines:] if lines else [] if lines == 0 else log)
     if not follow:
@@ -81,39 +81,6 @@ async def serial_console(ctx: Context, req: Request, target: Target,
 
 def _text(lines: list[str]) -> bytes:
     return "".join(f"{line}\n" for line in lines).encode()
-
-
-def _read_end(path: Path, lines: int | None) -> tuple[bytes, int]:
-    """The console's last `lines` lines (all of it without) and where the file ends."""
-    with path.open("rb") as file:
-        size = file.seek(0, 2)
-        file.seek(max(0, size - MAX_READ))
-        data = file.read(size)
-    return tail(data, lines), size
-
-
-async def _follow_file(ctx: Context, target: Target, path: Path, first: bytes,
-                       offset: int) -> AsyncIterator[bytes]:
-    if first:
-        yield first
-    while ctx.store.get(target.key) is not None:
-        chunk = await asyncio.to_thread(_read_from, path, offset)
-        if chunk is None:
-            return  # the VM's files are gone
-        if chunk:
-            offset += len(chunk)
-            yield chunk
-        else:
-            await asyncio.sleep(FILE_POLL)
-
-
-def _read_from(path: Path, offset: int) -> bytes | None:
-    try:
-        with path.open("rb") as file:
-            file.seek(offset)
-            return file.read(1 << 16)
-    except FileNotFoundError:
-        return None
 
 
 async def _follow_simulated(ctx: Context, target: Target, first: bytes,
