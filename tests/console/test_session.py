@@ -122,3 +122,9 @@ def test_the_serial_console_is_authorized_as_a_subresource(server: Server) -> No
         "GET", f"{VMS}/web/console", accept="text/plain")
     assert reply.status == 403
     assert 'cannot get resource "virtualmachines/console"' in reply.body["message"]
+
+
+def test_without_an_issuer_there_is_no_oidc_sign_in(server: Server) -> None:
+    for path in ("/console/oidc", "/console/oidc/login", "/console/oidc/callback?code=x"):
+        reply = browser(server).request("GET", path)
+        assert reply.status == 404 and "no OIDC issuer" in reply.body["message"], path

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -41,6 +41,7 @@ class Issuer:
     groups: list[str] = field(default_factory=lambda: ["developers", "team-a"])
     deny: tuple[str, str] | None = None  # (error, error_description)
     client_secret: str = ""
+    nonce: str | None = None  # puts this nonce in ID tokens instead of the one asked for
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     token_refusals: list[str] = field(default_factory=list)
@@ -97,20 +98,31 @@ class Issuer:
         verifier = form.get("code_verifier", "")
         challenge = base64.urlsafe_b64encode(
             hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-        basic = "Basic " + base64.b64encode(f"{CLIENT_ID}:{self.client_secret}".encode()).decode()
+        client = _basic(authorization)
         problem = ("unknown or used code" if grant is None else
                    "wrong redirect_uri" if form.get("redirect_uri") != grant["redirect_uri"] else
                    "PKCE verifier does not match" if challenge != grant["challenge"] else
-                   "bad client credentials" if self.client_secret and authorization != basic
+                   "bad client credentials" if self.client_secret and client != (CLIENT_ID,
+                                                                                 self.client_secret)
                    else "")
         if form.get("grant_type") != "authorization_code":
             problem = "unsupported grant_type"
         if problem or grant is None:
             self.token_refusals.append(problem)
             return 400, {"error": "invalid_grant", "error_description": problem}
-        id_token = self.token(sub=grant["user"], nonce=grant["nonce"], groups=self.groups)
+        nonce = grant["nonce"] if self.nonce is None else self.nonce
+        id_token = self.token(sub=grant["user"], nonce=nonce, groups=self.groups)
         return 200, {"id_token": id_token, "access_token": secrets.token_urlsafe(16),
                      "token_type": "Bearer", "expires_in": 300}
+
+
+def _basic(authorization: str) -> tuple[str, str]:
+    """client_secret_basic's (client id, secret): both form-decoded (RFC 6749 2.3.1)."""
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme != "Basic":
+        return "", ""
+    user, _, password = base64.b64decode(encoded).decode().partition(":")
+    return unquote_plus(user), unquote_plus(password)
 
 
 @contextmanager

@@ -154,7 +154,8 @@ class OidcLogin:
         except errors.ApiError as refusal:
             if "text/html" not in req.accept:
                 raise
-            message = f"{refusal.reason}: {refusal.message}"
+            message = refusal.message if refusal.message.startswith(refusal.reason) \
+                else f"{refusal.reason}: {refusal.message}"
             return Response(303, b"", b"text/plain", [
                 (b"location", f"/console/login?{urlencode({'error': message})}".encode()),
                 (b"cache-control", b"no-store"), forget])
