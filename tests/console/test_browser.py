@@ -6,7 +6,6 @@ Screenshots of the main pages are written to docs/console/ with EVROC_SCREENSHOT
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,29 +13,25 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Kubectl, Server, make_kubectl
+from tests.conftest import Kubectl, Server, make_kubectl
+from tests.console.browser import WAIT, chromium, new_page, shoot
 from tests.console.conftest import issue_token
 from tests.e2e.conftest import start_cloud
 
 pytestmark = pytest.mark.slow
 playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK+p/T/LDpSI7p4bOJfS7M1/t57vh7UQm7fAZSQE2zLB "
        "user@example")
-SHOTS = ROOT / "docs" / "console"
 FLEET = {
     "timing": {"provision": 0.5, "pull": 0.5, "boot": 1, "stop": 0.5, "migrate": 1},
     "heartbeat": {"interval": 1, "timeout": 5},
     "hosts": [{"name": "a-general", "zone": "se-sto-a", "vcpu": 32, "memoryGB": 128, "count": 2},
               {"name": "b-general", "zone": "se-sto-b", "vcpu": 32, "memoryGB": 128}],
 }
-WAIT = 20_000  # ms
 
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (make installs Debian's chromium)")
     server = start_cloud(tmp_path_factory.mktemp("console"), FLEET)
     yield server
     server.stop()
@@ -44,12 +39,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser(cloud: Server) -> Iterator[Any]:
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield browser
-        browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
@@ -64,20 +55,13 @@ def kubectl(cloud: Server, tmp_path: Path) -> Kubectl:
 
 def signed_in(browser: Any, server: Server, token: str) -> Any:
     """A page of a fresh browser context, signed in with `token` through the login form."""
-    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1360, "height": 900})
-    page = context.new_page()
+    page = new_page(browser)
     page.goto(f"{server.url}/console/")
     page.wait_for_url(re.compile(r"/console/login$"))  # no session: the login page
     page.fill("#token", token)
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/console/#/"))
     return page
-
-
-def shoot(page: Any, name: str) -> None:
-    if os.environ.get("EVROC_SCREENSHOTS") == "1":  # refreshes the committed pictures
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def expect(locator: Any) -> Any:

@@ -55,7 +55,7 @@ from evroc_compute.server.auth.hosts import HostAuthorizer
 from evroc_compute.server.auth.oidc import OidcAuthenticator
 from evroc_compute.server.auth.rbac import RbacAuthorizer
 from evroc_compute.server.auth.union import Union
-from evroc_compute.server.auth.users import MASTERS, UserInfo
+from evroc_compute.server.auth.users import ANONYMOUS_USER, MASTERS, UserInfo
 from evroc_compute.server.console import pages as console_pages
 from evroc_compute.server.console import session as console_session
 from evroc_compute.server.console.oidc_login import DEFAULT_SCOPES, OidcLogin
@@ -289,9 +289,18 @@ class App:
         certificate: ClientCertificate | None = scope.get("extensions", {}).get(CLIENT_CERT)
         authorization = req.headers.get("authorization", "")
         console = console_pages.is_console(req.path)
-        if not authorization and certificate is None and not (console and console_pages.public(req)):
+        session = not authorization and certificate is None and not (
+            console and console_pages.public(req))
+        if session:
             authorization = console_session.authorization(req)  # the console's session, if any
-        user = self.authenticator.authenticate(authorization, certificate)
+        try:
+            user = self.authenticator.authenticate(authorization, certificate)
+        except errors.ApiError:
+            if not (session and console):
+                raise
+            # A session that ended (its token expired or was revoked): the console's pages
+            # treat the browser as signed out and send it to the login.
+            user = ANONYMOUS_USER
         if user.anonymous and not console and not _public(req.path):
             raise unauthorized("this request needs a credential: a bearer token or a client "
                                "certificate (evroc-compute kubeconfig prints an admin's)")
