@@ -278,7 +278,8 @@ def test_hot_swap_attach_and_detach_from_the_disks_page(browser: Any, cloud: Ser
     page.goto(base + "#/hot/vms/db")
     attached = page.locator("section:has(h2:text-is('Disks')) tr", has_text="hot-swap")
     expect(attached).to_contain_text("data", timeout=WAIT)
-    expect(attached.locator(".badge")).to_have_text("True", timeout=WAIT)
+    expect(attached.locator(".badge")).to_have_text("Attached", timeout=WAIT)
+    expect(attached).to_contain_text('attached to VirtualMachine "db"')
     page.goto(base + "#/hot/disks")
     row.locator("[data-action=detach]").click()
     expect(row.locator("[data-action=attach]")).to_be_visible(timeout=WAIT)
@@ -351,17 +352,20 @@ def test_the_quotas_page_shows_used_against_hard(browser: Any, cloud: Server, ad
     kubectl("-n", "quota", "apply", "-f", "-", input=QUOTA)
     page = signed_in(browser, cloud, admin_token)
     page.goto(page.url.split("#")[0] + "#/quota/quotas")
-    vcpu = page.locator("tr", has_text="compute.evroclabs.net/vcpu")
-    vms = page.locator("tr", has_text="count/virtualmachines.compute.evroclabs.net")
-    expect(vcpu.locator("td").nth(1)).to_have_text("0", timeout=WAIT)
-    expect(vcpu.locator("td").nth(2)).to_have_text("16")
-    expect(vms.locator("td").nth(1)).to_have_text("0")
+    vcpu = page.locator("tr[data-resource='compute.evroclabs.net/vcpu']")
+    vms = page.locator("tr[data-resource='count/virtualmachines.compute.evroclabs.net']")
+    expect(vcpu.locator(".used")).to_have_text("0", timeout=WAIT)
+    expect(vcpu.locator(".hard")).to_have_text("16")
+    expect(vcpu).to_contain_text("vCPUs")
+    expect(vms.locator(".used")).to_have_text("0")
+    expect(vms).to_contain_text("Virtual machines")
     kubectl("-n", "quota", "apply", "-f", "-", input=vm_manifest("counted"))
-    expect(vms.locator("td").nth(1)).to_have_text("1", timeout=WAIT)  # live, no reload
+    expect(vms.locator(".used")).to_have_text("1", timeout=WAIT)  # live, no reload
+    expect(vms.locator(".share")).to_have_text("25%")
     used = eventually(lambda: kubectl("-n", "quota", "get", "resourcequota", "team", "-o",
                                       "jsonpath={.status.used.compute\\.evroclabs\\.net/vcpu}"))
     assert used != "0"
-    expect(vcpu.locator("td").nth(1)).to_have_text(used, timeout=WAIT)
+    expect(vcpu.locator(".used")).to_have_text(used, timeout=WAIT)
     shoot(page, "quotas")
 
 

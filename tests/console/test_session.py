@@ -98,6 +98,8 @@ def test_a_revoked_token_ends_the_session(server: Server) -> None:
                                 content_type="application/merge-patch+json").status == 200
     reply = browser(server).request("GET", VMS, headers=cookie)
     assert reply.status == 401 and "revoked" in reply.body["message"]
+    page = browser(server).request("GET", "/console/", headers=cookie, accept="text/html")
+    assert page.status == 303 and page.headers["location"] == "/console/login"  # signed out
 
 
 def test_logout_clears_the_cookies(server: Server, token: str) -> None:
