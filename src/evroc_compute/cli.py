@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import logging
 import os
@@ -23,6 +25,7 @@ from evroc_compute.server import audit, connections, fairness
 from evroc_compute.server.auth.authn import token_hash
 from evroc_compute.server.auth.oidc import OidcAuthenticator, OidcConfig
 from evroc_compute.server.auth.pki import Pki, serial_of
+from evroc_compute.server.console.oidc_login import DEFAULT_SCOPES
 from evroc_compute.store import urls
 
 if TYPE_CHECKING:
@@ -124,7 +127,8 @@ def serve(args: argparse.Namespace) -> None:
                 admin_certificates=admin, admin_token_hash=admin_token,
                 agent_client=(pki.agent_client_cert, pki.agent_client_key),
                 limits=fairness.Limits(args.max_requests_per_user, args.max_watches_per_user),
-                audit_log=_audit_log(args))
+                audit_log=_audit_log(args), console_key=_console_key(pki),
+                console_scopes=args.oidc_console_scopes)
     where = urls.redacted(store_url) if store_url else f"data in {Path(args.data_dir).resolve()}"
     scheme = "http" if args.insecure_http else "https"
     log.info("serving on %s://%s:%d (%s)", scheme, args.host, args.port, where)
@@ -168,13 +172,21 @@ def _audit_log(args: argparse.Namespace) -> audit.AuditLog | None:
                           args.audit_log_maxbackup)
 
 
+def _console_key(pki: Pki) -> bytes:
+    """What seals the console's OIDC sign-in cookie: derived from the CA key, so every server
+    sharing the PKI directory finishes a sign-in another one started."""
+    return hmac.new(pki.ca_key.read_bytes(), b"evroc-compute console sign-in",
+                    hashlib.sha256).digest()
+
+
 def _oidc(args: argparse.Namespace) -> tuple[OidcAuthenticator, ...]:
     """The OIDC issuer whose ID tokens are accepted, if --oidc-issuer-url names one."""
     if not args.oidc_issuer_url:
         return ()
     config = OidcConfig(args.oidc_issuer_url, args.oidc_client_id, args.oidc_username_claim,
                         args.oidc_groups_claim, args.oidc_username_prefix,
-                        args.oidc_groups_prefix, args.oidc_ca_file)
+                        args.oidc_groups_prefix, args.oidc_ca_file,
+                        _client_secret(args.oidc_client_secret_file))
     if config.problems():
         sys.exit(f"evroc-compute: {'; '.join(config.problems())}")
     return (OidcAuthenticator(config),)
@@ -350,6 +362,15 @@ def _pki_option(parser: argparse.ArgumentParser) -> None:
                              "servers of one database share one")
 
 
+def _client_secret(path: str) -> str:
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text().strip()
+    except OSError as problem:
+        sys.exit(f"evroc-compute: --oidc-client-secret-file: {problem}")
+
+
 def _oidc_options(parser: argparse.ArgumentParser) -> None:
     """kube-apiserver's --oidc-* flags, with its meanings."""
     parser.add_argument("--oidc-issuer-url", default="",
@@ -367,6 +388,12 @@ def _oidc_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oidc-groups-prefix", default="", help="prefixed to group names")
     parser.add_argument("--oidc-ca-file", default="",
                         help="the CA of the issuer's certificate (default: the system's)")
+    parser.add_argument("--oidc-client-secret-file", default="", metavar="PATH",
+                        help="the client secret the web console's sign-in presents to the "
+                             "issuer's token endpoint (default: none, a public client with PKCE)")
+    parser.add_argument("--oidc-console-scopes", default=DEFAULT_SCOPES,
+                        help="the scopes the web console's sign-in asks for (default "
+                             "%(default)r)")
 
 
 def _log_options(parser: argparse.ArgumentParser) -> None:

@@ -98,6 +98,8 @@ def test_a_revoked_token_ends_the_session(server: Server) -> None:
                                 content_type="application/merge-patch+json").status == 200
     reply = browser(server).request("GET", VMS, headers=cookie)
     assert reply.status == 401 and "revoked" in reply.body["message"]
+    page = browser(server).request("GET", "/console/", headers=cookie, accept="text/html")
+    assert page.status == 303 and page.headers["location"] == "/console/login"  # signed out
 
 
 def test_logout_clears_the_cookies(server: Server, token: str) -> None:
@@ -122,3 +124,9 @@ def test_the_serial_console_is_authorized_as_a_subresource(server: Server) -> No
         "GET", f"{VMS}/web/console", accept="text/plain")
     assert reply.status == 403
     assert 'cannot get resource "virtualmachines/console"' in reply.body["message"]
+
+
+def test_without_an_issuer_there_is_no_oidc_sign_in(server: Server) -> None:
+    for path in ("/console/oidc", "/console/oidc/login", "/console/oidc/callback?code=x"):
+        reply = browser(server).request("GET", path)
+        assert reply.status == 404 and "no OIDC issuer" in reply.body["message"], path

@@ -5,102 +5,27 @@ the ID token. Every bad token gets a 401 that says what is wrong with it."""
 
 from __future__ import annotations
 
-import json
-import ssl
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 import yaml
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from evroc_compute.server.auth.pki import Pki
 from tests.api.client import Http
 from tests.conftest import Kubectl, Server, kubectl_binary, start_server
-
-CLIENT_ID = "evroc-compute"
-
-
-@dataclass
-class Issuer:
-    url: str
-    ca: Path
-    keys: dict[str, Any] = field(default_factory=dict)  # kid -> private key
-    published: list[str] = field(default_factory=list)  # the kids its key set shows
-    fetches: int = 0
-
-    def add_key(self, kid: str, key: Any) -> None:
-        self.keys[kid] = key
-        self.published.append(kid)
-
-    def jwks(self) -> dict[str, Any]:
-        keys = []
-        for kid in self.published:
-            key = self.keys[kid]
-            codec = RSAAlgorithm if isinstance(key, rsa.RSAPrivateKey) else ECAlgorithm
-            jwk = codec.to_jwk(key.public_key(), as_dict=True)
-            keys.append({**jwk, "kid": kid, "use": "sig"})
-        return {"keys": keys}
-
-    def token(self, kid: str = "rsa-1", *, key: Any = None, lifetime: float = 300,
-              **claims: Any) -> str:
-        now = int(time.time())
-        body = {"iss": self.url, "aud": CLIENT_ID, "sub": "alice", "iat": now,
-                "exp": now + lifetime, "groups": ["developers", "team-a"], **claims}
-        signer = key or self.keys[kid]
-        algorithm = "RS256" if isinstance(signer, rsa.RSAPrivateKey) else "ES256"
-        return jwt.encode(body, signer, algorithm=algorithm, headers={"kid": kid})
+from tests.e2e.oidc_issuer import CLIENT_ID, Issuer, running_issuer
 
 
 @pytest.fixture
 def issuer(tmp_path: Path) -> Iterator[Issuer]:
-    pki = Pki(tmp_path / "issuer-pki")  # the issuer's own CA and certificate
-    pki.ensure(["127.0.0.1"])
-    state: dict[str, Issuer] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            found = state["issuer"]
-            if self.path == "/.well-known/openid-configuration":
-                body = {"issuer": found.url, "jwks_uri": f"{found.url}/keys",
-                        "id_token_signing_alg_values_supported": ["RS256", "ES256"]}
-            elif self.path == "/keys":
-                found.fetches += 1
-                body = found.jwks()
-            else:
-                self.send_error(404)
-                return
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki.serving_cert, pki.serving_key)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    found = state["issuer"] = Issuer(f"https://127.0.0.1:{httpd.server_address[1]}", pki.ca_cert)
-    found.add_key("rsa-1", rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    found.add_key("ec-1", ec.generate_private_key(ec.SECP256R1()))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield found
-    httpd.shutdown()
+    with running_issuer(tmp_path / "issuer-pki") as found:
+        yield found
 
 
 @pytest.fixture

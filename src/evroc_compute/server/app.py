@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import logging
 import platform
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,12 +52,14 @@ from evroc_compute.server.auth.authz import (
 )
 from evroc_compute.server.auth.escalation import EscalationCheck
 from evroc_compute.server.auth.hosts import HostAuthorizer
+from evroc_compute.server.auth.oidc import OidcAuthenticator
 from evroc_compute.server.auth.rbac import RbacAuthorizer
 from evroc_compute.server.auth.union import Union
-from evroc_compute.server.auth.users import MASTERS, UserInfo
+from evroc_compute.server.auth.users import ANONYMOUS_USER, MASTERS, UserInfo
 from evroc_compute.server.console import pages as console_pages
 from evroc_compute.server.console import session as console_session
 from evroc_compute.server.console.agents import AgentConsoles
+from evroc_compute.server.console.oidc_login import DEFAULT_SCOPES, OidcLogin
 from evroc_compute.server.console.serial import serial_console
 from evroc_compute.server.conversion import ConvertingStore
 from evroc_compute.server.discovery import Discovery
@@ -121,7 +124,8 @@ class App:
                  limits: fairness.Limits | None = None,
                  audit_log: audit.AuditLog | None = None,
                  control_plane: bool = False,
-                 agent_client: tuple[Path, Path] | None = None) -> None:
+                 agent_client: tuple[Path, Path] | None = None, console_key: bytes = b"",
+                 console_scopes: str = DEFAULT_SCOPES) -> None:
         self.data_dir = data_dir
         self.agent_consoles = AgentConsoles(agent_client)  # agents' console endpoints
         self.control_plane = control_plane  # new objects get their controlled metadata
@@ -144,6 +148,11 @@ class App:
         self.audit = audit_log
         self.authenticator = Authenticator(self._lookup, token_authenticators,
                                            admin_certificates)
+        # The console's OIDC sign-in, with the API's issuer; `console_key` seals its cookie
+        # (servers that share a PKI share it; a random one serves a lone server as well).
+        oidc = next((t for t in token_authenticators if isinstance(t, OidcAuthenticator)), None)
+        self.oidc_login = OidcLogin(oidc, console_key or secrets.token_bytes(32),
+                                    console_scopes) if oidc else None
         self.hosts = HostAuthorizer(self._lookup)
         self.rbac = RbacAuthorizer(lambda: self.ctx.store if self.ctx else None)
         self.authorizer: Authorizer = Union(self.hosts, self.rbac)  # kube's Node,RBAC
@@ -283,9 +292,18 @@ class App:
         certificate: ClientCertificate | None = scope.get("extensions", {}).get(CLIENT_CERT)
         authorization = req.headers.get("authorization", "")
         console = console_pages.is_console(req.path)
-        if not authorization and certificate is None and not (console and console_pages.public(req)):
+        session = not authorization and certificate is None and not (
+            console and console_pages.public(req))
+        if session:
             authorization = console_session.authorization(req)  # the console's session, if any
-        user = self.authenticator.authenticate(authorization, certificate)
+        try:
+            user = self.authenticator.authenticate(authorization, certificate)
+        except errors.ApiError:
+            if not (session and console):
+                raise
+            # A session that ended (its token expired or was revoked): the console's pages
+            # treat the browser as signed out and send it to the login.
+            user = ANONYMOUS_USER
         if user.anonymous and not console and not _public(req.path):
             raise unauthorized("this request needs a credential: a bearer token or a client "
                                "certificate (evroc-compute kubeconfig prints an admin's)")
@@ -341,7 +359,8 @@ class App:
             return await self._resource(req, parts[1], parts[2], parts[3:])
         if console_pages.is_console(req.path):  # signed-in users; the API authorizes the data
             req.labels = (req.method, "", "", "", "", "/console", "", "")
-            return console_pages.respond(req, req.user, self.authenticator)
+            return await console_pages.respond(req, req.user, self.authenticator,
+                                               self.oidc_login)
         document = self._document(req, parts)
         req.labels = (req.method, "", "", "", "", f"/{head}", "", "")
         if req.method not in ("GET", "HEAD"):

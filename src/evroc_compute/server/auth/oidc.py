@@ -5,7 +5,8 @@ whose `jwks_uri` names the key set); they are cached and fetched again when a to
 this server does not know (the issuer rotated its keys), at most once per `refetch_interval`,
 so a flood of made-up key ids cannot make the server hammer the issuer. A token is checked as
 kube checks it: signature (RS256 or ES256), `iss` equal to the issuer URL, `aud` containing the
-client id, `exp` in the future, `nbf` in the past. The user is the username claim, prefixed as
+client id, `exp` in the future, `nbf` in the past (and, for the console's sign-in, `nonce` equal
+to the one that sign-in sent). The user is the username claim, prefixed as
 kube prefixes it (`ISSUER#sub` by default unless the claim is `email`; `-` means no prefix), and
 the groups are the groups claim. Usernames and groups under `system:` are reserved for the
 server's own identities and refused, so an issuer cannot hand out `system:masters`.
@@ -16,6 +17,7 @@ issuer, at most `timeout`); it happens once at first use and then only on a key 
 
 from __future__ import annotations
 
+import hmac
 import logging
 import ssl
 import threading
@@ -43,6 +45,7 @@ class OidcConfig:
     username_prefix: str = ""  # "" : kube's default; "-": none
     groups_prefix: str = ""
     ca_file: str = ""  # the CA that signs the issuer's certificate (default: the system's)
+    client_secret: str = ""  # for the console's code exchange; "" for a public client (PKCE)
 
     def problems(self) -> list[str]:
         """What is wrong with the flags, for the command line to refuse them."""
@@ -70,10 +73,13 @@ class OidcAuthenticator:
         self.config = config
         self.refetch_interval, self.timeout = refetch_interval, timeout
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._document: dict[str, Any] = {}  # the discovery document, as last fetched
         self._fetched = float("-inf")
         self._lock = threading.Lock()
 
-    def authenticate(self, token: str) -> UserInfo | None:
+    def authenticate(self, token: str, nonce: str | None = None) -> UserInfo | None:
+        """The token's user; with `nonce`, the token must carry that nonce (the console's
+        sign-in checks that the ID token answers the request it made)."""
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(token, options={"verify_signature": False})
@@ -104,6 +110,10 @@ class OidcAuthenticator:
                                f"{header.get('kid')!r}") from None
         except jwt.PyJWTError as problem:
             raise unauthorized(f"the token is not valid: {problem}") from None
+        if nonce is not None and not (isinstance(verified.get("nonce"), str) and
+                                      hmac.compare_digest(verified["nonce"].encode(), nonce.encode())):
+            raise unauthorized("the ID token's nonce is not the one this sign-in sent (a token "
+                               "issued for another sign-in)")
         return self._user(verified)
 
     def _user(self, claims: dict[str, Any]) -> UserInfo:
@@ -147,16 +157,33 @@ class OidcAuthenticator:
                                f"{self.config.issuer_url}'s keys")
         return key
 
-    def _fetch_keys(self) -> dict[str, jwt.PyJWK]:
-        verify: ssl.SSLContext | bool = ssl.create_default_context(
-            cafile=self.config.ca_file) if self.config.ca_file else True
+    def tls(self) -> ssl.SSLContext | bool:
+        """What verifies the issuer's certificate (httpx's `verify`)."""
+        return ssl.create_default_context(cafile=self.config.ca_file) if self.config.ca_file \
+            else True
+
+    def endpoints(self) -> tuple[str, str]:
+        """The issuer's authorization and token endpoints, from its discovery document (fetched
+        once; again with the keys). Raises an httpx.HTTPError, ValueError or KeyError."""
+        with self._lock:
+            if not self._document:
+                with httpx.Client(verify=self.tls(), timeout=self.timeout) as http:
+                    self._document = self._discover(http)
+            document = self._document
+        return str(document["authorization_endpoint"]), str(document["token_endpoint"])
+
+    def _discover(self, http: httpx.Client) -> dict[str, Any]:
         issuer = self.config.issuer_url.rstrip("/")
-        with httpx.Client(verify=verify, timeout=self.timeout) as http:
-            discovery = http.get(f"{issuer}/.well-known/openid-configuration")
-            discovery.raise_for_status()
-            document = discovery.json()
-            if document.get("issuer") != self.config.issuer_url:
-                raise ValueError(f"the discovery document names issuer {document.get('issuer')!r}")
+        discovery = http.get(f"{issuer}/.well-known/openid-configuration")
+        discovery.raise_for_status()
+        document: dict[str, Any] = discovery.json()
+        if document.get("issuer") != self.config.issuer_url:
+            raise ValueError(f"the discovery document names issuer {document.get('issuer')!r}")
+        return document
+
+    def _fetch_keys(self) -> dict[str, jwt.PyJWK]:
+        with httpx.Client(verify=self.tls(), timeout=self.timeout) as http:
+            self._document = document = self._discover(http)
             found = http.get(document["jwks_uri"])
             found.raise_for_status()
             keys = found.json()["keys"]

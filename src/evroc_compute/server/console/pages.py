@@ -1,6 +1,7 @@
-"""What /console/ serves: the login (open to anyone), the session's login and logout, and the
-console's own files (only to a signed-in user; the data they show comes from the API, which
-authorizes every request as it does kubectl's).
+"""What /console/ serves: the login (open to anyone), the session's login and logout, the
+sign-in with the server's OIDC issuer if it has one (oidc_login.py), and the console's own
+files (only to a signed-in user; the data they show comes from the API, which authorizes every
+request as it does kubectl's).
 
 The files are plain HTML, CSS and JavaScript modules committed as they are served: no
 front-end toolchain, no build step, nothing fetched from elsewhere (docs/console.md).
@@ -16,7 +17,7 @@ import orjson
 from evroc_compute.server import errors
 from evroc_compute.server.auth.authn import Authenticator
 from evroc_compute.server.auth.users import UserInfo
-from evroc_compute.server.console import session
+from evroc_compute.server.console import oidc_login, session
 from evroc_compute.server.http import Request, Response
 
 PREFIX = "/console"
@@ -43,12 +44,23 @@ def is_console(path: str) -> bool:
 def public(req: Request) -> bool:
     """Whether the request may be made without a credential (the login and its files)."""
     name = _file_name(req.path)
-    return name in PUBLIC_FILES or (req.path == f"{PREFIX}/session" and req.method == "POST")
+    return name in PUBLIC_FILES or (req.path == f"{PREFIX}/session" and req.method == "POST") \
+        or _is_oidc(req.path)
 
 
-def respond(req: Request, user: UserInfo, authenticator: Authenticator) -> Response:
+def _is_oidc(path: str) -> bool:
+    return path == oidc_login.BASE or path.startswith(f"{oidc_login.BASE}/")
+
+
+async def respond(req: Request, user: UserInfo, authenticator: Authenticator,
+                  oidc: oidc_login.OidcLogin | None) -> Response:
     if req.path == f"{PREFIX}/session":
         return _session(req, user, authenticator)
+    if _is_oidc(req.path):
+        if oidc is None:
+            raise errors.ApiError(404, "NotFound", "this server has no OIDC issuer to sign in "
+                                  "with (serve --oidc-issuer-url); sign in with a token")
+        return await oidc.respond(req)
     name = _file_name(req.path)
     if req.method not in ("GET", "HEAD"):
         raise errors.method_not_allowed(req.method, req.path)

@@ -27,7 +27,7 @@ export function age(timestamp) {
 
 export function badge(text) {
   const tone = {
-    Running: "ok", Ready: "ok", True: "ok", Active: "ok", Bound: "ok",
+    Running: "ok", Ready: "ok", True: "ok", Active: "ok", Bound: "ok", Attached: "ok",
     Stopped: "idle", False: "idle", Stopping: "busy", Starting: "busy", Provisioning: "busy", Creating: "busy",
     Migrating: "busy", Scheduling: "busy", Deleting: "busy",
   }[text] || (/(Error|Fail|BackOff|Crash|Unknown|Paused|Unschedulable|Lost)/.test(text || "") ? "bad" : "idle");

@@ -191,6 +191,19 @@ export function placementGroups(view, ctx) {
   });
 }
 
+// What a quota's resource is, in words: "vCPUs", "Virtual machines"... (the name stays beside it).
+const QUOTA_WORDS = {
+  vcpu: "vCPUs", memory: "Memory", gpu: "GPUs", "disk-storage": "Disk storage",
+  virtualmachines: "Virtual machines", disks: "Disks", hotswapdiskattachments: "Hot-swap attachments",
+  placementgroups: "Placement groups", publicips: "Public IPs",
+};
+function quotaLabel(resource) {
+  const [, counted] = /^count\/([a-z]+)\./.exec(resource) || [];
+  const name = counted || resource.replace(/^compute\.evroclabs\.net\//, "");
+  if (name.startsWith("gpu.")) return `GPUs: ${name.slice(4)}`;
+  return QUOTA_WORDS[name] || name;
+}
+
 export async function quotas(view, ctx) {
   view.append(h("div", { class: "page-head" }, h("h1", {}, "Quotas")));
   const body = h("div");
@@ -202,7 +215,9 @@ export async function quotas(view, ctx) {
         const share = Number.parseFloat(hard) ? Math.min(100, (100 * Number.parseFloat(used)) / Number.parseFloat(hard)) : 0;
         const bar = h("div", { class: "meter" }, h("div", { class: share >= 90 ? "full" : "" }));
         bar.firstChild.style.width = `${share}%`;
-        return h("tr", {}, h("td", {}, k), h("td", {}, used), h("td", {}, hard), h("td", {}, bar));
+        return h("tr", { "data-resource": k }, h("td", {}, quotaLabel(k), h("div", { class: "hint mono" }, k)),
+          h("td", { class: "used" }, used), h("td", { class: "hard" }, hard),
+          h("td", { class: "share" }, h("div", { class: "meter-line" }, bar, h("span", { class: "muted" }, `${Math.round(share)}%`))));
       })))));
     if (!items.size) body.replaceChildren(h("p", { class: "empty" }, `No quota is set on project "${ctx.project}".`));
   }, (error) => body.replaceChildren(h("p", { class: "error" },

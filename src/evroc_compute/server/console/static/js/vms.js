@@ -41,6 +41,11 @@ function powerButtons(vm, ns, may, onError) {
   return h("span", { class: "actions" }, buttons);
 }
 
+// A hot-swap attachment's state: its Ready reason (Attached, VMNotRunning...) and message.
+function attachedCell(ready) {
+  return [badge(ready.reason || ready.status || "Pending"), " ", h("span", { class: "muted" }, ready.message || "")];
+}
+
 export async function vmList(view, ctx) {
   const may = await permissions(ctx.project);
   const error = h("p", { class: "error", role: "alert" });
@@ -136,7 +141,7 @@ export async function vmDetail(view, ctx) {
       h("tr", {}, h("td", {}, d.name), h("td", {}, d.bootFrom ? "boot" : "permanent"), h("td", {}, "")));
     const hotswap = [...attachments.values()].filter((a) => at(a, "spec", "vmRef") === name).map((a) =>
       h("tr", {}, h("td", {}, at(a, "spec", "diskRef")), h("td", {}, "hot-swap"),
-        h("td", {}, badge(((at(a, "status", "conditions") || []).find((c) => c.type === "Ready") || {}).status))));
+        h("td", {}, attachedCell((at(a, "status", "conditions") || []).find((c) => c.type === "Ready") || {}))));
     disks.replaceChildren(table(["Disk", "Use", "Attached"], [...permanent, ...hotswap]));
   };
   const stops = [
