@@ -282,15 +282,25 @@ def bench(target: Target, args: argparse.Namespace) -> dict[str, PhaseResult]:
 
 # ---- reporting --------------------------------------------------------------------------
 
-ROWS: tuple[tuple[str, Callable[[PhaseResult], str], bool], ...] = (
-    # (label, cell, whether the ratio ours / moto is shown)
-    ("/s", lambda r: f"{r.rate_per_s:,.0f}", True),
-    ("p50 ms", lambda r: f"{r.latency_ms['p50']:.1f}", False),
-    ("p99 ms", lambda r: f"{r.latency_ms['p99']:.1f}", False),
-    ("non-2xx / socket errors", lambda r: f"{r.non_2xx} / {sum(r.socket_errors.values())}", False),
+def _cpu_per_request_us(r: PhaseResult) -> float:
+    return r.server_cpu_util / r.rate_per_s * 1e6 if r.rate_per_s else float("nan")
+
+
+# (label, the cell, the number whose ratio ours / moto is shown, if any)
+ROWS: tuple[tuple[str, Callable[[PhaseResult], str], Callable[[PhaseResult], float] | None], ...] = (
+    ("/s", lambda r: f"{r.rate_per_s:,.0f}", lambda r: r.rate_per_s),
+    ("p50 ms", lambda r: f"{r.latency_ms['p50']:.1f}", None),
+    ("p99 ms", lambda r: f"{r.latency_ms['p99']:.1f}", None),
+    ("server CPU us/request", lambda r: f"{_cpu_per_request_us(r):,.0f}", _cpu_per_request_us),
+    ("non-2xx / socket errors", lambda r: f"{r.non_2xx} / {sum(r.socket_errors.values())}", None),
     ("load", lambda r: f"srv {r.server_cpu_util:.0%} wrk {r.wrk_cpu_util:.0%} "
-                       f"oth {r.other_cpu_util:.0%}", False),
+                       f"oth {r.other_cpu_util:.0%}", None),
 )
+
+
+def _times(value: float) -> str:
+    """A ratio as '12.5x', or as '1/31' when below one."""
+    return f"1/{1 / value:,.0f}" if 0 < value < 1 else f"{value:,.3g}x"
 
 
 def table(results: dict[str, dict[str, PhaseResult]]) -> str:
@@ -300,10 +310,10 @@ def table(results: dict[str, dict[str, PhaseResult]]) -> str:
     ours_names = [n for n in names if n != LABELS["moto"]] if peer else []
     rows: list[list[str]] = [["", *names, *(f"{n} / moto" for n in ours_names)]]
     for phase, what in (("create", "creates"), ("get", "gets")):
-        for label, cell, with_ratio in ROWS:
-            rows.append([f"{what} {label}", *(cell(results[n][phase]) for n in names),
-                         *(f"{ratio(results[n][phase].rate_per_s, peer[phase].rate_per_s):.1f}x"
-                           if with_ratio and peer else "" for n in ours_names)])
+        for label, cell, number in ROWS:
+            ratios = [_times(ratio(number(results[n][phase]), number(peer[phase])))
+                      if number and peer else "" for n in ours_names]
+            rows.append([f"{what} {label}", *(cell(results[n][phase]) for n in names), *ratios])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = ["  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])
                      for i, c in enumerate(r)).rstrip() for r in rows]
