@@ -167,8 +167,9 @@ def moto(tmp: Path) -> Iterator[Target]:
     url = f"http://127.0.0.1:{port}/"
     log = tmp / "moto.log"
     binary = Path(sys.executable).parent / "moto_server"
-    process = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    with open(log, "ab") as out:
+        process = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while True:
