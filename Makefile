@@ -51,9 +51,19 @@ test: lint
 test-fast: lint
 	$(VENV)/bin/pytest -q -m "not slow"
 
-bench: $(STAMP)
+# `make bench` only: wrk (bench/wrk.py's load generator) and the `bench` extra (moto's EC2 server,
+# the peer it measures beside ours).
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+$(BENCH_STAMP): $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	@rm -f $(VENV)/.bench-installed-* && touch $@
+
+bench: $(BENCH_STAMP)
 	$(VENV)/bin/python bench/auth.py
 	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python bench/wrk.py
 	$(VENV)/bin/python bench/fleet.py
 	$(VENV)/bin/python bench/fleet.py --postgres
 	$(VENV)/bin/python bench/ha.py
