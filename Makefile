@@ -64,7 +64,7 @@ bench: $(BENCH_STAMP)
 	$(VENV)/bin/python bench/auth.py
 	$(VENV)/bin/python bench/run.py
 	$(VENV)/bin/python bench/wrk.py
-	$(VENV)/bin/python bench/fleet.py
+	$(VENV)/bin/python bench/curve.py
 	$(VENV)/bin/python bench/fleet.py --postgres
 	$(VENV)/bin/python bench/ha.py
 
