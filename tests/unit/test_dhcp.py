@@ -32,7 +32,7 @@ def option(code: int, address: str) -> bytes:
 
 
 def reply_options(data: bytes) -> dict[int, bytes]:
-    return dhcp._options(data[240:])
+    return dhcp.options(data[240:])
 
 
 def test_parse_reads_what_a_reply_depends_on() -> None:

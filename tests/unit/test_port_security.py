@@ -136,10 +136,10 @@ async def test_a_guest_without_an_address_gets_its_own_by_dhcp(lab: dict[str, st
         ip("-n", lab["g1"], "addr", "flush", "dev", "eth0")
         offer = await asyncio.to_thread(dhcp_exchange, lab, dhcp.DISCOVER)
         assert offer is not None and offer[16:20] == bytes([10, 0, 1, 2])
-        assert dhcp._options(offer[240:])[dhcp.ROUTER] == bytes([10, 0, 1, 1])
+        assert dhcp.options(offer[240:])[dhcp.ROUTER] == bytes([10, 0, 1, 1])
         ack = await asyncio.to_thread(dhcp_exchange, lab, dhcp.REQUEST, bytes(
             [dhcp.REQUESTED_ADDRESS, 4, 10, 0, 1, 2, dhcp.SERVER_ID, 4, 10, 0, 1, 1]))
-        assert ack is not None and dhcp._options(ack[240:])[dhcp.MESSAGE_TYPE] == bytes([dhcp.ACK])
+        assert ack is not None and dhcp.options(ack[240:])[dhcp.MESSAGE_TYPE] == bytes([dhcp.ACK])
         # Another MAC on g1's port: port security drops its request before the server sees it.
         ip("-n", lab["g1"], "link", "set", "eth0", "address", "52:54:00:de:ad:01")
         assert await asyncio.to_thread(dhcp_exchange, lab, dhcp.DISCOVER) is None

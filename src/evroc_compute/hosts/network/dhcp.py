@@ -72,13 +72,13 @@ def parse(packet: bytes) -> Request | None:
         _HEADER.unpack_from(packet)
     if op != 1 or htype != 1 or hlen != 6:  # a BOOTREQUEST from an Ethernet NIC
         return None
-    options = _options(packet[_HEADER.size + 4:])
-    kind = options.get(MESSAGE_TYPE, b"")
+    given = options(packet[_HEADER.size + 4:])
+    kind = given.get(MESSAGE_TYPE, b"")
     if len(kind) != 1:
         return None
 
     def address(code: int) -> ipaddress.IPv4Address | None:
-        value = options.get(code, b"")
+        value = given.get(code, b"")
         return ipaddress.IPv4Address(value) if len(value) == 4 else None
 
     return Request(message_type=kind[0], xid=xid, mac=":".join(f"{b:02x}" for b in chaddr[:6]),
@@ -87,7 +87,7 @@ def parse(packet: bytes) -> Request | None:
                    server=address(SERVER_ID))
 
 
-def _options(data: bytes) -> dict[int, bytes]:
+def options(data: bytes) -> dict[int, bytes]:
     """Options by code (a code given twice is concatenated, RFC 3396); stops at END."""
     found: dict[int, bytes] = {}
     at = 0
@@ -131,13 +131,13 @@ def reply(request: Request, lease: Lease, message_type: int) -> bytes:
                           if message_type == ACK else _ANY.packed, yours.packed, _ANY.packed,
                           _ANY.packed, bytes.fromhex(request.mac.replace(":", "")).ljust(16, b"\0"),
                           b"", b"")
-    options = [(MESSAGE_TYPE, bytes([message_type])), (SERVER_ID, lease.gateway.packed)]
+    fields = [(MESSAGE_TYPE, bytes([message_type])), (SERVER_ID, lease.gateway.packed)]
     if message_type != NAK:
-        options += [(LEASE_TIME, struct.pack("!I", LEASE_SECONDS)),
+        fields += [(LEASE_TIME, struct.pack("!I", LEASE_SECONDS)),
                     (SUBNET_MASK, lease.address.netmask.packed), (ROUTER, lease.gateway.packed)]
         if lease.dns:
-            options.append((DNS, b"".join(a.packed for a in lease.dns)))
-    body = b"".join(bytes([code, len(value)]) + value for code, value in options)
+            fields.append((DNS, b"".join(a.packed for a in lease.dns)))
+    body = b"".join(bytes([code, len(value)]) + value for code, value in fields)
     return header + MAGIC + body + bytes([END])
 
 
