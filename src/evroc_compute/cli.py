@@ -62,12 +62,16 @@ def _qemu_host(args: argparse.Namespace) -> QemuHostConfig:
     from evroc_compute.hosts.drivers.qemu.driver import QemuHostConfig, detect_accel
 
     accel = detect_accel() if args.accel == "auto" else args.accel
-    return QemuHostConfig(network=_network_mode(args.network), host_netns=args.host_netns,
-                          underlay=args.underlay_address,
-        name=args.host_name, zone=args.zone, data_dir=Path(args.data_dir) / "qemu",
-        image_dir=Path(args.image_dir) if args.image_dir else images_cli.default_image_dir(),
-        accel=accel, cpu_overcommit=args.cpu_overcommit,
-        memory_overcommit=args.memory_overcommit, stop_timeout=args.stop_timeout)
+    try:
+        return QemuHostConfig(
+            name=args.host_name, zone=args.zone, data_dir=Path(args.data_dir) / "qemu",
+            image_dir=Path(args.image_dir) if args.image_dir else images_cli.default_image_dir(),
+            accel=accel, cpu_overcommit=args.cpu_overcommit,
+            memory_overcommit=args.memory_overcommit, stop_timeout=args.stop_timeout,
+            network=_network_mode(args.network), host_netns=args.host_netns,
+            underlay=args.underlay_address, cloud_init_source=args.cloud_init_source)
+    except ValueError as problem:
+        sys.exit(f"evroc-compute: {problem}")
 
 
 def _network_mode(wanted: str) -> Literal["bridged", "user"]:
@@ -352,6 +356,10 @@ def _host_options(parser: argparse.ArgumentParser, *, default_driver: str) -> No
     parser.add_argument("--underlay-address", default="",
                         help="bridged: this host's address on the network between hosts; "
                              "project subnets span hosts over VXLAN from it (default: none)")
+    parser.add_argument("--cloud-init-source", choices=("seed", "metadata"), default="seed",
+                        help="seed: each guest boots with a NoCloud seed ISO; metadata "
+                             "(bridged only): no seed, cloud-init reads the project network's "
+                             "DHCP and metadata service as OpenStack's (default: seed)")
     parser.add_argument("--stop-timeout", type=float, default=30.0,
                         help="seconds a guest gets to power off before QEMU quits it")
 

@@ -85,11 +85,12 @@ def base(tmp_path: Path) -> Iterator[Path]:
 
 
 def ssh_in(project_name: str, key: SshKey, address: str, command: str,
-           timeout: float = 30, scope: str = "") -> subprocess.CompletedProcess[str]:
-    """ssh evroc-user@ADDRESS from inside the project's namespace (the VPC's router)."""
+           timeout: float = 30, scope: str = "", user: str = "evroc-user"
+           ) -> subprocess.CompletedProcess[str]:
+    """ssh USER@ADDRESS from inside the project's namespace (the VPC's router)."""
     netns = names.netns(project_name, scope)
     return subprocess.run(["ip", "netns", "exec", netns, "ssh", *SSH_OPTIONS,
-                           "-i", str(key.private), f"evroc-user@{address}", command],
+                           "-i", str(key.private), f"{user}@{address}", command],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -102,11 +103,12 @@ def ssh_public(key: SshKey, address: str, command: str, timeout: float = 30,
 
 
 def ssh_in_until_ok(project_name: str, key: SshKey, address: str, command: str = "true",
-                    scope: str = "") -> str:
+                    scope: str = "", user: str = "evroc-user", timeout: float = 120) -> str:
     def attempt() -> tuple[str] | None:
-        result = ssh_in(project_name, key, address, command, scope=scope)
+        result = ssh_in(project_name, key, address, command, scope=scope, user=user,
+                        timeout=max(30.0, timeout))
         return (result.stdout,) if result.returncode == 0 else None
-    found: tuple[str] = wait_for(attempt, 120, f"ssh {address} in {project_name}: {command}")
+    found: tuple[str] = wait_for(attempt, timeout, f"ssh {address} in {project_name}: {command}")
     return found[0]
 
 
@@ -198,6 +200,53 @@ def test_project_vpcs_route_between_zones_and_isolate_projects(
     finally:
         agent.send_signal(2)
         agent.wait(15)
+        server.stop()
+
+
+@pytest.mark.parametrize("source", ["metadata", "seed"])
+def test_debian_cloud_init_reads_the_metadata_service_without_a_seed(
+        base: Path, store: images.ImageStore, debian_image: images.StoredImage,
+        ssh_key: SshKey, projects: list[str], source: str) -> None:
+    """`--cloud-init-source metadata`: no seed disk; cloud-init's OpenStack datasource takes a
+    DHCP lease, reads the metadata service and configures the guest from it (the `seed` run
+    is the same guest from a NoCloud seed, for comparison)."""
+    server = serve_qemu(base, store, network="bridged", extra=("--cloud-init-source", source))
+    marker = f"from-user-data-{uuid.uuid4().hex}"
+    # No `users`: the image's default user (debian) gets the datasource's public keys, i.e.
+    # meta_data.json's `public_keys` when there is no seed.
+    user_data = "\n".join(["#cloud-config", "write_files:", "  - path: /etc/evroc-proof",
+                           f"    content: {marker}", "runcmd:",
+                           "  - [sh, -c, 'hostname > /var/tmp/hostname-at-boot']"])
+    try:
+        kubectl = project((server, base), projects)
+        started = time.monotonic()
+        kubectl("apply", "-f", "-", input=manifest(
+            disk("deb-boot", debian_image.name),
+            vm("deb", "deb-boot", ssh_key, user_data=user_data)))
+        address = str(wait_status(kubectl, "deb", "Running", 300)["networking"]
+                      ["privateIPv4Address"])
+        ssh_in_until_ok(projects[0], ssh_key, address, user="debian", timeout=180)
+        print(f"\nDebian, bridged, cloud-init from the {source}: kubectl apply -> ssh true "
+              f"{time.monotonic() - started:.1f} s")
+        uid = json.loads(kubectl("get", "vm", "deb", "-o", "json"))["metadata"]["uid"]
+        shown = ssh_in_until_ok(projects[0], ssh_key, address, "; ".join([
+            "cloud-init status --wait >/dev/null", "cat /etc/evroc-proof; echo",
+            "cat /var/tmp/hostname-at-boot", "cat /var/lib/cloud/data/instance-id",
+            "cloud-init query platform", "ip -4 route show default",
+            "sudo -n blkid -t LABEL=cidata -o device | grep . || echo no-cidata"]),
+            user="debian", timeout=180).splitlines()
+        assert shown[:4] == [marker, "deb", uid, "openstack" if source == "metadata" else "nocloud"]
+        assert shown[4].startswith("default via 10.0.1.1 ")  # network_data.json's gateway
+        assert (shown[5] == "no-cidata") == (source == "metadata"), shown
+        qemu = (Path("/proc") / str(qemu_pids(base)[0]) / "cmdline").read_bytes().split(b"\0")
+        assert (b"ide-cd,drive=seed,bus=ide.1" in qemu) == (source == "seed")
+        assert (f"type=1,product=OpenStack Nova,uuid={uid}".encode() in qemu) == \
+            (source == "metadata")
+
+        kubectl("delete", "vm", "deb")
+        wait_for(lambda: not qemu_pids(base), 60, "the guest to go")
+        wait_for(lambda: not leftovers(projects), 20, "the project's network to be removed")
+    finally:
         server.stop()
 
 

@@ -30,6 +30,7 @@ SUBNET = ipaddress.IPv4Network("10.0.1.0/24")
     ("/latest/meta-data/public-keys/2/openssh-key", 404, "not found\n"),
     ("/latest/user-data", 200, "#cloud-config\n"),
     ("/openstack/latest/user_data", 200, "#cloud-config\n"),
+    ("/openstack", 200, "latest"),  # the versions: cloud-init waits for this answer
     ("/nothing", 404, "not found\n"),
 ])
 def test_ec2_paths(path: str, status: int, body: str) -> None:
@@ -52,3 +53,4 @@ def test_openstack_documents() -> None:
     assert network["links"][0]["ethernet_mac_address"] == names.mac("1234-abcd")
     assert network["networks"][0]["ip_address"] == "10.0.1.5"
     assert network["networks"][0]["routes"][0]["gateway"] == "10.0.1.1"
+    assert network["networks"][0]["gateway"] == "10.0.1.1"  # what cloud-init's ENI renders

@@ -1,4 +1,4 @@
-"""Port security and groups in the kernel: the generated ruleset loaded in a scratch namespace.
+"""Port security, groups and DHCP in the kernel: the generated ruleset loaded in a scratch namespace.
 
 Two veth "guests" stand for VM NICs on a project's bridge (their bridge ends named like taps);
 the test sends real TCP between them inside namespaces it creates and removes, nothing else.
@@ -6,6 +6,11 @@ the test sends real TCP between them inside namespaces it creates and removes, n
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import json
+import socket
+import struct
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -13,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from evroc_compute.hosts.network import linux, names, rules, security
+from evroc_compute.hosts.network import dhcp, linux, names, rules, security
 
 pytestmark = pytest.mark.skipif(linux.missing() is not None, reason="needs root and nftables")
 
@@ -97,3 +102,46 @@ def test_the_default_group_admits_the_vpc_but_a_rule_change_can_shut_it(lab: dic
     subprocess.run(["ip", "netns", "exec", lab["project"], "nft", "-f", "-"], check=True,
                    text=True, input=rules.ruleset(closed))
     assert not connects(lab)
+
+
+def dhcp_exchange(lab: dict[str, str], kind: int, options: bytes = b"") -> bytes | None:
+    """g1 broadcasts a DHCP message from 0.0.0.0 (it has no address) and returns the reply."""
+    client = linux.socket_in(lab["g1"], socket.AF_INET, socket.SOCK_DGRAM)
+    with client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+        client.bind(("0.0.0.0", dhcp.CLIENT_PORT))
+        client.settimeout(2)
+        mac = subprocess.run(["ip", "-n", lab["g1"], "-j", "link", "show", "eth0"],
+                             capture_output=True, text=True, check=True).stdout
+        chaddr = bytes.fromhex(json.loads(mac)[0]["address"].replace(":", ""))
+        header = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, 42, 0, 0, bytes(4),
+                             bytes(4), bytes(4), bytes(4), chaddr.ljust(16, b"\0"), b"", b"")
+        client.sendto(header + dhcp.MAGIC + bytes([dhcp.MESSAGE_TYPE, 1, kind]) + options
+                      + bytes([dhcp.END]), ("255.255.255.255", dhcp.SERVER_PORT))
+        try:
+            return client.recv(1500)
+        except TimeoutError:
+            return None
+
+
+async def test_a_guest_without_an_address_gets_its_own_by_dhcp(lab: dict[str, str]) -> None:
+    known = {names.mac("g1"): dhcp.Lease(ipaddress.IPv4Interface("10.0.1.2/24")),
+             "52:54:00:de:ad:01": dhcp.Lease(ipaddress.IPv4Interface("10.0.1.2/24"))}
+    server = dhcp.DhcpServer(lambda project, zone, mac: known.get(mac) if zone == "se-sto-a"
+                             else None)
+    await server.serve(lab["project"], "p", "se-sto-a", names.bridge("se-sto-a"))
+    await server.serve(lab["project"], "p", "se-sto-b", "evbnosuchdev")  # no bridge: no socket
+    try:
+        ip("-n", lab["g1"], "addr", "flush", "dev", "eth0")
+        offer = await asyncio.to_thread(dhcp_exchange, lab, dhcp.DISCOVER)
+        assert offer is not None and offer[16:20] == bytes([10, 0, 1, 2])
+        assert dhcp.options(offer[240:])[dhcp.ROUTER] == bytes([10, 0, 1, 1])
+        ack = await asyncio.to_thread(dhcp_exchange, lab, dhcp.REQUEST, bytes(
+            [dhcp.REQUESTED_ADDRESS, 4, 10, 0, 1, 2, dhcp.SERVER_ID, 4, 10, 0, 1, 1]))
+        assert ack is not None and dhcp.options(ack[240:])[dhcp.MESSAGE_TYPE] == bytes([dhcp.ACK])
+        # Another MAC on g1's port: port security drops its request before the server sees it.
+        ip("-n", lab["g1"], "link", "set", "eth0", "address", "52:54:00:de:ad:01")
+        assert await asyncio.to_thread(dhcp_exchange, lab, dhcp.DISCOVER) is None
+    finally:
+        server.close(lab["project"])

@@ -129,3 +129,16 @@ def test_run_state_follows_from_the_observed_facts(facts: dict[str, object], sta
                                     "qemu_status": None}
     arguments.update(facts)
     assert classify(**arguments) is state  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("product", "uuid", "expected"), [
+    (None, None, []),
+    ("OpenStack Nova", "0f7c-42", ["type=1,product=OpenStack Nova,uuid=0f7c-42"]),
+    ("A,B", None, ["type=1,product=A,,B"]),  # commas doubled
+], ids=["none", "openstack", "escaped"])
+def test_the_firmware_names_the_system_only_when_told(
+        product: str | None, uuid: str | None, expected: list[str]) -> None:
+    args = command_line.argv(_spec(system_product=product, system_uuid=uuid, seed_iso=None),
+                             PATHS, 2222)
+    assert _option_values(args, "-smbios") == expected
+    assert not any("seed" in v for v in _option_values(args, "-blockdev"))

@@ -57,3 +57,11 @@ def test_long_disk_names_get_distinct_valid_serials_of_at_most_20_bytes() -> Non
 ])
 def test_a_vm_boots_without_an_address_only_when_none_is_free(conditions: list, refused: bool) -> None:
     assert _address_refused({"status": {"conditions": conditions}}) is refused
+
+
+def test_the_metadata_service_as_cloud_init_source_needs_bridged_networking() -> None:
+    base = {"name": "h1", "zone": "se-sto-a", "data_dir": Path("/tmp/d"),
+            "image_dir": Path("/tmp/i"), "accel": "tcg", "cloud_init_source": "metadata"}
+    with pytest.raises(ValueError, match="needs bridged networking"):
+        QemuHostConfig(**base)  # type: ignore[arg-type]
+    assert QemuHostConfig(**base, network="bridged").cloud_init_source == "metadata"  # type: ignore[arg-type]

@@ -66,6 +66,9 @@ def answer(vm: dict[str, Any], path: str, user_data: bytes,
                 return 200, b"openssh-key", text
             if parts[2:] == ["openssh-key"]:
                 return 200, keys[int(parts[1])].encode(), text
+    if path in ("/openstack", "/openstack/"):
+        # The versions served; cloud-init's OpenStack datasource waits for this answer.
+        return 200, b"latest", text
     if path in ("/latest/user-data", "/openstack/latest/user_data"):
         return 200, user_data, "application/octet-stream"
     if path == "/openstack/latest/meta_data.json":
@@ -75,12 +78,16 @@ def answer(vm: dict[str, Any], path: str, user_data: bytes,
                     "public_keys": {f"key{i}": key for i, key in enumerate(keys)}}
         return 200, json.dumps(document).encode(), "application/json"
     if path == "/openstack/latest/network_data.json" and private and subnet is not None:
+        gateway = str(subnet.network_address + 1)
+        # `gateway` is no Nova key, but cloud-init keeps it: without it, the default route
+        # is only a `route add` line (net-tools), which ifupdown-only guests cannot run.
         document = {"links": [{"id": "eth0", "type": "phy",
                                "ethernet_mac_address": names.mac(meta["uid"])}],
                     "networks": [{"id": "private", "link": "eth0", "type": "ipv4",
                                   "ip_address": private, "netmask": str(subnet.netmask),
+                                  "gateway": gateway,
                                   "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0",
-                                              "gateway": str(subnet.network_address + 1)}]}],
+                                              "gateway": gateway}]}],
                     "services": []}
         return 200, json.dumps(document).encode(), "application/json"
     return 404, b"not found\n", text

@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from evroc_compute.hosts.network import linux, names, rules, security
+from evroc_compute.hosts.network import dhcp, linux, names, rules, security
 from evroc_compute.hosts.network.metadata import MetadataServer
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import World, get, key_of
@@ -52,6 +52,7 @@ class NetworkPlane:
         self._at_host: tuple[str, ...] = ("-n", host_netns) if host_netns else ()
         self.lock = lock or linux.MachineLock()
         self.metadata = MetadataServer(self._vm_at, user_data, self._subnet_of)
+        self.dhcp = dhcp.DhcpServer(self._lease)
         self._applied: dict[str, tuple[str, rules.ProjectNetwork]] = {}  # netns -> last loaded
         # netns -> (project, generation of each of its SecurityGroups in the loaded rules)
         self._programmed: dict[str, tuple[str, dict[str, int]]] = {}
@@ -166,6 +167,17 @@ class NetworkPlane:
     def _subnet_of(self, vm: dict[str, Any]) -> ipaddress.IPv4Network | None:
         return self.settings.subnet(str(get(vm, "status", "placement", "zone") or ""))
 
+    def _lease(self, project: str, zone: str, mac: str) -> dhcp.Lease | None:
+        """The DHCP lease of the project's VM in `zone` with that MAC: its private address."""
+        subnet = self.settings.subnet(zone)
+        for vm in self.world.vms.cache.values():
+            address = get(vm, "status", "networking", "privateIPv4Address")
+            if vm["metadata"]["namespace"] == project and address and subnet is not None \
+                    and get(vm, "status", "placement", "zone") == zone \
+                    and names.mac(str(vm["metadata"]["uid"])) == mac:
+                return dhcp.Lease(ipaddress.IPv4Interface(f"{address}/{subnet.prefixlen}"))
+        return None
+
     # ---- plumbing ---------------------------------------------------------------------
 
     async def _ensure_namespace(self, project: str) -> None:
@@ -231,6 +243,7 @@ class NetworkPlane:
         if any(link["ifname"].startswith(names.TAP_PREFIX) for link in await linux.links(netns)):
             return
         await self.metadata.close(netns)
+        self.dhcp.close(netns)
         await linux.run("ip", *self._at_host, "link", "del", names.uplink_of(netns), check=False)
         await linux.run("ip", "netns", "del", netns)
         self._applied.pop(netns, None)
@@ -258,6 +271,7 @@ class NetworkPlane:
         if self.underlay:
             await self._overlay(project, here)
         await self.metadata.serve(netns, project)
+        await self.dhcp.serve(netns, project, self.zone, names.bridge(self.zone))
         self._programmed[netns] = (project, generations)
 
     def _vms_here(self, project: str) -> set[ipaddress.IPv4Address]:

@@ -6,7 +6,8 @@ Three tables, replaced together in one atomic `nft -f` transaction:
   else leaving by the uplink is masqueraded; traffic DNAT'ed back into a bridge (one VM
   reaching another by its public IP) is masqueraded too, so replies return the same way.
 - `bridge evroc-port`: port security.  A tap may only send from its VM's MAC and IP (ARP
-  included), so every source address the other tables see is trustworthy.  The bridge family
+  included), so every source address the other tables see is trustworthy; before it has its
+  address, its MAC may ask for it (DHCP from 0.0.0.0).  The bridge family
   has no connection tracking here, which is why groups are enforced in the inet table.
 - `inet evroc-sg`: security groups, stateful.  Each VM has an ingress and an egress chain
   holding the rules of all its groups, reached through verdict maps keyed by its address;
@@ -135,13 +136,16 @@ def _nat(project: ProjectNetwork) -> list[str]:
 
 def _ports(project: ProjectNetwork) -> list[str]:
     ports = _elements(f'"{n.tap}" . {n.mac} . {n.address}' for n in project.nics)
+    macs = _elements(f'"{n.tap}" . {n.mac}' for n in project.nics)
     return [
         "table bridge evroc-port {",
         "  set ports { type ifname . ether_addr . ipv4_addr;" + ports + " }",
+        "  set macs { type ifname . ether_addr;" + macs + " }",
         "  chain prerouting { type filter hook prerouting priority filter;",
         '    iifname != "evt*" accept',
         "    ether type ip iifname . ether saddr . ip saddr @ports accept",
         "    ether type arp iifname . ether saddr . arp saddr ip @ports accept",
+        "    iifname . ether saddr @macs ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept",
         "    counter drop",
         "  }",
         "}",
@@ -206,6 +210,7 @@ def _groups(project: ProjectNetwork) -> list[str]:
         f'    iifname "{UPLINK_INSIDE}" drop',
         "    ct state established,related accept",
         f"    ip daddr {METADATA_ADDRESS} tcp dport 80 accept",
+        "    udp sport 68 udp dport 67 accept",
         "    meta l4proto icmp accept",
         "    drop",
         "  }",

@@ -2,10 +2,11 @@
 
 Device choices follow what the guest must see: the boot disk as virtio-blk /dev/vda and
 permanent disks after it, a virtio-scsi controller so disks can be hot-plugged the way
-evroc does (scsi-hd with a serial), the NoCloud seed as a CD-ROM, the NIC on a tap the
-host's network opened (bridged) or on user-mode networking with SSH forwarded to a
-loopback port, and the monitor (QMP) and serial console on files
-in the VM's work directory. JSON -blockdev options avoid quoting paths.
+evroc does (scsi-hd with a serial), the NoCloud seed as a CD-ROM (if there is one), the
+firmware's system product and UUID (what cloud-init looks at before asking a metadata
+service), the NIC on a tap the host's network opened (bridged) or on user-mode networking
+with SSH forwarded to a loopback port, and the monitor (QMP) and serial console on files in
+the VM's work directory. JSON -blockdev options avoid quoting paths.
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ def argv(spec: MachineSpec, paths: MachinePaths, ssh_port: int,
     ]
     if spec.accel == "kvm":
         args += ["-cpu", "host"]
+    system = [f"{key}={_escape(value)}" for key, value in
+              (("product", spec.system_product), ("uuid", spec.system_uuid)) if value]
+    if system:
+        args += ["-smbios", ",".join(["type=1", *system])]
     if spec.kernel is not None:
         args += ["-kernel", str(spec.kernel)]
         if spec.initrd is not None:

@@ -26,8 +26,10 @@ PACKAGES = ("systemd-sysv", "udev", "dbus", "linux-image-cloud-amd64", "initramf
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0"
 FILESYSTEM_SIZE = "2G"  # grown to the disk's size by cloud-init's resize_rootfs on first boot
 _CLOUD_CFG = """\
-# evroc: seeds come from a NoCloud filesystem labelled cidata.
-datasource_list: [ NoCloud, None ]
+# evroc: seeds come from a NoCloud filesystem labelled cidata, or, on a host that gives no
+# seed (--cloud-init-source metadata), from the metadata service at 169.254.169.254 as
+# OpenStack's (ds-identify picks it when the firmware says "OpenStack Nova").
+datasource_list: [ NoCloud, OpenStack, None ]
 locale: C.UTF-8
 # Under TCG, RSA-3072 and DSA host keys cost 2-6 s before sshd can start; these two ~0.3 s.
 ssh_genkeytypes: [ ed25519, ecdsa ]
@@ -39,6 +41,10 @@ manage_etc_hosts: localhost
 # (refusing logins for a second) right after the guest came up.
 _SSHD_DROPIN = "PasswordAuthentication no\n"
 _FSTAB = "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n"
+# debootstrap copies the build machine's resolver, which guests cannot reach: every lookup
+# then waits out its timeouts (cloud-init's OpenStack datasource makes three before it asks
+# 169.254.169.254: 30 s).  With no nameserver, a lookup fails at once.
+_RESOLV_CONF = "# No resolver: evroc-compute's project networks have no DNS server.\n"
 _DEBOOTSTRAP_TIMEOUT = 1800.0
 _TIMEOUT = 600.0
 
@@ -70,9 +76,11 @@ async def build(into: Path, mirror: str = MIRROR) -> ImageFiles:
 
 
 def _configure(rootfs: Path) -> None:
-    """Make the tree a cloud image: NoCloud only, no identity baked in, no caches."""
+    """Make the tree a cloud image: NoCloud or OpenStack, no identity baked in, no caches."""
     (rootfs / "etc/cloud/cloud.cfg.d/90-evroc.cfg").write_text(_CLOUD_CFG)
     (rootfs / "etc/fstab").write_text(_FSTAB)
+    (rootfs / "etc/resolv.conf").unlink(missing_ok=True)  # it may be a link out of the tree
+    (rootfs / "etc/resolv.conf").write_text(_RESOLV_CONF)
     dropin = rootfs / "etc/ssh/sshd_config.d/50-cloud-init.conf"
     dropin.parent.mkdir(parents=True, exist_ok=True)
     dropin.write_text(_SSHD_DROPIN)

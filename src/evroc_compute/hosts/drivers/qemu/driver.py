@@ -10,6 +10,9 @@ them.  Per instance:
 - its disks are qcow2 files, `disks/<namespace>/<name>-<uid>.qcow2`, overlays of their image,
   created at first boot, kept when the VM goes and removed when the Disk is deleted;
 - its NoCloud seed carries the VM's uid, name, SSH keys or user data, and private address;
+  or, with `cloud_init_source="metadata"` (bridged only), there is no seed: the firmware says
+  "OpenStack Nova" and cloud-init takes the same from the project network's DHCP and
+  metadata service;
 - its NIC is on its project's network (hosts/network, `network="bridged"`: a tap the agent
   opens and QEMU inherits) or on QEMU's user-mode network with SSH forwarded from loopback;
 - Starting lasts until the guest's SSH server answers (on the forwarded loopback port, the
@@ -66,6 +69,8 @@ WATCH_INTERVAL = 2.0  # seconds between looks at a running guest (exits, pauses)
 BOOT_GRACE = 300.0  # a guest whose SSH server never answers is called Running after this
 BY_ID = "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_"  # where a hot-plugged disk appears
 _LOG_TAIL_LINES = 5
+# The SMBIOS product cloud-init's OpenStack datasource (and ds-identify) recognizes.
+OPENSTACK_PRODUCT = "OpenStack Nova"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +91,15 @@ class QemuHostConfig:
     # and this host's address on the underlay VXLAN overlays use between hosts ("": none).
     host_netns: str = ""
     underlay: str = ""
+    # Where cloud-init finds the VM's identity, keys, user data and network: a NoCloud seed
+    # ISO, or (bridged only) the project network's metadata service, as OpenStack's.
+    cloud_init_source: Literal["seed", "metadata"] = "seed"
+
+    def __post_init__(self) -> None:
+        if self.cloud_init_source == "metadata" and self.network != "bridged":
+            raise ValueError("--cloud-init-source metadata needs bridged networking: the "
+                             "metadata service lives in the project networks, and user-mode "
+                             "networking has none")
 
     def host_spec(self) -> HostSpec:
         """The Host this machine offers: its cores and memory, times the over-commit."""
@@ -369,21 +383,26 @@ class QemuDriver:
             gateway = subnet.network_address + 1
             network = seed.StaticNetwork(mac_address=mac, address=interface,
                                          gateway=gateway, nameservers=(subnet.network_address + 3,))
-        keys = _keys(vm)
-        seed_iso = machine.paths.workdir / "seed.iso"
         machine.paths.workdir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(seed.write_seed_iso, seed.seed_files(
-            instance_id=vm["metadata"]["uid"], hostname=name, ssh_authorized_keys=keys,
-            user_data=get(vm, "spec", "osSettings", "cloudInitUserData"), network=network),
-            seed_iso)
+        seed_iso = machine.paths.workdir / "seed.iso"
+        from_metadata = self.config.cloud_init_source == "metadata"
+        if from_metadata:
+            seed_iso.unlink(missing_ok=True)  # one a seed-mode run left
+        else:
+            await asyncio.to_thread(seed.write_seed_iso, seed.seed_files(
+                instance_id=vm["metadata"]["uid"], hostname=name, ssh_authorized_keys=_keys(vm),
+                user_data=get(vm, "spec", "osSettings", "cloudInitUserData"), network=network),
+                seed_iso)
         resources = get(instance, "spec", "resources") or {}
         return MachineSpec(
             name=f"{name}.{namespace}", boot_disk=files[0], disks=tuple(files[1:]),
-            seed_iso=seed_iso, kernel=image.kernel, initrd=image.initrd,
+            seed_iso=None if from_metadata else seed_iso, kernel=image.kernel, initrd=image.initrd,
             kernel_cmdline=image.kernel_cmdline,
             memory_mib=max(128, int(resources.get("memoryBytes") or 0) >> 20),
             vcpus=max(1, int(resources.get("vcpu") or 1)), accel=self.config.accel,
-            mac_address=mac, private_address=interface, gateway=gateway, tap_fd=tap_fd)
+            mac_address=mac, private_address=interface, gateway=gateway, tap_fd=tap_fd,
+            system_product=OPENSTACK_PRODUCT if from_metadata else None,
+            system_uuid=str(vm["metadata"]["uid"]) if from_metadata else None)
 
     # ---- files nobody owns any more ---------------------------------------------------
 

@@ -26,7 +26,7 @@ from .imagefiles import ImageFiles
 DEFAULT_ROOT = Path("~/.cache/evroc-compute/images")
 # The names end in a build version: bump it when the builder changes, so caches rebuild.
 MINIMAL_IMAGE = "evroc-minimal.3"  # busybox + dropbear, SSH in ~5 s under TCG
-DEBIAN_IMAGE = "debian.12.2"  # Debian bookworm with real cloud-init
+DEBIAN_IMAGE = "debian.12.3"  # Debian bookworm with real cloud-init
 _MANIFEST = "image.json"
 
 Builder = Callable[[Path], Awaitable[ImageFiles]]

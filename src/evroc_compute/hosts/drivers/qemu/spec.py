@@ -62,6 +62,10 @@ class MachineSpec:
     gateway: ipaddress.IPv4Address | None = None
     # A tap device opened by the host's network (its fd, QEMU inherits it); None: user-mode.
     tap_fd: int | None = None
+    # SMBIOS type 1 (system) product name and UUID the guest reads from its firmware tables
+    # (cloud-init's OpenStack datasource looks for "OpenStack Nova"); None: QEMU's own.
+    system_product: str | None = None
+    system_uuid: str | None = None
 
     def __post_init__(self) -> None:
         if self.kernel is None and (self.initrd is not None or self.kernel_cmdline is not None):
