@@ -24,8 +24,8 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
 import orjson
 
 from evroc_compute.api.kinds import Kind
@@ -39,6 +39,7 @@ from evroc_compute.client.base import (
     watch_query,
 )
 from evroc_compute.client.kubeconfig import Connection
+from evroc_compute.client.transport import Pool, Response, TransportError
 
 # The Status reasons kube-apiserver uses per code, for error answers that carry no Status body
 # (a proxy's 502, a plain-text 404 from something that is not this server).
@@ -50,9 +51,6 @@ _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotF
 
 
 log = logging.getLogger(__name__)
-
-# The request never left this machine: any request may go to another server.
-_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def may_resend(sent: bool, idempotent: bool, recheck: bool) -> bool:
@@ -84,8 +82,9 @@ class HttpClient:
     """A `Client` for the server at `servers` (e.g. "http://10.0.0.1:6443"), or for the first
     reachable one of several ("http://10.0.0.1:6443,http://10.0.0.2:6443").
 
-    One pooled httpx.AsyncClient serves every request and watch; close it with `aclose()` or
-    use the client as `async with HttpClient(...) as client:`.
+    One pool of keep-alive connections (client/transport.py) serves every request, and each
+    watch has a connection of its own; close them with `aclose()` or use the client as
+    `async with HttpClient(...) as client:`.
     """
 
     def __init__(self, servers: str | Sequence[str], field_manager: str, *,
@@ -96,18 +95,17 @@ class HttpClient:
         self._current = 0
         self.field_manager = field_manager
         self.timeout = timeout
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            verify=connection.tls if connection and connection.tls else True,
-            headers={"accept": "application/json", "user-agent": f"{field_manager}/http",
-                     **(connection.headers if connection else {})})
+        self._pool = Pool(connection.tls if connection else None, timeout=timeout)
+        self._headers = (("accept", "application/json"),
+                         ("user-agent", f"{field_manager}/http"),
+                         *(connection.headers.items() if connection else ()))
 
     @property
     def base_url(self) -> str:
         """The server requests go to now."""
         return self.servers[self._current]
 
-    def _fail_over(self, failed: int, problem: httpx.TransportError) -> None:
+    def _fail_over(self, failed: int, problem: TransportError) -> None:
         """Move on from server `failed`, unless a concurrent request already did."""
         if len(self.servers) > 1 and self._current == failed:
             self._current = (failed + 1) % len(self.servers)
@@ -115,7 +113,7 @@ class HttpClient:
                         type(problem).__name__, self.base_url)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._pool.aclose()
 
     async def __aenter__(self) -> HttpClient:
         return self
@@ -125,24 +123,24 @@ class HttpClient:
         await self.aclose()
 
     @staticmethod
-    def _unavailable(method: str, url: str, problem: httpx.TransportError,
+    def _unavailable(method: str, url: str, problem: TransportError,
                      note: str = "") -> ClientError:
         detail = str(problem) or type(problem).__name__
         return ClientError(_failure(
             503, "ServiceUnavailable", f"{method} {url}: {type(problem).__name__}: {detail}{note}"))
 
     @staticmethod
-    def _error(response: httpx.Response) -> ClientError:
+    def _error(response: Response) -> ClientError:
         """The Status of an error answer, or one made up from its code if it has none."""
         try:
-            status = orjson.loads(response.content)
+            status = orjson.loads(response.body)
         except orjson.JSONDecodeError:
             status = None
         if not isinstance(status, dict) or ("code" not in status and "reason" not in status):
-            text = response.text.strip()[:500] or response.reason_phrase
-            status = _failure(response.status_code,
-                              _REASONS.get(response.status_code, response.reason_phrase), text)
-        status.setdefault("code", response.status_code)
+            text = response.body.decode(errors="replace").strip()[:500] or response.reason
+            status = _failure(response.status,
+                              _REASONS.get(response.status, response.reason), text)
+        status.setdefault("code", response.status)
         return ClientError(status)
 
     async def _object(self, method: str, path: str, body: Any = None, *,
@@ -151,37 +149,37 @@ class HttpClient:
                       recheck: str = "") -> dict[str, Any]:
         """One request, on each server in turn until one answers (see `may_resend`); `recheck`
         is the path of the object a POST creates."""
-        headers: dict[str, str] = {}
+        headers = self._headers
         content: bytes | None = None
         if body is not None:
             content = orjson.dumps(body)
-            headers["content-type"] = content_type
+            headers = (*headers, ("content-type", content_type))
+        target = f"{path}?{urlencode(query)}" if query else path
         maybe_applied = False
-        failure: tuple[str, httpx.TransportError] | None = None
+        failure: tuple[str, TransportError] | None = None
         for _ in self.servers:
             server = self._current
-            url = self.servers[server] + path
             try:
-                response = await self._http.request(method, url, params=query, content=content,
-                                                    headers=headers)
-            except httpx.TransportError as problem:
-                sent = not isinstance(problem, _UNSENT)
-                if not may_resend(sent, idempotent, bool(recheck)):
+                response = await self._pool.request(self.servers[server], method, target,
+                                                    headers, content)
+            except TransportError as problem:
+                url = self.servers[server] + path
+                if not may_resend(problem.sent, idempotent, bool(recheck)):
                     self._fail_over(server, problem)
                     raise self._unavailable(
                         method, url, problem,
                         "; it may have been applied: read it back before sending it again",
                     ) from None
-                maybe_applied = maybe_applied or sent
+                maybe_applied = maybe_applied or problem.sent
                 failure = (url, problem)
                 self._fail_over(server, problem)
                 continue
-            if response.status_code >= 400:
+            if response.status >= 400:
                 error = self._error(response)
                 if maybe_applied and recheck and error.reason == "AlreadyExists":
                     return await self._our_create(recheck, error)
                 raise error
-            result: dict[str, Any] = orjson.loads(response.content)
+            result: dict[str, Any] = orjson.loads(response.body)
             return result
         assert failure is not None  # every server was tried: each failed
         raise self._unavailable(method, *failure) from None
@@ -218,21 +216,24 @@ class HttpClient:
         path = resource_path(kind, namespace)
         # No read timeout: an idle watch is quiet between the server's bookmarks, and how long
         # it lasts is the server's business (timeoutSeconds), not the socket's.
-        timeout = httpx.Timeout(self.timeout, read=None)
         version = resource_version
         failures = 0  # in a row, without an event in between
         while True:
             server = self._current
-            url = self.servers[server] + path
             query = watch_query(version, label_selector, timeout_seconds)
             try:
-                async with self._http.stream("GET", url, params=query,
-                                             timeout=timeout) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        raise self._error(response)
-                    async for line in response.aiter_lines():
-                        if line.strip():
+                async with self._pool.stream(self.servers[server], "GET",
+                                             f"{path}?{urlencode(query)}",
+                                             self._headers) as stream:
+                    if stream.status >= 400:
+                        head = stream.response_head
+                        raise self._error(Response(*head, await stream.read_rest()))
+                    pending = b""
+                    while (chunk := await stream.next_chunk()) is not None:
+                        *lines, pending = (pending + chunk).split(b"\n")
+                        for line in lines:
+                            if not line.strip():
+                                continue
                             event = orjson.loads(line)
                             delivered = WatchEvent(event["type"], event["object"])
                             if delivered.type != "ERROR" and delivered.resource_version:
@@ -240,11 +241,12 @@ class HttpClient:
                                 failures = 0
                             yield delivered
                 return
-            except httpx.TransportError as problem:
+            except TransportError as problem:
                 failures += 1
                 self._fail_over(server, problem)
                 if not version or failures >= len(self.servers):
-                    raise self._unavailable("GET", url, problem) from None
+                    raise self._unavailable("GET", self.servers[server] + path,
+                                            problem) from None
 
     async def create(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj.get("metadata") or {}
