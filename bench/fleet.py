@@ -14,9 +14,10 @@ Starts its own server with the controllers, the scheduler and a simulated fleet 
 5. prints wall time (first create sent -> last VM Running), placement decisions/s (instances
    that got `spec.host`, over the window first bind -> last bind), time-to-Running percentiles
    (VM create sent -> Running event), the server's peak RSS (VmRSS sampled + VmHWM), CPU
-   seconds, the stored writes per VM (each revision on the watches is one write) by kind, by
-   writer and by what changed (bench/writes.py; Host writes and Events counted apart), and
-   the first distinct errors of the server's log.
+   seconds (and, with `--server-arg=--controllers --server-arg=process`, the controllers
+   process's: the server's child), the stored writes per VM (each revision on the watches is
+   one write) by kind, by writer and by what changed (bench/writes.py; Host writes and Events
+   counted apart), and the first distinct errors of the server's log.
 
     .venv/bin/python bench/fleet.py                  # 10,000 VMs (targets: <= 60 s, <= 2 GiB)
     .venv/bin/python bench/fleet.py --vms 500        # a quick run
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -247,6 +249,19 @@ class Seen:
         self.writes.seen("Host", event["type"], event["object"])
 
 
+def child_of(pid: int) -> int | None:
+    """A process whose parent is `pid` (serve's controllers process), if there is one."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                return int(entry)
+    return None
+
+
 # ---- the run ---------------------------------------------------------------------------
 
 class FleetBench:
@@ -262,6 +277,8 @@ class FleetBench:
         self.seen = Seen()
         self.rss_peak_kb = 0
         self.rss_series: list[tuple[float, int, float]] = []  # (t, VmRSS kB, server CPU s)
+        self.plane: ServerStats | None = None  # the controllers process, if serve has one
+        self.plane_rss_peak_kb = 0
         self.results: dict[str, Any] = {}
         self.width = max(5, len(str(args.vms)))
 
@@ -319,11 +336,16 @@ class FleetBench:
                 return
             self.rss_peak_kb = max(self.rss_peak_kb, mem.get("VmRSS", 0))
             self.rss_series.append((time.time(), mem.get("VmRSS", 0), cpu))
+            if self.plane is not None:
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    self.plane_rss_peak_kb = max(self.plane_rss_peak_kb,
+                                                 self.plane.memory().get("VmRSS", 0))
             await asyncio.sleep(self.args.sample_interval)
 
     async def progress(self, t0: float) -> None:
         s = self.seen
         last_cpu, last_t = self.proc.cpu_seconds(), time.time()
+        last_plane = self.plane_cpu()
         while True:
             await asyncio.sleep(self.args.progress_interval)
             now = time.time()
@@ -337,8 +359,17 @@ class FleetBench:
                      f"{len(s.bound):>6}  disksReady {len(s.vmi_disks_ready):>6}  VMI Running "
                      f"{len(s.vmi_running):>6}  VM Running {len(s.running):>6}  RSS "
                      f"{rss / 1024:6.0f} MiB  server CPU {(cpu - last_cpu) / (now - last_t):4.0%}"
-                     f"  unschedulable {len(s.unschedulable)}")
-            last_cpu, last_t = cpu, now
+                     + (f"  controllers CPU {(plane - last_plane) / (now - last_t):4.0%}"
+                        if (plane := self.plane_cpu()) else "")
+                     + f"  unschedulable {len(s.unschedulable)}")
+            last_cpu, last_t, last_plane = cpu, now, plane
+
+    def plane_cpu(self) -> float:
+        """CPU seconds of the controllers process (0 without one, or once it is gone)."""
+        try:
+            return self.plane.cpu_seconds() if self.plane is not None else 0.0
+        except (OSError, IndexError, ValueError):
+            return 0.0
 
     # -- creates ---------------------------------------------------------------------
 
@@ -432,11 +463,16 @@ class FleetBench:
         await self.ensure_namespace()
         waited = await self.wait_for_hosts(a.hosts_per_zone * len(ZONES))
         self.log(f"  {a.hosts_per_zone * len(ZONES)} hosts Ready after {waited:.1f} s")
+        plane_pid = child_of(self.process.pid)
+        if plane_pid is not None:
+            self.plane = ServerStats(plane_pid)
+            self.log(f"  controllers process pid {plane_pid}")
         streams = await self.open_watches()
         await asyncio.sleep(0.2)
         background = [asyncio.create_task(self.sample_memory())]
         cpu0, cpu0_main, client0 = (self.proc.cpu_seconds(), self.proc.cpu_seconds(True),
                                     time.process_time())
+        plane0 = self.plane_cpu()
         t0 = time.time()
         background.append(asyncio.create_task(self.progress(t0)))
         creating = asyncio.create_task(self.creates())
@@ -468,6 +504,11 @@ class FleetBench:
             task.cancel()
         cpu, cpu_main, client = (self.proc.cpu_seconds(), self.proc.cpu_seconds(True),
                                  time.process_time())
+        plane = self.plane_cpu()
+        plane_mem: dict[str, int] = {}
+        if self.plane is not None:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                plane_mem = self.plane.memory()
         mem = self.proc.memory()
         self.rss_peak_kb = max(self.rss_peak_kb, mem.get("VmRSS", 0))
         for w in streams:
@@ -522,6 +563,12 @@ class FleetBench:
                        "threads": mem.get("Threads", 0)},
             "writes": s.writes.report(len(s.vm_created)),
             "client_cpu_s": client - client0,
+            "controllers_process": None if self.plane is None else {
+                "pid": self.plane.pid, "alive_at_end": bool(plane_mem),
+                "cpu_s": plane - plane0, "cpu_util": (plane - plane0) / max(1e-9, t_end - t0),
+                "rss_peak_sampled_mib": self.plane_rss_peak_kb / 1024,
+                "vm_hwm_mib": plane_mem.get("VmHWM", 0) / 1024,
+                "rss_end_mib": plane_mem.get("VmRSS", 0) / 1024},
             "rss_series": [(round(t - t0, 2), kb, round(c - cpu0, 2))
                            for t, kb, c in self.rss_series[::max(1, len(self.rss_series) // 300)]],
         })
@@ -706,6 +753,15 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"server CPU {srv['cpu_s']:.1f} s ({srv['cpu_util']:.0%} of a core; event-loop thread "
         f"{srv['main_thread_cpu_s']:.1f} s), client CPU {r['client_cpu_s']:.1f} s; RSS at end "
         f"{srv['rss_end_mib']:.0f} MiB",
+    ]
+    if r.get("controllers_process"):
+        cp = r["controllers_process"]
+        lines.append(
+            f"controllers process (pid {cp['pid']}) CPU {cp['cpu_s']:.1f} s ({cp['cpu_util']:.0%} "
+            f"of a core); peak RSS {max(cp['rss_peak_sampled_mib'], cp['vm_hwm_mib']):.0f} MiB; "
+            f"server + controllers CPU {srv['cpu_s'] + cp['cpu_s']:.1f} s"
+            + ("" if cp["alive_at_end"] else " (it exited during the run)"))
+    lines += [
         f"watch traffic: {r['watch']['vm_lines']} VM events ({r['watch']['vm_mb']:.0f} MB), "
         f"{r['watch']['vmi_lines']} VMI events ({r['watch']['vmi_mb']:.0f} MB), "
         f"{r['watch']['disk_lines']} Disk events ({r['watch']['disk_mb']:.0f} MB) = "

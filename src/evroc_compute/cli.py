@@ -1,4 +1,4 @@
-"""Command line: `evroc-compute serve|agent|images|store|console|kubeconfig`."""
+"""Command line: `evroc-compute serve|controllers|agent|images|store|credentials|console|kubeconfig`."""
 
 from __future__ import annotations
 
@@ -18,17 +18,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from evroc_compute import credentials_cli, images_cli, logs, store_cli
-from evroc_compute.client.kubeconfig import admin_kubeconfig
+from evroc_compute.client.kubeconfig import (
+    admin_kubeconfig,
+    certificate_user,
+    control_plane_kubeconfig,
+)
 from evroc_compute.hosts.fleet import Fleet, FleetError, default_fleet, load_fleet
 from evroc_compute.runtime.settings import Settings, Timing
 from evroc_compute.server import audit, connections, fairness
 from evroc_compute.server.auth.authn import token_hash
 from evroc_compute.server.auth.oidc import OidcAuthenticator, OidcConfig
-from evroc_compute.server.auth.pki import Pki, serial_of
+from evroc_compute.server.auth.pki import Pki, serial_of, write_private
 from evroc_compute.server.console.oidc_login import DEFAULT_SCOPES
 from evroc_compute.store import urls
 
 if TYPE_CHECKING:
+    from evroc_compute.cloud import ControllersMode
     from evroc_compute.hosts.drivers.qemu.driver import QemuHostConfig
 
 log = logging.getLogger("evroc_compute")
@@ -120,15 +125,17 @@ def serve(args: argparse.Namespace) -> None:
     pki = _pki(args)
     pki.ensure([args.host])
     tls = _tls(args, pki)
-    admin = (serial_of(pki.admin_cert.read_bytes()),)
+    own = tuple(serial_of(cert.read_bytes()) for cert in pki.own_certificates)
     admin_token = token_hash(pki.admin_token.read_text().partition(".")[2])
+    mode: ControllersMode = "none" if args.no_controllers else args.controllers
+    command = _controllers_command(args, pki) if mode == "process" else []
     # Watches may hold half the connections, so open watches cannot lock out requests.
     app = Cloud(Path(args.data_dir), store_url=store_url, fleet=fleet,
-                controllers=not args.no_controllers, qemu_host=qemu_host,
+                controllers=mode, controllers_command=command, qemu_host=qemu_host,
                 compact_interval=args.compact_interval, compact_keep=args.compact_keep,
                 max_watches=max(1, cap // 2), body_timeout=args.idle_timeout,
                 event_ttl=args.event_ttl, token_authenticators=_oidc(args),
-                admin_certificates=admin, admin_token_hash=admin_token,
+                admin_certificates=own, admin_token_hash=admin_token,
                 agent_client=(pki.agent_client_cert, pki.agent_client_key),
                 limits=fairness.Limits(args.max_requests_per_user, args.max_watches_per_user),
                 audit_log=_audit_log(args), console_key=_console_key(pki),
@@ -146,6 +153,62 @@ def serve(args: argparse.Namespace) -> None:
                 # Open watches would otherwise hold a graceful shutdown (Ctrl-C) for up to
                 # their timeout (30 min): give requests 3 s, then cancel what remains.
                 timeout_graceful_shutdown=3)
+
+
+def _controllers_command(args: argparse.Namespace, pki: Pki) -> list[str]:
+    """`serve --controllers process`: the command line of its controllers process, whose
+    kubeconfig (the PKI's controller-manager and fleet-simulator certificates) is written now."""
+    if args.driver != "sim":
+        sys.exit("evroc-compute: --controllers process runs the simulated fleet's control plane; "
+                 "with --driver qemu run the controllers in-process (or this host as "
+                 "`evroc-compute agent`)")
+    if args.insecure_http or args.tls_cert:
+        sys.exit("evroc-compute: --controllers process authenticates its controllers with the "
+                 "PKI's client certificates over the PKI's serving certificate: it cannot be "
+                 "combined with --insecure-http or --tls-cert")
+    host = "127.0.0.1" if args.host in ("", "0.0.0.0", "::") else args.host
+    url = f"https://{'[' + host + ']' if ':' in host else host}:{args.port}"
+    users = {"controllers": certificate_user(pki.controllers_cert.read_bytes(),
+                                             pki.controllers_key.read_bytes()),
+             "fleet-simulator": certificate_user(pki.simulator_cert.read_bytes(),
+                                                 pki.simulator_key.read_bytes())}
+    write_private(pki.controllers_kubeconfig,
+                  control_plane_kubeconfig(url, pki.ca_cert.read_bytes(), users).encode())
+    command = [sys.executable, "-m", "evroc_compute.cli", "controllers", "--server", url,
+               "--kubeconfig", str(pki.controllers_kubeconfig), "--log-level", args.log_level,
+               "--log-format", args.log_format]
+    return command + (["--fleet", str(Path(args.fleet).resolve())] if args.fleet else [])
+
+
+async def _run_controllers(args: argparse.Namespace) -> None:
+    from evroc_compute import controlplane
+    from evroc_compute.client import kubeconfig as kubeconfigs
+    from evroc_compute.client.http import HttpClient
+
+    try:
+        fleet = load_fleet(Path(args.fleet)) if args.fleet else default_fleet()
+        connection = kubeconfigs.load(Path(args.kubeconfig))
+        simulator = kubeconfigs.load(Path(args.kubeconfig), args.simulator_context)
+    except (FleetError, kubeconfigs.KubeconfigError) as problem:
+        sys.exit(f"evroc-compute: {problem}")
+    identity = args.identity or f"{socket.gethostname()}:{os.getpid()}:controllers"
+    async with HttpClient(args.server, "evroc-compute-controllers",
+                          connection=connection) as client, \
+            HttpClient(args.server, "evroc-compute-fleet-simulator",
+                       connection=simulator) as simulated:
+        log.info("controllers: %d simulated hosts, serving %s as %s", len(fleet.hosts),
+                 ",".join(client.servers), identity)
+        await controlplane.run(client, simulated, fleet, identity)
+
+
+def controllers(args: argparse.Namespace) -> None:
+    import asyncio
+
+    import uvloop
+
+    with contextlib.suppress(KeyboardInterrupt), \
+            asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_run_controllers(args))
 
 
 def _fairness_options(parser: argparse.ArgumentParser) -> None:
@@ -434,8 +497,15 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--fleet", default="",
                      help="a YAML fleet file (hosts, timing, faults' back-off); default: the "
                           "built-in simulated fleet of three zones with realistic timing")
+    run.add_argument("--controllers", choices=("in-process", "process", "none"),
+                     default="in-process",
+                     help="where the control plane (controllers, scheduler, the simulated "
+                          "fleet's agent) runs: in-process: in this process; process: in a "
+                          "child process (`evroc-compute controllers`) over HTTPS, on another "
+                          "core, restarted when it dies; none: the API only (default "
+                          "%(default)s)")
     run.add_argument("--no-controllers", action="store_true",
-                     help="serve the API only: no controllers, scheduler or hosts")
+                     help="the same as --controllers none")
     run.add_argument("--max-connections", type=int, default=connections.DEFAULT_MAX_CONNECTIONS,
                      help="open connections at most (default %(default)s, fewer if the file "
                           "limit is lower); watches may hold half of them")
@@ -470,6 +540,24 @@ def main(argv: list[str] | None = None) -> None:
     config.add_argument("--certificate-authority", default="",
                         help="the CA to trust instead of the PKI's (a server run with --tls-cert: "
                              "the CA of that certificate)")
+    plane = commands.add_parser(
+        "controllers", help="run the control plane (controllers, scheduler, the simulated "
+        "fleet's agent) of a server in this process, over HTTPS")
+    plane.add_argument("--kubeconfig", required=True,
+                       help="the server, its CA and the controller manager's credential; a "
+                            "second context (--simulator-context) holds the fleet simulator's "
+                            "(serve writes DATA_DIR/pki/controllers.kubeconfig)")
+    plane.add_argument("--server", default="",
+                       help="the API server's URL instead of the kubeconfig's, or several "
+                            "servers of one database: URL1,URL2 (fails over between them)")
+    plane.add_argument("--simulator-context", default="fleet-simulator",
+                       help="the kubeconfig context of the simulated fleet's agent "
+                            "(default %(default)s)")
+    plane.add_argument("--fleet", default="",
+                       help="the server's fleet file (default: the built-in simulated fleet)")
+    plane.add_argument("--identity", default="",
+                       help="the candidate's name in the leader election (default: host, pid)")
+    _log_options(plane)
     host_agent = commands.add_parser("agent", help="run this machine as a host of a server")
     host_agent.add_argument("--kubeconfig", required=True,
                             help="the host's kubeconfig (evroc-compute credentials create --host "
@@ -510,6 +598,8 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(getattr(args, "log_level", "info"), getattr(args, "log_format", "text"))
     if args.command == "serve":
         serve(args)
+    elif args.command == "controllers":
+        controllers(args)
     elif args.command == "agent":
         if args.driver != "qemu":
             sys.exit("evroc-compute: a separate agent runs real VMs: --driver qemu")

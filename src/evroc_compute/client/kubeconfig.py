@@ -47,6 +47,20 @@ def kubeconfig(server: str, user: dict[str, str], *, ca: bytes = b"", cluster: s
     }, sort_keys=False)
 
 
+def control_plane_kubeconfig(server: str, ca: bytes,
+                             users: dict[str, dict[str, str]]) -> str:
+    """A kubeconfig with one context per user (`users`: context name -> kubeconfig user
+    entry), all for `server`; the first is current."""
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": next(iter(users)),
+        "clusters": [{"name": "evroc-compute", "cluster": {
+            "server": server, "certificate-authority-data": base64.b64encode(ca).decode()}}],
+        "users": [{"name": name, "user": user} for name, user in users.items()],
+        "contexts": [{"name": name, "context": {"cluster": "evroc-compute", "user": name}}
+                     for name in users],
+    }, sort_keys=False)
+
+
 def certificate_user(cert: bytes, key: bytes) -> dict[str, str]:
     return {"client-certificate-data": base64.b64encode(cert).decode(),
             "client-key-data": base64.b64encode(key).decode()}
@@ -69,13 +83,15 @@ class KubeconfigError(ValueError):
     pass
 
 
-def load(path: Path) -> Connection:
+def load(path: Path, context_name: str = "") -> Connection:
+    """The server, CA and credential of the current context, or of context `context_name`."""
     try:
         config = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as problem:
         raise KubeconfigError(f"cannot read kubeconfig {path}: {problem}") from None
     try:
-        context = _named(config, "contexts", config["current-context"])["context"]
+        context = _named(config, "contexts",
+                         context_name or config["current-context"])["context"]
         cluster = _named(config, "clusters", context["cluster"])["cluster"]
         user = _named(config, "users", context["user"])["user"] or {}
         server = str(cluster["server"])

@@ -80,9 +80,10 @@ class Authenticator:
         return self._token(token)
 
     def _certificate(self, cert: ClientCertificate) -> UserInfo:
-        """The PKI's admin certificate (by its serial number) needs no record, as kubeadm's;
-        every other certificate, system:masters ones included, must have a Credential that is
-        not revoked, so that every issued certificate can be revoked."""
+        """The PKI's own certificates (admin, controller manager, fleet simulator; by serial
+        number) need no record, as kubeadm's; every other certificate, system:masters ones
+        included, must have a Credential that is not revoked, so that every issued certificate
+        can be revoked."""
         if cert.serial.lower() not in self.admin_certificates:
             spec = self._credential(certificate_credential_name(cert.serial), "certificate")
             if spec is None:

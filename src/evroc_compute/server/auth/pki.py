@@ -3,11 +3,15 @@
 On first start a server creates, in its PKI directory (default `DATA_DIR/pki`), what kubeadm
 creates for a cluster: a CA for the serving certificate, a serving certificate for the listen
 address, `localhost` and `127.0.0.1`, a client CA, an admin client certificate (CN `admin`,
-O `system:masters`), and the certificate the server presents to host agents' console
+O `system:masters`), the certificate the server presents to host agents' console
 endpoints (CN `system:apiserver`, as kubeadm's apiserver-kubelet-client: signed by the CA the
 agents' kubeconfigs trust, which the server's own client authentication does not, so it is
-no credential for the API). Several servers of one database share one PKI directory, so one
-kubeconfig works against any of them. Keys are written 0600 and never leave the directory.
+no credential for the API), and the control plane's own client certificates (kubeadm's
+controller-manager.conf): CN `system:controller-manager` for the controllers and CN
+`system:fleet-simulator` for the simulated fleet's agent, which `serve --controllers process`
+gives its controllers process (`controllers.kubeconfig`); these need no Credential record.
+Several servers of one database share one PKI directory, so one kubeconfig works against any
+of them. Keys are written 0600 and never leave the directory.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from evroc_compute.api.consolelog import API_SERVER_USER
+from evroc_compute.server.auth.users import CONTROLLER_MANAGER, FLEET_SIMULATOR
 
 CA_DAYS = 3650
 SERVING_DAYS = 825
@@ -83,6 +88,33 @@ class Pki:
         plain HTTP, where no client certificate can be presented."""
         return self.directory / "admin.token"
 
+    @property
+    def controllers_cert(self) -> Path:
+        return self.directory / "controllers.crt"
+
+    @property
+    def controllers_key(self) -> Path:
+        return self.directory / "controllers.key"
+
+    @property
+    def simulator_cert(self) -> Path:
+        return self.directory / "fleet-simulator.crt"
+
+    @property
+    def simulator_key(self) -> Path:
+        return self.directory / "fleet-simulator.key"
+
+    @property
+    def controllers_kubeconfig(self) -> Path:
+        """The controllers process's kubeconfig (contexts `controllers` and `fleet-simulator`),
+        which `serve --controllers process` writes for the child it starts."""
+        return self.directory / "controllers.kubeconfig"
+
+    @property
+    def own_certificates(self) -> tuple[Path, ...]:
+        """The client certificates of the PKI itself, accepted without a Credential record."""
+        return self.admin_cert, self.controllers_cert, self.simulator_cert
+
     def ensure(self, hosts: list[str]) -> None:
         """Create whatever is missing; a serving certificate is remade when it does not cover
         `hosts` (the server was moved to another address)."""
@@ -104,8 +136,15 @@ class Pki:
         if not self.agent_client_cert.exists():
             cert, key = issue(self.ca_cert, self.ca_key, API_SERVER_USER, (), SERVING_DAYS)
             _write(self.agent_client_cert, cert, self.agent_client_key, key)
+        for cert_path, key_path, user in ((self.controllers_cert, self.controllers_key,
+                                           CONTROLLER_MANAGER),
+                                          (self.simulator_cert, self.simulator_key,
+                                           FLEET_SIMULATOR)):
+            if not cert_path.exists():
+                cert, key = issue(self.client_ca_cert, self.client_ca_key, user, (), CA_DAYS)
+                _write(cert_path, cert, key_path, key)
         if not self.admin_token.exists():
-            _write_private(self.admin_token, f"{ADMIN_USER}.{secrets.token_urlsafe(32)}".encode())
+            write_private(self.admin_token, f"{ADMIN_USER}.{secrets.token_urlsafe(32)}".encode())
 
 
 def issue(ca_cert: Path, ca_key: Path, common_name: str, organizations: tuple[str, ...],
@@ -207,11 +246,11 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def _write(cert_path: Path, cert: bytes, key_path: Path, key: bytes) -> None:
     """The key first and 0600 from its creation; each file replaced whole (a crash leaves the
     old pair or the new one, and a serving pair is remade on the next start if mismatched)."""
-    _write_private(key_path, key)
-    _write_private(cert_path, cert, 0o644)
+    write_private(key_path, key)
+    write_private(cert_path, cert, 0o644)
 
 
-def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
     partial = path.with_suffix(path.suffix + ".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as out:
