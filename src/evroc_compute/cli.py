@@ -15,6 +15,7 @@ import ssl
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 from evroc_compute import credentials_cli, images_cli, logs, store_cli
@@ -145,14 +146,26 @@ def serve(args: argparse.Namespace) -> None:
     log.info("serving on %s://%s:%d (%s)", scheme, args.host, args.port, where)
     log.info("web console: %s://%s:%d/console/ (log in with the token that `evroc-compute "
              "kubeconfig` prints)", scheme, args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=None,
-                **tls,
-                access_log=args.access_log, loop="uvloop",
-                http=connections.limited(cap, args.idle_timeout),
-                timeout_keep_alive=args.idle_timeout, backlog=4096,
-                # Open watches would otherwise hold a graceful shutdown (Ctrl-C) for up to
-                # their timeout (30 min): give requests 3 s, then cancel what remains.
-                timeout_graceful_shutdown=3)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, log_config=None, **tls,
+        access_log=args.access_log, loop="uvloop", http=connections.limited(cap, args.idle_timeout),
+        timeout_keep_alive=args.idle_timeout, backlog=4096,
+        # Open watches would otherwise hold a graceful shutdown (Ctrl-C) for up to their
+        # timeout (30 min): give requests 3 s, then cancel what remains.
+        timeout_graceful_shutdown=3)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # The controllers process ends first: its watches would hold the graceful shutdown,
+            # and it would log the server going away.
+            app.stopping()
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # the signal uvicorn re-raises when it is done
+        server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: it could not start (the error is logged)
 
 
 def _controllers_command(args: argparse.Namespace, pki: Pki) -> list[str]:

@@ -111,6 +111,11 @@ class Cloud:
         return [Agent("qemu-agent", self.host_client, world, settings,
                       QemuDriver(world, settings, self.qemu_host))]
 
+    def stopping(self) -> None:
+        """The server is about to shut down (a signal): the controllers process goes first."""
+        if self.supervisor is not None:
+            self.supervisor.terminate()
+
     async def stop(self) -> None:
         if self.supervisor is not None:
             await self.supervisor.stop()

@@ -92,12 +92,17 @@ class Supervisor:
             out.write(labelled(line, self.name, process.pid))
             out.flush()
 
-    async def stop(self) -> None:
+    def terminate(self) -> None:
+        """Send the child SIGTERM and start it no more (safe in a signal handler)."""
         self._stopping = True
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+
+    async def stop(self) -> None:
+        self.terminate()
         process = self.process
         if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
             try:
                 await asyncio.wait_for(process.wait(), 5)
             except TimeoutError:
