@@ -110,7 +110,7 @@ def duration(text: str) -> float:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from evroc_compute.cloud import Cloud
+    from evroc_compute.cloud import Cloud, Limits
 
     fleet = _fleet(args)
     qemu_host = _qemu_host(args) if args.driver == "qemu" else None
@@ -138,7 +138,7 @@ def serve(args: argparse.Namespace) -> None:
                 event_ttl=args.event_ttl, token_authenticators=_oidc(args),
                 admin_certificates=own, admin_token_hash=admin_token,
                 agent_client=(pki.agent_client_cert, pki.agent_client_key),
-                limits=fairness.Limits(args.max_requests_per_user, args.max_watches_per_user),
+                limits=Limits(args.max_requests_per_user, args.max_watches_per_user),
                 audit_log=_audit_log(args), console_key=_console_key(pki),
                 console_scopes=args.oidc_console_scopes)
     where = urls.redacted(store_url) if store_url else f"data in {Path(args.data_dir).resolve()}"
@@ -193,6 +193,9 @@ def _controllers_command(args: argparse.Namespace, pki: Pki) -> list[str]:
     return command + (["--fleet", str(Path(args.fleet).resolve())] if args.fleet else [])
 
 
+CONTROLLERS_IN_FLIGHT = 256
+
+
 async def _run_controllers(args: argparse.Namespace) -> None:
     from evroc_compute import controlplane
     from evroc_compute.client import kubeconfig as kubeconfigs
@@ -205,10 +208,13 @@ async def _run_controllers(args: argparse.Namespace) -> None:
     except (FleetError, kubeconfigs.KubeconfigError) as problem:
         sys.exit(f"evroc-compute: {problem}")
     identity = args.identity or f"{socket.gethostname()}:{os.getpid()}:controllers"
-    async with HttpClient(args.server, "evroc-compute-controllers",
-                          connection=connection) as client, \
-            HttpClient(args.server, "evroc-compute-fleet-simulator",
-                       connection=simulator) as simulated:
+    # As many requests in flight as the controllers' workers and the scheduler's batches make
+    # (the server does not count the control plane's users against --max-requests-per-user):
+    # writes that wait for one group commit together are committed together.
+    async with HttpClient(args.server, "evroc-compute-controllers", connection=connection,
+                          max_connections=CONTROLLERS_IN_FLIGHT) as client, \
+            HttpClient(args.server, "evroc-compute-fleet-simulator", connection=simulator,
+                       max_connections=CONTROLLERS_IN_FLIGHT) as simulated:
         log.info("controllers: %d simulated hosts, serving %s as %s", len(fleet.hosts),
                  ",".join(client.servers), identity)
         await controlplane.run(client, simulated, fleet, identity)

@@ -34,14 +34,39 @@ from evroc_compute.hosts.agent import Agent
 from evroc_compute.hosts.drivers.qemu.driver import QemuDriver, QemuHostConfig, register_host
 from evroc_compute.hosts.fleet import Fleet, default_fleet
 from evroc_compute.runtime.world import World
+from evroc_compute.server import fairness
 from evroc_compute.server.app import App
-from evroc_compute.server.auth.users import FLEET_SIMULATOR_USER, host_user
+from evroc_compute.server.auth.users import (
+    CONTROLLER_MANAGER,
+    FLEET_SIMULATOR,
+    FLEET_SIMULATOR_USER,
+    host_user,
+)
 from evroc_compute.server.http import Receive, Scope, Send, lifespan
 from evroc_compute.supervisor import Supervisor
 
 LEADER_LEASE = controlplane.LEADER_LEASE
 ControllersMode = Literal["in-process", "process", "none"]
 CONTROLLERS_MODES: tuple[ControllersMode, ...] = ("in-process", "process", "none")
+
+
+class Limits(fairness.Limits):
+    """The per-user limits of fairness.py, which do not count the control plane's own users.
+
+    In-process, their requests never reach the limits; from a controllers process they come
+    over HTTP and are bounded the same way, by the controllers' workers and queues. Counted,
+    the scheduler's batches of binds and the event recorder's bursts would queue behind a cap
+    of 100 in flight, and every write would wait for several group commits instead of one."""
+
+    EXEMPT = frozenset({CONTROLLER_MANAGER, FLEET_SIMULATOR})
+
+    def admit(self, user: str, watch: bool) -> None:
+        if user not in self.EXEMPT:
+            super().admit(user, watch)
+
+    def release(self, user: str, watch: bool) -> None:
+        if user not in self.EXEMPT:
+            super().release(user, watch)
 
 
 class Cloud:

@@ -88,14 +88,17 @@ class HttpClient:
     """
 
     def __init__(self, servers: str | Sequence[str], field_manager: str, *,
-                 timeout: float = 30.0, connection: Connection | None = None) -> None:
+                 timeout: float = 30.0, connection: Connection | None = None,
+                 max_connections: int = 64) -> None:
         """`connection` (from a kubeconfig) gives the CA to trust and the credential; its
-        server is used when `servers` is empty."""
+        server is used when `servers` is empty. `max_connections` per server bound the
+        requests in flight (the default stays below the server's --max-requests-per-user)."""
         self.servers = parse_servers(servers or (connection.server if connection else ""))
         self._current = 0
         self.field_manager = field_manager
         self.timeout = timeout
-        self._pool = Pool(connection.tls if connection else None, timeout=timeout)
+        self._pool = Pool(connection.tls if connection else None, timeout=timeout,
+                          max_connections=max_connections)
         self._headers = (("accept", "application/json"),
                          ("user-agent", f"{field_manager}/http"),
                          *(connection.headers.items() if connection else ()))
