@@ -25,6 +25,7 @@ from evroc_compute.hosts.fleet import Fleet
 from evroc_compute.runtime.world import World
 
 LEADER_LEASE = "evroc-compute-controllers"
+HTTP_AGENT_WORKERS = 128
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,15 @@ async def register_hosts(client: Client, fleet: Fleet) -> None:
 
 
 async def lead(client: Client, simulator: Client, fleet: Fleet,
-               more_agents: Callable[[World], list[Agent]] = lambda world: []) -> None:
+               more_agents: Callable[[World], list[Agent]] = lambda world: [], *,
+               agent_workers: int = 32) -> None:
     """The leader's work: the namespace controller, the compute controllers and the scheduler
-    (`client`), the simulated hosts' agent (`simulator`) and `more_agents`, on shared caches."""
+    (`client`), the simulated hosts' agent (`simulator`, with `agent_workers` reconciles at
+    once) and `more_agents`, on shared caches."""
     manager = Manager(client, fleet.settings)
     world, settings = manager.world, fleet.settings
-    agents = [Agent("sim-agent", simulator, world, settings, SimDriver(settings)),
+    agents = [Agent("sim-agent", simulator, world, settings, SimDriver(settings),
+                    workers=agent_workers),
               *more_agents(world)]
     try:
         async with asyncio.TaskGroup() as group:
@@ -81,4 +85,6 @@ async def run(client: Client, simulator: Client, fleet: Fleet, identity: str) ->
     await wait_for_server(client)
     await register_hosts(client, fleet)
     elector = LeaderElector(client, LEADER_LEASE, identity)
-    await elector.run(lambda: lead(client, simulator, fleet))
+    # Over HTTP each of the simulated fleet's reconciles waits a round trip longer for its
+    # status write: more of them at once keep its pace (5,000 VMs: docs/benchmarks.md).
+    await elector.run(lambda: lead(client, simulator, fleet, agent_workers=HTTP_AGENT_WORKERS))
