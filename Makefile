@@ -4,6 +4,8 @@ PYTHON   ?= python3
 DATA_DIR ?= ./data
 HOST     ?= 127.0.0.1
 PORT     ?= 6443
+# where the control plane runs: in-process | process (a second process) | none
+CONTROLLERS ?= in-process
 STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: serve test test-fast lint bench kubeconfig clean
@@ -23,7 +25,8 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 serve: $(STAMP)
-	$(VENV)/bin/evroc-compute serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+	$(VENV)/bin/evroc-compute serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) \
+	  --controllers $(CONTROLLERS)
 
 kubeconfig: $(STAMP)
 	@$(VENV)/bin/evroc-compute kubeconfig --data-dir $(DATA_DIR) --server https://$(HOST):$(PORT)
