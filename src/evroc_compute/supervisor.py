@@ -55,13 +55,8 @@ class Supervisor:
         self.name = name
         self.argv = list(argv)
         self.process: asyncio.subprocess.Process | None = None
-        self.starts = 0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"supervise-{self.name}")
@@ -70,11 +65,17 @@ class Supervisor:
         wait = 0.0
         while not self._stopping:
             began = time.monotonic()
-            self.process = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, preexec_fn=_end_with_parent,
-                limit=1 << 20)
-            self.starts += 1
+            try:
+                self.process = await asyncio.create_subprocess_exec(
+                    *self.argv, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                    preexec_fn=_end_with_parent, limit=1 << 20)
+            except OSError as problem:
+                wait = next_wait(wait, 0.0)
+                log.error("%s: cannot start %s: %s; trying again in %.1f s", self.name,
+                          self.argv[0], problem, wait)
+                await asyncio.sleep(wait)
+                continue
             log.info("%s: started process %d", self.name, self.process.pid)
             await self._relay(self.process)
             code = await self.process.wait()

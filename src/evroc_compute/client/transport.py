@@ -328,6 +328,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.reusable = False
+        self._stop_timer()
         if self.transport is not None:
             self.transport.close()
 
