@@ -103,7 +103,8 @@ class Scheduler:
         self.sweep_due = True
         self._latest: dict[str, dict[str, Any]] = {}  # hosts as last written by this process
         self._in_flight: dict[str, float] = {}  # "ns/name" -> when it was reserved
-        self._sums: dict[str, tuple[str, Resources]] = {}  # host -> (resourceVersion, allocated)
+        # host -> (resourceVersion, allocated, instances allocated)
+        self._sums: dict[str, tuple[str, Resources, frozenset[str]]] = {}
         self.proposals: dict[Key, dict[str, Any]] = {}  # instances to create once placed
         self._created: set[Key] = set()  # created here, not yet seen in the cache
 
@@ -197,11 +198,11 @@ class Scheduler:
                 continue
             out.append(HostState(
                 name=name, zone=host["spec"]["zone"], capacity=capacity(host),
-                allocated=self._allocated(name, host),
+                allocated=self._allocations(name, host)[0],
                 schedulable=get(host, "spec", "schedulable") is not False
                 and not get(host, "spec", "drain"),
                 alive=self.world.host_alive(name, now, self.settings.heartbeat_timeout),
-                instances=frozenset(e["instance"] for e in get(host, "status", "allocations") or [])))
+                instances=self._allocations(name, host)[1]))
         return out
 
     def _beyond_group_limit(self, instance: dict[str, Any]) -> str:
@@ -218,13 +219,15 @@ class Scheduler:
                 f"{', '.join(names[:MAX_GROUP_MEMBERS])}); stop it and remove "
                 "spec.placementGroup, or delete a member")
 
-    def _allocated(self, name: str, host: dict[str, Any]) -> Resources:
-        """The host's allocations summed once per version of the host (not once per batch)."""
+    def _allocations(self, name: str, host: dict[str, Any]) -> tuple[Resources, frozenset[str]]:
+        """The host's allocations summed, and the instances they are for, once per version of
+        the host (not once per batch: a host of a big fleet holds hundreds)."""
         version = host["metadata"]["resourceVersion"]
         cached = self._sums.get(name)
         if cached is None or cached[0] != version:
-            cached = self._sums[name] = (version, allocated(host))
-        return cached[1]
+            instances = frozenset(e["instance"] for e in get(host, "status", "allocations") or [])
+            cached = self._sums[name] = (version, allocated(host), instances)
+        return cached[1], cached[2]
 
     def _request(self, instance: dict[str, Any]) -> Request:
         namespace, name = key_of(instance)

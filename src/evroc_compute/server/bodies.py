@@ -81,10 +81,23 @@ _YamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
 
 def _shallow_enough(value: Any, body: bytes, what: str) -> Any:
     """`value`, decoded from `body`, unless it nests deeper than MAX_DEPTH (a 400)."""
-    # Nesting needs a bracket per level: most bodies are cleared without a walk.
-    if body.count(b"[") + body.count(b"{") > MAX_DEPTH:
+    # Nesting needs a bracket per level: most bodies are cleared without a walk, and most of
+    # the rest (a Host's hundreds of allocations) by a walk of their containers alone; only
+    # a body that is too deep gets the full walk, for its error's path.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
         _check_json_values(value, len(body), what)
     return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 0)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth >= limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 # Where a value sits, built only for an error: (parent's location, key or index), or None.
