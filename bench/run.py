@@ -648,7 +648,7 @@ def checks(results: dict[str, Any], targets: dict[str, float]) -> list[dict[str,
     for label in ("json", "table"):
         item = results["list"][label]
         row(f"list {item['items']} VMs ({label}) median", item["median_s"] * 1000, "ms",
-            targets["list_ms"], False, note=f"{item['bytes'] / 1e6:.1f} MB")
+            targets[f"list_{label}_ms"], False, note=f"{item['bytes'] / 1e6:.1f} MB")
     w = results["watch"]
     row(f"watch delivery p99 ({w['watchers']} watchers)", w["p99_ms"], "ms",
         targets["watch_p99_ms"], False,
@@ -756,7 +756,8 @@ def _phases(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 # The performance issue's targets (wrk -c64 for the rates; bench/wrk.py drives wrk itself).
-TARGETS = {"create_rate": 8000.0, "get_rate": 40000.0, "patch_p99_ms": 20.0, "list_ms": 50.0,
+TARGETS = {"create_rate": 8000.0, "get_rate": 40000.0, "patch_p99_ms": 20.0,
+           "list_json_ms": 50.0, "list_table_ms": 1000.0,
            "watch_p99_ms": 50.0}
 
 

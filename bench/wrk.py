@@ -167,6 +167,9 @@ def moto(tmp: Path) -> Iterator[Target]:
     url = f"http://127.0.0.1:{port}/"
     log = tmp / "moto.log"
     binary = Path(sys.executable).parent / "moto_server"
+    if not binary.exists():
+        raise SystemExit(f"{binary} not found: moto is in the `bench` extra (`make bench` "
+                         "installs it, or: pip install -e '.[bench]')")
     with open(log, "ab") as out:
         process = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)],
                                    stdout=out, stderr=subprocess.STDOUT)
