@@ -66,7 +66,7 @@ from httpclient import Connection, WatchConnection, connect, open_watch, request
 from run import ServerStats, percentile  # noqa: E402
 from writes import Writes  # noqa: E402
 
-from conftest import Server, start_server  # noqa: E402
+from conftest import Server, children, start_server  # noqa: E402
 
 COMPUTE = "compute.evroclabs.net/v1alpha1"
 INFRA = "infra.evroc-compute.io/v1alpha1"
@@ -247,19 +247,6 @@ class Seen:
             return
         event = orjson.loads(line)
         self.writes.seen("Host", event["type"], event["object"])
-
-
-def child_of(pid: int) -> int | None:
-    """A process whose parent is `pid` (serve's controllers process), if there is one."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                return int(entry)
-    return None
 
 
 # ---- the run ---------------------------------------------------------------------------
@@ -463,7 +450,7 @@ class FleetBench:
         await self.ensure_namespace()
         waited = await self.wait_for_hosts(a.hosts_per_zone * len(ZONES))
         self.log(f"  {a.hosts_per_zone * len(ZONES)} hosts Ready after {waited:.1f} s")
-        plane_pid = child_of(self.process.pid)
+        plane_pid = next(iter(children(self.process.pid)), None)
         if plane_pid is not None:
             self.plane = ServerStats(plane_pid)
             self.log(f"  controllers process pid {plane_pid}")

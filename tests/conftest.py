@@ -94,6 +94,20 @@ class Server:
                 self.kill()
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
 def start_server(data_dir: Path, *extra: str, port: int | None = None,
                  controllers: bool = False, pki_dir: Path | None = None) -> Server:
     """The server in its own process, on HTTPS with the PKI it makes in `pki_dir` (default

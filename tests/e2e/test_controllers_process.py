@@ -13,25 +13,11 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import Kubectl, Server, make_kubectl, start_server
+from tests.conftest import Kubectl, Server, children, make_kubectl, start_server
 from tests.e2e.test_lifecycle import apply, disk, vm, wait_status
 
 FLEET = {"timing": "immediate", "heartbeat": {"interval": 0.5, "timeout": 3},
          "hosts": [{"name": "p", "zone": "se-sto-a", "vcpu": 16, "memoryGB": 64, "count": 2}]}
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is `pid`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry))
-    return found
 
 
 def controllers_child(server: Server, other_than: int = 0, limit: float = 15) -> int:
