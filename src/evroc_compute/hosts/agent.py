@@ -205,6 +205,7 @@ class Agent:
         await self.world.synced.wait()
         for instance in self.world.instances.cache.values():
             self._on_instance("ADDED", instance)
+            self._place("ADDED", instance)  # a no-op for those its handler saw
         async with asyncio.TaskGroup() as group:
             group.create_task(self.controller.run())
             group.create_task(heartbeats(self.renew_leases, self.settings.heartbeat_interval))
