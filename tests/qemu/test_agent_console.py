@@ -16,7 +16,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -152,24 +151,19 @@ def test_nobody_but_the_server_reads_the_agent(remote: Remote, tmp_path: Path) -
 
 
 def test_the_web_console_shows_the_serial_console_live(remote: Remote) -> None:
-    from tests.console.test_browser import CHROMIUM, expect, playwright_api, signed_in
+    from tests.console.browser import chromium
+    from tests.console.test_browser import expect, signed_in
 
     token = issue_token(remote.server, "console-admin", "system:masters")
-    with playwright_api.sync_playwright() as playwright:
-        browser: Any = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        try:
-            page = signed_in(browser, remote.server, token)
-            page.goto(page.url.split("#")[0] + f"#/{remote.namespace}/vms/remote")
-            serial = page.locator("[data-testid=serial-console]")
-            expect(serial).to_contain_text(BOOTED, timeout=30_000)
-            logins = serial.inner_text().count(LOGIN)
-            remote.login()  # printed after the page began to follow: it must arrive live
-            wait_for(lambda: serial.inner_text().count(LOGIN) > logins, 30,
-                     "the SSH login's console line in the page")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = signed_in(browser, remote.server, token)
+        page.goto(page.url.split("#")[0] + f"#/{remote.namespace}/vms/remote")
+        serial = page.locator("[data-testid=serial-console]")
+        expect(serial).to_contain_text(BOOTED, timeout=30_000)
+        logins = serial.inner_text().count(LOGIN)
+        remote.login()  # printed after the page began to follow: it must arrive live
+        wait_for(lambda: serial.inner_text().count(LOGIN) > logins, 30,
+                 "the SSH login's console line in the page")
 
 
 def test_a_follow_ends_when_the_guest_stops(remote: Remote) -> None:
