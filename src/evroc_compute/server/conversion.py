@@ -31,7 +31,10 @@ class ConvertingStore:
     def served(self, entry: Entry) -> Entry:
         if not entry.key.startswith(self.prefix):
             return entry
-        obj = self.stored_as.from_storage(orjson.loads(entry.raw))  # managedFields included
+        # An entry's object lacks only managedFields; a kind that records none (events) is
+        # converted from it without parsing the JSON again.
+        stored = orjson.loads(entry.raw) if self.stored_as.kind.managed_fields else entry.obj
+        obj = self.stored_as.from_storage(stored)
         return Entry(entry.key, entry.revision, entry.create_revision, orjson.dumps(obj),
                      lean(obj))
 
