@@ -197,7 +197,9 @@ CONTROLLERS_IN_FLIGHT = 256
 
 
 async def _run_controllers(args: argparse.Namespace) -> None:
-    from evroc_compute import controlplane
+    import asyncio
+
+    from evroc_compute import collector, controlplane
     from evroc_compute.client import kubeconfig as kubeconfigs
     from evroc_compute.client.base import ClientError
     from evroc_compute.client.http import HttpClient
@@ -218,10 +220,13 @@ async def _run_controllers(args: argparse.Namespace) -> None:
                        max_connections=CONTROLLERS_IN_FLIGHT) as simulated:
         log.info("controllers: %d simulated hosts, serving %s as %s", len(fleet.hosts),
                  ",".join(client.servers), identity)
+        collecting = asyncio.create_task(collector.keep_collections_short(), name="gc-freeze")
         try:
             await controlplane.run(client, simulated, fleet, identity)
         except ClientError as problem:  # e.g. its credential refused: say so in one line
             sys.exit(f"evroc-compute: controllers: {problem}")
+        finally:
+            collecting.cancel()
 
 
 def controllers(args: argparse.Namespace) -> None:
