@@ -36,9 +36,14 @@ _stamp_cache: tuple[int, str] = (0, "")
 
 
 def now_rfc3339() -> str:
-    """The current time at the second, as Kubernetes stamps it; formatted once per second."""
+    """The current time at the second, as Kubernetes stamps it."""
+    return rfc3339_second(time.time())
+
+
+def rfc3339_second(t: float) -> str:
+    """metav1.Time: a time at the second; formatted once per second (the last one is kept)."""
     global _stamp_cache
-    second = int(time.time())
+    second = int(t)
     if _stamp_cache[0] != second:
         _stamp_cache = (second, datetime.fromtimestamp(second, timezone.utc)
                         .strftime("%Y-%m-%dT%H:%M:%SZ"))

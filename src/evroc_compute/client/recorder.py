@@ -16,11 +16,11 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from evroc_compute.api.events import EVENT
 from evroc_compute.api.kinds import Kind
+from evroc_compute.api.meta import rfc3339_second
 from evroc_compute.client.base import Client, ClientError
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class EventRecorder:
     async def _bump(self, key: _Key, written: _Written, pending: _Pending) -> None:
         count = written.count + pending.count
         await self.client.patch(EVENT, key.namespace, written.name, {
-            "count": count, "lastTimestamp": _time(pending.last)})
+            "count": count, "lastTimestamp": rfc3339_second(pending.last)})
         written.count = count
         self._written.move_to_end(key)
 
@@ -139,8 +139,8 @@ class EventRecorder:
                 "metadata": {"name": name, "namespace": key.namespace},
                 "involvedObject": pending.reference, "reason": key.reason,
                 "message": key.message, "type": key.type, "count": pending.count,
-                "source": source, "firstTimestamp": _time(pending.first),
-                "lastTimestamp": _time(pending.last), "reportingComponent": self.component,
+                "source": source, "firstTimestamp": rfc3339_second(pending.first),
+                "lastTimestamp": rfc3339_second(pending.last), "reportingComponent": self.component,
                 "reportingInstance": self.host or self.component})
         except ClientError as problem:
             # The name is this recorder's own: taken means a create resent after a failover
@@ -151,7 +151,3 @@ class EventRecorder:
         if len(self._written) > _REMEMBERED:
             self._written.popitem(last=False)
 
-
-def _time(t: float) -> str:
-    """metav1.Time: RFC 3339 at the second."""
-    return datetime.fromtimestamp(int(t), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
