@@ -62,6 +62,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from calibrate import calibration_seconds  # noqa: E402
 from httpclient import Connection, WatchConnection, connect, open_watch, request_bytes  # noqa: E402
 from run import ServerStats, percentile  # noqa: E402
 from writes import Writes  # noqa: E402
@@ -876,6 +877,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     loadavg = Path("/proc/loadavg").read_text().split()[:3]
+    calibration = calibration_seconds()
     tmp = Path(tempfile.mkdtemp(prefix="evroc-fleet-bench-"))
     fleet_path = tmp / "fleet.yaml"
     fleet_path.write_text(yaml.safe_dump(fleet_config(args), sort_keys=False))
@@ -916,6 +918,8 @@ def run(args: argparse.Namespace) -> int:
     r["server_log"] = {"path": str(log_path), "levels": dict(levels), "first_distinct": problems}
     print()
     print(render(r, args))
+    print(f"machine speed: the calibration task (bench/calibrate.py) took {calibration:.2f} s of "
+          "CPU (lower is faster; figures of different days compare through it)")
     print()
     if problems:
         print(f"server log ({log_path}): {dict(levels)}; first distinct records:")
@@ -931,7 +935,8 @@ def run(args: argparse.Namespace) -> int:
         print(report(profile_path, top=20, thread="MainThread"))
     report_doc = {"started": started.isoformat(), "machine": {
         "cpus": os.cpu_count(), "python": platform.python_version(),
-        "platform": platform.platform()}, "loadavg_at_start": loadavg,
+        "platform": platform.platform(), "calibration_s": round(calibration, 3)},
+        "loadavg_at_start": loadavg,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "targets": {"wall_s": TARGET_WALL_S, "rss_mib": TARGET_RSS_MIB}, "results": r,
         "profile": str(profile_path) if profile_path else None}
