@@ -238,7 +238,7 @@ class Seen:
             self.unschedulable[name] = status["unschedulable"]
 
     def on_host(self, line: bytes, arrived_ns: int) -> None:
-        """Hosts change with the fleet (the scheduler's reservations): writes, not per VM."""
+        """Hosts change with the fleet (the scheduler's reports of what each holds): writes, not per VM."""
         self.host_lines += 1
         if line.startswith(b'{"type":"BOOKMARK"'):
             self.bookmarks += 1
@@ -761,7 +761,7 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
     per_vm = sum(n for k, n in w["per_kind"].items() if k != "Host")
     lines.append(f"stored writes per VM (revisions seen on the watches): {per_vm:.2f} = "
                  + " + ".join(f"{n:.2f} {k}" for k, n in w["per_kind"].items() if k != "Host")
-                 + f"; Host (the scheduler's reservations, per VM) "
+                 + f"; Host (the scheduler's reports of what each holds, per VM) "
                    f"{w['per_kind'].get('Host', 0.0):.2f}; events counted apart below")
     for row in w["by_writer"]:
         lines.append(f"  {row['per_vm']:5.2f} per VM  {row['kind']:<23} by {row['writer']:<28} "

@@ -58,10 +58,13 @@ HOST = Kind(
                            "VMs are migrated to other hosts.", default=False)),
     status=obj("What is placed on the host.",
                allocations=array(obj(
-                   "The resources reserved for one instance.", required=("instance",),
+                   "The resources one instance bound (or migrating) here takes.",
+                   required=("instance",),
                    instance=string("The instance, as namespace/name."),
                    vcpu=integer(), memoryBytes=integer(), gpus=_GPUS, localDiskGB=integer()),
-                   "One entry per instance placed here.", list_map_keys=("instance",)),
+                   "One entry per instance placed here, reported by the scheduler within a "
+                   "second of a change (the bindings are the record).",
+                   list_map_keys=("instance",)),
                allocated=_amounts("The sum of the allocations."),
                securityGroups=array(obj(
                    "A SecurityGroup the host's agent enforces.",

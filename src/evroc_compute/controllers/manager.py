@@ -67,6 +67,7 @@ class Manager:
         w.instances.add_handler(self._on_instance)
         w.instances.add_handler(self.scheduler.on_instance)
         w.hosts.add_handler(self._on_host)
+        w.hosts.add_handler(self.scheduler.on_host)
         w.public_ips.add_handler(self._on_public_ip)
         w.groups.add_handler(self._on_group)
         w.security_groups.add_handler(self._on_security_group)
@@ -180,7 +181,7 @@ class Manager:
         if reports != before:
             self._add("securitygroup", *{(g["namespace"], g["name"]) for g in reports + before})
         # Only what the operator changes (spec, fault annotations) concerns VMs and placement;
-        # the scheduler's own writes to status.allocations do not.
+        # the scheduler's reports of status.allocations do not.
         seen = None if event == "DELETED" else (host.get("spec"), host["metadata"].get("annotations"))
         if self._host_specs.get(name) != seen:
             self._host_specs[name] = seen

@@ -1,24 +1,28 @@
 """The scheduler: binds VirtualMachineInstances to Hosts, in batches, never over-committing.
 
 The decision is `scheduler.placement.assign_many` (pure); this module turns facts into its
-input and its output into writes.  Binding is two writes with optimistic concurrency:
+input and its output into writes.  As kube-scheduler does, it keeps what each host holds in
+memory and the binding is the record:
 
-1. reserve: the instance's resources are added to the Host's `status.allocations`, written with
-   the Host's resourceVersion, so two schedulers (or one racing a stale cache) can never both
-   fill the last slot: the second write gets a 409 and its instances are placed again;
-2. bind: `spec.host` is set on the instance (admission refuses to move a bound instance).  A
-   new instance is proposed by the VM controller and not stored yet: it is created here, with
-   `spec.host` already set, so its creation is its binding.  One that fits nowhere is created
-   unbound, to carry the verdict.
+- what a host holds is the instances bound to it (`spec.host`) or migrating to it
+  (`spec.migrateTo`), counted from the instance cache as it changes (O(1) per change), plus
+  the ones this scheduler has placed and not yet seen bound ("assumed");
+- binding is one write: a new instance is proposed by the VM controller and not stored yet,
+  so it is created here with `spec.host` already set (its creation is its binding; one that
+  fits nowhere is created unbound, to carry the verdict); a stored one gets `spec.host`, or
+  `spec.migrateTo` when it leaves a drained host (admission refuses to move a bound instance);
+- each Host's `status.allocations` and `status.allocated` report what it holds, written at
+  most once a second per host that changed (a merge patch of those two fields only, so the
+  agents' writes to the rest of the status never conflict with it).
 
-A crash between the two leaves a reservation without a binding (or without an instance); the
-sweep removes reservations whose instance is gone or bound elsewhere (and not in flight in this
-process), so capacity is never leaked.  Proposals live in memory only: after a restart the VM
-controller, reconciling every VM, proposes again what is missing.  Deleting an instance frees
-its reservation the same way.  An instance on a drained host is migrated: a reservation on
-another host, then `spec.migrateTo` for its agent.
-Instances that fit nowhere get the placement message on `status.unschedulable` and are tried
-again whenever capacity may have freed (an instance ends, a host changes).
+Only the leader runs a scheduler, so one process decides every placement.  A crash loses only
+assumptions: bindings are stored or not, and the next leader counts the stored ones before it
+places anything (its cache is synced first).  Nothing is reserved apart from a binding, so
+nothing can leak: an instance deleted, or withdrawn before it was created, frees its share at
+once.  Proposals live in memory only: after a restart the VM controller, reconciling every VM,
+proposes again what is missing.  Instances that fit nowhere get the placement message on
+`status.unschedulable` and are tried again whenever capacity may have freed (an instance
+ends, a host changes).
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ from evroc_compute.scheduler.placement import (
 log = logging.getLogger(__name__)
 
 BATCH = 1000
-IN_FLIGHT_SECONDS = 30.0  # a reservation younger than this may still be waiting for its binding
+ASSUMED_SECONDS = 30.0  # a placement not seen bound after this long is given up
+REPORT_SECONDS = 1.0  # each changed host's status.allocations is written at most this often
 
 
 def resources(amounts: dict[str, Any] | None) -> Resources:
@@ -75,18 +80,11 @@ def capacity(host: dict[str, Any]) -> Resources:
                      local_disk_gb=cap.get("localDiskGB") or 0)
 
 
-def allocated(host: dict[str, Any]) -> Resources:
-    total = Resources()
-    for entry in get(host, "status", "allocations") or []:
-        total = total + resources(entry)
-    return total
-
-
-def with_allocations(host: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The host with these allocations and their sum as its status."""
-    total = amounts(sum((resources(e) for e in entries), Resources()))
-    return {**host, "status": {**(host.get("status") or {}), "allocations": entries,
-                               "allocated": total}}
+def allocations_status(held: dict[str, Resources]) -> dict[str, Any]:
+    """A host's `status.allocations` and `status.allocated` for the instances it holds."""
+    total = sum(held.values(), Resources())
+    return {"allocations": [{"instance": name, **amounts(held[name])} for name in sorted(held)],
+            "allocated": amounts(total)}
 
 
 def needs_placement(instance: dict[str, Any]) -> bool:
@@ -100,13 +98,18 @@ class Scheduler:
         self.pending: set[Key] = set()
         self.wake = asyncio.Event()
         self.decisions = 0
-        self.sweep_due = True
-        self._latest: dict[str, dict[str, Any]] = {}  # hosts as last written by this process
-        self._in_flight: dict[str, float] = {}  # "ns/name" -> when it was reserved
-        # host -> (resourceVersion, allocated, instances allocated)
-        self._sums: dict[str, tuple[str, Resources, frozenset[str]]] = {}
+        self.capacity_freed = True
         self.proposals: dict[Key, dict[str, Any]] = {}  # instances to create once placed
         self._created: set[Key] = set()  # created here, not yet seen in the cache
+        # What each host holds: host -> {"ns/name": resources}, with its sum and names kept
+        # as it changes; which hosts each instance is counted on; placements not yet seen bound.
+        self._held: dict[str, dict[str, Resources]] = {}
+        self._sums: dict[str, Resources] = {}
+        self._names: dict[str, frozenset[str]] = {}
+        self._counted_on: dict[str, tuple[str, ...]] = {}
+        self._assumed: dict[str, tuple[str, Resources, float]] = {}  # "ns/name" -> host, when
+        self._bound: dict[str, tuple[tuple[str, ...], Resources]] = {}  # as the cache says
+        self._unreported: set[str] = set()  # hosts whose status.allocations may be behind
 
     # ---- proposals (the VM controller's Placer) ------------------------------------------
 
@@ -130,20 +133,81 @@ class Scheduler:
             return stored
         return self.proposals.get(key)
 
+    # ---- what each host holds ---------------------------------------------------------
+
+    def _count(self, name: str) -> None:
+        """Count `name` ("ns/name") on the hosts it is bound or migrating to, and on the one
+        it is assumed on, with its resources."""
+        bound_on, amount = self._bound.get(name, ((), Resources()))
+        hosts = bound_on
+        assumed = self._assumed.get(name)
+        if assumed is not None:
+            if assumed[0] in bound_on:  # the binding arrived: no longer an assumption
+                del self._assumed[name]
+            else:
+                hosts, amount = (*bound_on, assumed[0]), assumed[1]
+        for host in self._counted_on.pop(name, ()):
+            self._change(host, name, None)
+        if hosts:
+            self._counted_on[name] = hosts
+            for host in hosts:
+                self._change(host, name, amount)
+
+    def _change(self, host: str, name: str, amount: Resources | None) -> None:
+        held = self._held.setdefault(host, {})
+        before = held.pop(name, None)
+        total = self._sums.get(host, Resources())
+        if before is not None:
+            total = total - before
+        if amount is not None:
+            held[name] = amount
+            total = total + amount
+        self._sums[host] = total
+        self._names.pop(host, None)
+        self._unreported.add(host)
+
+    def _assume(self, name: str, host: str, amount: Resources) -> None:
+        self._assumed[name] = (host, amount, self.wall())
+        self._count(name)
+
+    def _forget(self, name: str) -> None:
+        """A placement that will not be bound (refused, withdrawn): its share goes back."""
+        if self._assumed.pop(name, None) is not None:
+            self._count(name)
+            self.capacity_freed = True
+
+    def _held_by(self, host: str) -> tuple[Resources, frozenset[str]]:
+        names = self._names.get(host)
+        if names is None:
+            names = self._names[host] = frozenset(self._held.get(host, ()))
+        return self._sums.get(host, Resources()), names
+
     # ---- event intake -----------------------------------------------------------------
 
     def on_instance(self, event: str, instance: dict[str, Any]) -> None:
         key = key_of(instance)
+        name = ns_name(*key)
         self._created.discard(key)
         if event != "DELETED" and (needs_placement(instance) or self._must_migrate(instance)):
             self.pending.add(key)
         else:
             self.pending.discard(key)
-        if event == "DELETED" or get(instance, "spec", "host"):
-            self._in_flight.pop(ns_name(*key), None)
         if event == "DELETED":
-            self.sweep_due = True  # its reservation can go, and capacity may have freed
+            self._bound.pop(name, None)
+            self._assumed.pop(name, None)
+            self.capacity_freed = True  # its share is free, which another may be waiting for
+        else:
+            hosts = tuple(h for h in (get(instance, "spec", "host"),
+                                      get(instance, "spec", "migrateTo")) if h)
+            self._bound[name] = (hosts, resources(get(instance, "spec", "resources")))
+        self._count(name)
         self.wake.set()
+
+    def on_host(self, event: str, host: dict[str, Any]) -> None:
+        """A host written by anyone (registered, edited, or this report landing): its report
+        is compared with what it holds on the next report (an edit by hand is undone)."""
+        if event != "DELETED":
+            self._unreported.add(host["metadata"]["name"])
 
     def retry_all(self) -> None:
         for instance in self.world.instances.cache.values():
@@ -159,18 +223,23 @@ class Scheduler:
 
     # ---- the loop ---------------------------------------------------------------------
 
-    async def run(self, sweep_interval: float = 5.0) -> None:
+    async def run(self) -> None:
+        """Schedule, and report what each host holds, until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._report_forever(), name="host-allocations")
+            await self._schedule_forever()
+
+    async def _schedule_forever(self, expire_interval: float = 5.0) -> None:
         self.retry_all()
-        last_sweep = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=sweep_interval)
+                await asyncio.wait_for(self.wake.wait(), timeout=expire_interval)
             self.wake.clear()
             try:
-                if self.sweep_due or time.monotonic() - last_sweep >= sweep_interval:
-                    self.sweep_due = False
-                    last_sweep = time.monotonic()
-                    await self.sweep()
+                self._expire_assumptions()
+                if self.capacity_freed:
+                    self.capacity_freed = False
+                    self.retry_all()
                 while self.pending:
                     await self.schedule_batch()
             except asyncio.CancelledError:
@@ -180,31 +249,28 @@ class Scheduler:
                 await asyncio.sleep(0.5)
                 self.wake.set()
 
-    def _host(self, name: str) -> dict[str, Any] | None:
-        cached, written = self.world.hosts.get("", name), self._latest.get(name)
-        if cached is None:
-            return None
-        if written is not None and int(written["metadata"]["resourceVersion"]) > \
-                int(cached["metadata"]["resourceVersion"]):
-            return written
-        self._latest.pop(name, None)
-        return cached
+    def _expire_assumptions(self) -> None:
+        """Placements whose binding never showed up (e.g. its write failed after a timeout)
+        stop holding capacity; the instance, still unbound, is placed again."""
+        now = self.wall()
+        for name in [n for n, (_, _, at) in self._assumed.items() if now - at >= ASSUMED_SECONDS]:
+            self._forget(name)
 
     def _host_states(self, now: float) -> list[HostState]:
         out = []
         for name in sorted(k[1] for k in self.world.hosts.cache):
-            host = self._host(name)
+            host = self.world.hosts.get("", name)
             if host is None:
                 continue
+            allocated, instances = self._held_by(name)
             out.append(HostState(
                 name=name, zone=host["spec"]["zone"], capacity=capacity(host),
-                allocated=self._allocations(name, host)[0],
+                allocated=allocated,
                 schedulable=get(host, "spec", "schedulable") is not False
                 and not get(host, "spec", "drain"),
                 alive=self.world.host_alive(name, now, self.settings.heartbeat_timeout),
-                instances=self._allocations(name, host)[1]))
+                instances=instances))
         return out
-
     def _beyond_group_limit(self, instance: dict[str, Any]) -> str:
         """Why a spread group's member beyond the limit is not placed, or ""."""
         group = get(instance, "spec", "placementGroup")
@@ -218,16 +284,6 @@ class Scheduler:
                 f"member {names.index(name) + 1} (the members are "
                 f"{', '.join(names[:MAX_GROUP_MEMBERS])}); stop it and remove "
                 "spec.placementGroup, or delete a member")
-
-    def _allocations(self, name: str, host: dict[str, Any]) -> tuple[Resources, frozenset[str]]:
-        """The host's allocations summed, and the instances they are for, once per version of
-        the host (not once per batch: a host of a big fleet holds hundreds)."""
-        version = host["metadata"]["resourceVersion"]
-        cached = self._sums.get(name)
-        if cached is None or cached[0] != version:
-            instances = frozenset(e["instance"] for e in get(host, "status", "allocations") or [])
-            cached = self._sums[name] = (version, allocated(host), instances)
-        return cached[1], cached[2]
 
     def _request(self, instance: dict[str, Any]) -> Request:
         namespace, name = key_of(instance)
@@ -271,35 +327,7 @@ class Scheduler:
                 by_host.setdefault(decision.host, []).append((instance, request))
             else:
                 await self._unschedulable(instance, decision.message)
-        await asyncio.gather(*(self._reserve_and_bind(host, placed)
-                               for host, placed in by_host.items()))
-
-    async def _reserve_and_bind(self, host_name: str,
-                                placed: list[tuple[dict[str, Any], Request]]) -> None:
-        host = self._host(host_name)
-        if host is None:
-            self.pending.update(key_of(i) for i, _ in placed)
-            return
-        entries = list(get(host, "status", "allocations") or [])
-        taken = {e["instance"] for e in entries}
-        for _, request in placed:
-            if request.instance not in taken:
-                entries.append({"instance": request.instance, **amounts(request.resources)})
-        try:
-            written = await self.client.update(HOST, with_allocations(host, entries), "status")
-        except ClientError as problem:
-            if not problem.conflict:
-                raise
-            # Someone else wrote the host: read it and place these again.
-            self._latest[host_name] = await self.client.get(HOST, None, host_name)
-            self.pending.update(key_of(i) for i, _ in placed)
-            self.wake.set()
-            return
-        self._latest[host_name] = written
-        now = self.wall()
-        for _, request in placed:
-            self._in_flight[request.instance] = now
-        await asyncio.gather(*(self._bind(instance, host_name) for instance, _ in placed))
+        await asyncio.gather(*(self._bind_all(host, placed) for host, placed in by_host.items()))
 
     async def _create(self, proposed: dict[str, Any], host: str | None) -> dict[str, Any] | None:
         """Store a proposed instance (bound to `host`, or unbound), unless the VM controller
@@ -330,24 +358,29 @@ class Scheduler:
         return created
 
     async def _bind(self, instance: dict[str, Any], host: str) -> None:
+        """Bind (or create bound) an instance assumed on `host`; if it is not bound, the
+        assumption goes and the instance is placed again when it still needs a place."""
         namespace, name = key_of(instance)
-        if "resourceVersion" not in instance["metadata"]:
-            if await self._create(instance, host) is None:
-                self._in_flight.pop(ns_name(namespace, name), None)
-                self.sweep_due = True  # its reservation goes back
-            return
-        field = "migrateTo" if get(instance, "spec", "host") else "host"
+        bound = False
         try:
-            await self.client.patch(VIRTUAL_MACHINE_INSTANCE, namespace, name,
-                                    {"spec": {field: host}})
-            if get(instance, "status", "unschedulable"):
+            if "resourceVersion" not in instance["metadata"]:
+                bound = await self._create(instance, host) is not None
+                return
+            field = "migrateTo" if get(instance, "spec", "host") else "host"
+            try:
                 await self.client.patch(VIRTUAL_MACHINE_INSTANCE, namespace, name,
-                                        {"status": {"unschedulable": None}}, subresource="status")
-        except ClientError as problem:
-            # Gone, or bound elsewhere meanwhile: the sweep returns the reservation.
-            self._in_flight.pop(ns_name(namespace, name), None)
-            if problem.code not in (404, 409, 422):
-                raise
+                                        {"spec": {field: host}})
+                bound = True
+                if get(instance, "status", "unschedulable"):
+                    await self.client.patch(VIRTUAL_MACHINE_INSTANCE, namespace, name,
+                                            {"status": {"unschedulable": None}},
+                                            subresource="status")
+            except ClientError as problem:
+                if problem.code not in (404, 409, 422):  # gone, or bound elsewhere meanwhile
+                    raise
+        finally:
+            if not bound:
+                self._forget(ns_name(namespace, name))
 
     async def _unschedulable(self, instance: dict[str, Any], message: str) -> None:
         if get(instance, "spec", "host"):
@@ -368,35 +401,44 @@ class Scheduler:
             if not problem.not_found:
                 raise
 
-    # ---- giving capacity back ---------------------------------------------------------
+    async def _bind_all(self, host: str, placed: list[tuple[dict[str, Any], Request]]) -> None:
+        for _, request in placed:
+            self._assume(request.instance, host, request.resources)
+        await asyncio.gather(*(self._bind(instance, host) for instance, _ in placed))
 
-    def _stale(self, host_name: str, entry: dict[str, Any], now: float) -> bool:
-        reserved = self._in_flight.get(entry["instance"])
-        if reserved is not None and now - reserved < IN_FLIGHT_SECONDS:
-            return False
-        namespace, _, name = entry["instance"].partition("/")
-        instance = self.world.instances.get(namespace, name)
-        return instance is None or host_name not in (get(instance, "spec", "host"),
-                                                     get(instance, "spec", "migrateTo"))
+    # ---- reporting --------------------------------------------------------------------
 
-    async def sweep(self) -> int:
-        """Remove reservations nobody holds; returns how many were removed."""
-        now = self.wall()
-        removed = 0
-        for name in sorted(k[1] for k in self.world.hosts.cache):
-            host = self._host(name)
-            entries = get(host, "status", "allocations") or []
-            keep = [e for e in entries if not self._stale(name, e, now)]
-            if host is None or len(keep) == len(entries):
-                continue
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_SECONDS)
             try:
-                self._latest[name] = await self.client.update(HOST, with_allocations(host, keep),
-                                                              "status")
-            except ClientError as problem:
-                if not problem.conflict:
-                    raise
-                continue  # the next sweep sees the newer host
-            removed += len(entries) - len(keep)
-        if removed:
-            self.retry_all()
-        return removed
+                await self.report()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reporting host allocations failed; retrying")
+
+    async def report(self) -> int:
+        """Write `status.allocations` of each host whose holdings may have changed since it
+        was last written and differ from what is stored (all at once: one commit); returns
+        how many were written."""
+        due, self._unreported = self._unreported, set()
+        writes = {}
+        for name in sorted(due):
+            host = self.world.hosts.get("", name)
+            if host is None:
+                continue
+            wanted = allocations_status(self._held.get(name, {}))
+            status = host.get("status") or {}
+            if status.get("allocations", []) != wanted["allocations"] or \
+                    status.get("allocated") != wanted["allocated"]:
+                writes[name] = self.client.patch(HOST, None, name, {"status": wanted},
+                                                 subresource="status")
+        outcomes = await asyncio.gather(*writes.values(), return_exceptions=True)
+        for name, outcome in zip(writes, outcomes, strict=True):
+            if isinstance(outcome, ClientError) and outcome.not_found:
+                continue
+            if isinstance(outcome, BaseException):
+                self._unreported.add(name)  # tried again on the next report
+                log.warning("host %s: allocations not reported: %s", name, outcome)
+        return len(writes)
