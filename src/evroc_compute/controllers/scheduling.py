@@ -28,7 +28,6 @@ ends, a host changes).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -53,7 +52,6 @@ from evroc_compute.scheduler.placement import (
 log = logging.getLogger(__name__)
 
 BATCH = 1000
-ASSUMED_SECONDS = 30.0  # a placement not seen bound after this long is given up
 REPORT_SECONDS = 1.0  # each changed host's status.allocations is written at most this often
 
 
@@ -80,9 +78,9 @@ def capacity(host: dict[str, Any]) -> Resources:
                      local_disk_gb=cap.get("localDiskGB") or 0)
 
 
-def allocations_status(held: dict[str, Resources]) -> dict[str, Any]:
-    """A host's `status.allocations` and `status.allocated` for the instances it holds."""
-    total = sum(held.values(), Resources())
+def allocations_status(held: dict[str, Resources], total: Resources) -> dict[str, Any]:
+    """A host's `status.allocations` and `status.allocated`: the instances it holds, and
+    their sum."""
     return {"allocations": [{"instance": name, **amounts(held[name])} for name in sorted(held)],
             "allocated": amounts(total)}
 
@@ -107,7 +105,7 @@ class Scheduler:
         self._sums: dict[str, Resources] = {}
         self._names: dict[str, frozenset[str]] = {}
         self._counted_on: dict[str, tuple[str, ...]] = {}
-        self._assumed: dict[str, tuple[str, Resources, float]] = {}  # "ns/name" -> host, when
+        self._assumed: dict[str, tuple[str, Resources]] = {}  # "ns/name" -> host, resources
         self._bound: dict[str, tuple[tuple[str, ...], Resources]] = {}  # as the cache says
         self._unreported: set[str] = set()  # hosts whose status.allocations may be behind
 
@@ -167,11 +165,14 @@ class Scheduler:
         self._unreported.add(host)
 
     def _assume(self, name: str, host: str, amount: Resources) -> None:
-        self._assumed[name] = (host, amount, self.wall())
+        """A placement being bound: it holds its share until the cache shows the binding (or
+        the instance gone), or `_bind` fails and forgets it."""
+        self._assumed[name] = (host, amount)
         self._count(name)
 
     def _forget(self, name: str) -> None:
-        """A placement that will not be bound (refused, withdrawn): its share goes back."""
+        """A placement that will not be bound (refused, withdrawn, cancelled): its share goes
+        back."""
         if self._assumed.pop(name, None) is not None:
             self._count(name)
             self.capacity_freed = True
@@ -229,14 +230,12 @@ class Scheduler:
             tasks.create_task(self._report_forever(), name="host-allocations")
             await self._schedule_forever()
 
-    async def _schedule_forever(self, expire_interval: float = 5.0) -> None:
+    async def _schedule_forever(self) -> None:
         self.retry_all()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=expire_interval)
+            await self.wake.wait()
             self.wake.clear()
             try:
-                self._expire_assumptions()
                 if self.capacity_freed:
                     self.capacity_freed = False
                     self.retry_all()
@@ -248,13 +247,6 @@ class Scheduler:
                 log.exception("scheduler pass failed; retrying")
                 await asyncio.sleep(0.5)
                 self.wake.set()
-
-    def _expire_assumptions(self) -> None:
-        """Placements whose binding never showed up (e.g. its write failed after a timeout)
-        stop holding capacity; the instance, still unbound, is placed again."""
-        now = self.wall()
-        for name in [n for n, (_, _, at) in self._assumed.items() if now - at >= ASSUMED_SECONDS]:
-            self._forget(name)
 
     def _host_states(self, now: float) -> list[HostState]:
         out = []
@@ -428,7 +420,7 @@ class Scheduler:
             host = self.world.hosts.get("", name)
             if host is None:
                 continue
-            wanted = allocations_status(self._held.get(name, {}))
+            wanted = allocations_status(self._held.get(name, {}), self._held_by(name)[0])
             status = host.get("status") or {}
             if status.get("allocations", []) != wanted["allocations"] or \
                     status.get("allocated") != wanted["allocated"]:
