@@ -611,9 +611,11 @@ class FleetBench:
         try:
             vms = await self._list(conn, self.vms_path)
             vmis = await self._list(conn, self.vmis_path)
-            hosts = await self._list(conn, self.hosts_path)
             disks = await self._list(conn, self.disks_path)
             self.results["events"] = await self.count_events(conn)
+            # The scheduler reports what each host holds at most a second after a change.
+            await asyncio.sleep(1.5)
+            hosts = await self._list(conn, self.hosts_path)
             status, metrics = await self.call("GET", "/metrics")
             self.results["reconciles"] = reconciles(metrics.decode()) if status == 200 else {}
         finally:
