@@ -47,13 +47,13 @@ def test_a_server_killed_mid_reconcile_converges_without_duplicates_or_leaks(tmp
             reported = sorted(reservations) == sorted((h, i) for i, h in bound.items() if h)
             if statuses == Counter({"Running": 32, "ErrorUnschedulable": 8}) and reported:
                 break
-            assert time.monotonic() < deadline, f"did not converge: {statuses}"
+            assert time.monotonic() < deadline, \
+                f"did not converge: {statuses}; hosts report what is bound to them: {reported}"
             time.sleep(0.5)
     finally:
         server.stop()
     assert sorted(i["metadata"]["name"] for i in instances) == sorted(v["metadata"]["name"] for v in vms)
     assert len(reservations) == len({r[1] for r in reservations}) == 32
-    assert all(bound[instance] == host for host, instance in reservations)
     for host in hosts:
         used = sum(e["vcpu"] for e in host["status"].get("allocations", []))
         assert used == host["status"]["allocated"]["vcpu"] <= host["spec"]["capacity"]["vcpu"]

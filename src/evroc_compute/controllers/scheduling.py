@@ -31,6 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from evroc_compute.api.compute import size_in_bytes
@@ -85,6 +86,23 @@ def allocations_status(held: dict[str, Resources], total: Resources) -> dict[str
             "allocated": amounts(total)}
 
 
+def as_merge_patch(status: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that makes a stored status say `status`: amounts left out (no GPUs, no
+    local disk) are removed, not left as they were (RFC 7386)."""
+    return {**status, "allocated": {"gpus": None, "localDiskGB": None, **status["allocated"]}}
+
+
+@dataclass(slots=True)
+class Assumption:
+    """A placement this scheduler made and the cache does not show yet: the instance counts
+    on `host` until the cache has reached `settled_at` (the instance's resourceVersion that
+    tells the truth: the bind's own, or one read back after an uncertain failure)."""
+
+    host: str
+    amount: Resources
+    settled_at: int | None = None  # None while the bind is in flight
+
+
 def needs_placement(instance: dict[str, Any]) -> bool:
     return not deleting(instance) and not get(instance, "spec", "host")
 
@@ -95,18 +113,18 @@ class Scheduler:
         self.client, self.world, self.settings, self.wall = client, world, settings, wall
         self.pending: set[Key] = set()
         self.wake = asyncio.Event()
-        self.decisions = 0
         self.capacity_freed = True
         self.proposals: dict[Key, dict[str, Any]] = {}  # instances to create once placed
         self._created: set[Key] = set()  # created here, not yet seen in the cache
         # What each host holds: host -> {"ns/name": resources}, with its sum and names kept
-        # as it changes; which hosts each instance is counted on; placements not yet seen bound.
+        # as it changes; where and how much each instance is counted; as the cache says
+        # (hosts bound or migrating to, resources, resourceVersion); placements not seen yet.
         self._held: dict[str, dict[str, Resources]] = {}
         self._sums: dict[str, Resources] = {}
         self._names: dict[str, frozenset[str]] = {}
-        self._counted_on: dict[str, tuple[str, ...]] = {}
-        self._assumed: dict[str, tuple[str, Resources]] = {}  # "ns/name" -> host, resources
-        self._bound: dict[str, tuple[tuple[str, ...], Resources]] = {}  # as the cache says
+        self._counted: dict[str, tuple[tuple[str, ...], Resources]] = {}
+        self._bound: dict[str, tuple[tuple[str, ...], Resources, int]] = {}
+        self._assumed: dict[str, Assumption] = {}
         self._unreported: set[str] = set()  # hosts whose status.allocations may be behind
 
     # ---- proposals (the VM controller's Placer) ------------------------------------------
@@ -135,19 +153,23 @@ class Scheduler:
 
     def _count(self, name: str) -> None:
         """Count `name` ("ns/name") on the hosts it is bound or migrating to, and on the one
-        it is assumed on, with its resources."""
-        bound_on, amount = self._bound.get(name, ((), Resources()))
+        it is assumed on until the cache shows the truth about that placement."""
+        bound_on, amount, version = self._bound.get(name, ((), Resources(), 0))
         hosts = bound_on
         assumed = self._assumed.get(name)
         if assumed is not None:
-            if assumed[0] in bound_on:  # the binding arrived: no longer an assumption
-                del self._assumed[name]
+            if assumed.host in bound_on or (assumed.settled_at is not None
+                                            and version >= assumed.settled_at):
+                del self._assumed[name]  # the cache tells the truth about it now
             else:
-                hosts, amount = (*bound_on, assumed[0]), assumed[1]
-        for host in self._counted_on.pop(name, ()):
+                hosts, amount = (*bound_on, assumed.host), assumed.amount
+        if self._counted.get(name, ((), None)) == (hosts, amount):
+            return
+        before, _ = self._counted.pop(name, ((), Resources()))
+        for host in before:
             self._change(host, name, None)
         if hosts:
-            self._counted_on[name] = hosts
+            self._counted[name] = (hosts, amount)
             for host in hosts:
                 self._change(host, name, amount)
 
@@ -165,10 +187,17 @@ class Scheduler:
         self._unreported.add(host)
 
     def _assume(self, name: str, host: str, amount: Resources) -> None:
-        """A placement being bound: it holds its share until the cache shows the binding (or
-        the instance gone), or `_bind` fails and forgets it."""
-        self._assumed[name] = (host, amount)
+        """A placement being bound: it holds its share until the cache shows the truth about
+        it (or the instance gone), or `_bind` fails and forgets it."""
+        self._assumed[name] = Assumption(host, amount)
         self._count(name)
+
+    def _settle(self, name: str, version: str) -> None:
+        """The bind of `name` is over: the cache tells the truth from `version` on."""
+        assumed = self._assumed.get(name)
+        if assumed is not None:
+            assumed.settled_at = int(version)
+            self._count(name)
 
     def _forget(self, name: str) -> None:
         """A placement that will not be bound (refused, withdrawn, cancelled): its share goes
@@ -200,7 +229,8 @@ class Scheduler:
         else:
             hosts = tuple(h for h in (get(instance, "spec", "host"),
                                       get(instance, "spec", "migrateTo")) if h)
-            self._bound[name] = (hosts, resources(get(instance, "spec", "resources")))
+            self._bound[name] = (hosts, resources(get(instance, "spec", "resources")),
+                                 int(instance["metadata"].get("resourceVersion") or 0))
         self._count(name)
         self.wake.set()
 
@@ -263,6 +293,7 @@ class Scheduler:
                 alive=self.world.host_alive(name, now, self.settings.heartbeat_timeout),
                 instances=instances))
         return out
+
     def _beyond_group_limit(self, instance: dict[str, Any]) -> str:
         """Why a spread group's member beyond the limit is not placed, or ""."""
         group = get(instance, "spec", "placementGroup")
@@ -302,7 +333,10 @@ class Scheduler:
             (self._instance(k) or {}).get("metadata", {}).get("creationTimestamp", ""), k))
         batch = keys[:BATCH]
         self.pending.difference_update(batch)
-        instances = [i for k in batch if (i := self._instance(k)) is not None
+        # An instance assumed somewhere is being bound or waits for the cache to show it: it
+        # is not placed again meanwhile (a stale event may still show it unbound).
+        instances = [i for k in batch if ns_name(*k) not in self._assumed
+                     and (i := self._instance(k)) is not None
                      and (needs_placement(i) or self._must_migrate(i))]
         if not instances:
             return
@@ -312,7 +346,6 @@ class Scheduler:
         instances = [i for i in instances if i not in too_many]
         requests = [self._request(i) for i in instances]
         decisions = assign_many(requests, self._host_states(now))
-        self.decisions += len(decisions) + len(too_many)
         by_host: dict[str, list[tuple[dict[str, Any], Request]]] = {}
         for instance, request, decision in zip(instances, requests, decisions, strict=True):
             if isinstance(decision, Placed):
@@ -336,43 +369,69 @@ class Scheduler:
         try:
             created = await self.client.create(VIRTUAL_MACHINE_INSTANCE, {**current, "spec": spec})
         except ClientError as problem:
-            if problem.code == 409:  # it exists (a create before a restart): placed as it is
+            if problem.code != 409:
+                self._not_created(key, current, problem)
                 return None
-            if problem.code >= 500 or problem.code == 429:  # tried again on the next pass
-                self.proposals.setdefault(key, current)
-                self.pending.add(key)
-                raise
-            # Refused for good (e.g. its namespace is being deleted): the VM controller
-            # proposes again when the VM changes.
-            log.warning("instance %s/%s not created: %s", *key, problem)
-            return None
+            # It exists (a create before a restart, or this one's answer lost): placed as
+            # it is stored.
+            created = await self.client.get(VIRTUAL_MACHINE_INSTANCE, *key)
         self._created.add(key)
         return created
 
+    def _not_created(self, key: Key, proposed: dict[str, Any], problem: ClientError) -> None:
+        if problem.code >= 500 or problem.code == 429:  # tried again on the next pass
+            self.proposals.setdefault(key, proposed)
+            self.pending.add(key)
+            raise problem
+        # Refused for good (e.g. its namespace is being deleted): the VM controller proposes
+        # again when the VM changes.
+        log.warning("instance %s/%s not created: %s", *key, problem)
+
     async def _bind(self, instance: dict[str, Any], host: str) -> None:
-        """Bind (or create bound) an instance assumed on `host`; if it is not bound, the
-        assumption goes and the instance is placed again when it still needs a place."""
+        """Bind (or create bound) an instance assumed on `host`. Bound, the assumption stays
+        until the cache has the bind's version; refused, it goes (and the instance is placed
+        again if it still needs a place); not known (a timeout, a 5xx), the stored instance
+        is read back to say."""
         namespace, name = key_of(instance)
-        bound = False
+        written: dict[str, Any] | None = None
+        uncertain = False
         try:
             if "resourceVersion" not in instance["metadata"]:
-                bound = await self._create(instance, host) is not None
+                written = await self._create(instance, host)
                 return
             field = "migrateTo" if get(instance, "spec", "host") else "host"
             try:
-                await self.client.patch(VIRTUAL_MACHINE_INSTANCE, namespace, name,
-                                        {"spec": {field: host}})
-                bound = True
-                if get(instance, "status", "unschedulable"):
-                    await self.client.patch(VIRTUAL_MACHINE_INSTANCE, namespace, name,
-                                            {"status": {"unschedulable": None}},
-                                            subresource="status")
+                written = await self.client.patch(VIRTUAL_MACHINE_INSTANCE, namespace, name,
+                                                  {"spec": {field: host}})
             except ClientError as problem:
                 if problem.code not in (404, 409, 422):  # gone, or bound elsewhere meanwhile
                     raise
+                return
+            if get(instance, "status", "unschedulable"):
+                await self.client.patch(VIRTUAL_MACHINE_INSTANCE, namespace, name,
+                                        {"status": {"unschedulable": None}}, subresource="status")
+        except ClientError as problem:
+            uncertain = problem.code >= 500 or problem.code == 429
+            raise
         finally:
-            if not bound:
+            if written is not None:
+                self._settle(ns_name(namespace, name), written["metadata"]["resourceVersion"])
+            elif uncertain:
+                await self._read_back(namespace, name)
+            else:
                 self._forget(ns_name(namespace, name))
+
+    async def _read_back(self, namespace: str, name: str) -> None:
+        who = ns_name(namespace, name)
+        try:
+            stored = await self.client.get(VIRTUAL_MACHINE_INSTANCE, namespace, name)
+        except ClientError as problem:
+            if problem.not_found:
+                self._forget(who)
+            else:  # it keeps its place (never over-committed) until the cache shows it
+                log.warning("instance %s: whether it was bound is not known (%s)", who, problem)
+            return
+        self._settle(who, stored["metadata"]["resourceVersion"])
 
     async def _unschedulable(self, instance: dict[str, Any], message: str) -> None:
         if get(instance, "spec", "host"):
@@ -412,8 +471,8 @@ class Scheduler:
 
     async def report(self) -> int:
         """Write `status.allocations` of each host whose holdings may have changed since it
-        was last written and differ from what is stored (all at once: one commit); returns
-        how many were written."""
+        was last written and differ from what is stored (all at once, so the store commits
+        them together); returns how many were written."""
         due, self._unreported = self._unreported, set()
         writes = {}
         for name in sorted(due):
@@ -424,7 +483,8 @@ class Scheduler:
             status = host.get("status") or {}
             if status.get("allocations", []) != wanted["allocations"] or \
                     status.get("allocated") != wanted["allocated"]:
-                writes[name] = self.client.patch(HOST, None, name, {"status": wanted},
+                writes[name] = self.client.patch(HOST, None, name,
+                                                 {"status": as_merge_patch(wanted)},
                                                  subresource="status")
         outcomes = await asyncio.gather(*writes.values(), return_exceptions=True)
         for name, outcome in zip(writes, outcomes, strict=True):
