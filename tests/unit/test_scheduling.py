@@ -28,10 +28,11 @@ GPU = "nvidia.com/AD102GL_L40S"
 class FakeStore:
     """Stored instances and hosts; binds as admission does (a bound instance cannot move)."""
 
-    def __init__(self, fail_after_patch: int = 0) -> None:
+    def __init__(self, fail_after_patch: int = 0, fail_before_patch: int = 0) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.version = 1
         self.fail_after_patch = fail_after_patch  # answers lost: applied, then a 503
+        self.fail_before_patch = fail_before_patch  # a 503 and nothing applied
 
     def put(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         self.version += 1
@@ -49,6 +50,9 @@ class FakeStore:
     async def patch(self, kind: Kind, namespace: str | None, name: str, body: dict[str, Any],
                     subresource: str = "", **_: Any) -> dict[str, Any]:
         await asyncio.sleep(0)
+        if self.fail_before_patch:
+            self.fail_before_patch -= 1
+            raise ClientError({"code": 503, "reason": "ServiceUnavailable"})
         obj = copy.deepcopy(self.objects[(kind.kind, namespace or "", name)])
         wanted = (body.get("spec") or {}).get("host")
         if wanted and obj["spec"].get("host") not in (None, wanted):
@@ -128,6 +132,21 @@ async def test_a_bind_whose_answer_was_lost_keeps_its_place() -> None:
     seen(world, "ADDED", y)
     await scheduler.schedule_batch()
     assert stored_host(store, "y") not in (None, first)
+
+
+async def test_a_bind_that_failed_without_being_applied_is_placed_again() -> None:
+    store = FakeStore(fail_before_patch=1)
+    world, scheduler = fleet(store, "a", "b")
+    x = store.put("VirtualMachineInstance", instance("x"))
+    seen(world, "ADDED", x)
+    scheduler.capacity_freed = False  # as the scheduler's loop leaves it before a pass
+    with pytest.raises(ClientError):
+        await scheduler.schedule_batch()
+    assert stored_host(store, "x") is None
+    assert scheduler.capacity_freed  # the scheduler's loop places everything unbound again
+    scheduler.retry_all()
+    await scheduler.schedule_batch()
+    assert stored_host(store, "x") in ("a", "b")
 
 
 async def test_a_hosts_report_says_what_it_holds_and_drops_what_it_no_longer_does() -> None:

@@ -198,6 +198,9 @@ class Scheduler:
         if assumed is not None:
             assumed.settled_at = int(version)
             self._count(name)
+            if name not in self._assumed:  # the cache was there already: if the instance is
+                self.capacity_freed = True  # still unbound, it is placed again
+                self.wake.set()
 
     def _forget(self, name: str) -> None:
         """A placement that will not be bound (refused, withdrawn, cancelled): its share goes
