@@ -140,16 +140,24 @@ def test_host_allocation_and_capacity_match_the_hosts(cloud: Server, kc: Kubectl
     create_vms(kc, ["app-1"])
     kc("wait", "vm/app-1", "--for=jsonpath={.status.virtualMachineStatus}=Running",
        "--timeout=30s")
-    hosts = json.loads(kc("get", "hosts", "-o", "json"))["items"]
-    samples = scrape(cloud)
-    for host in hosts:
-        name = host["metadata"]["name"]
-        assert total(samples, "evroc_host_capacity", host=name, resource="vcpu") == 16
-        assert total(samples, "evroc_host_capacity", host=name, resource="memory_bytes") == 64e9
-        allocated = (host.get("status") or {}).get("allocated") or {}
-        assert total(samples, "evroc_host_allocated", host=name, resource="vcpu") == \
-            allocated.get("vcpu", 0)
-    assert total(samples, "evroc_host_allocated", resource="vcpu") >= 1
+
+    def agree() -> bool:
+        """The metrics and the Hosts say the same (the scheduler reports a host's allocations
+        up to a second after a placement: both are read again until they settle)."""
+        hosts = json.loads(kc("get", "hosts", "-o", "json"))["items"]
+        samples = scrape(cloud)
+        for host in hosts:
+            name = host["metadata"]["name"]
+            assert total(samples, "evroc_host_capacity", host=name, resource="vcpu") == 16
+            assert total(samples, "evroc_host_capacity", host=name,
+                         resource="memory_bytes") == 64e9
+            allocated = (host.get("status") or {}).get("allocated") or {}
+            if total(samples, "evroc_host_allocated", host=name, resource="vcpu") != \
+                    allocated.get("vcpu", 0):
+                return False
+        return total(samples, "evroc_host_allocated", resource="vcpu") >= 1
+
+    eventually(agree)
 
 
 def test_controller_store_and_storage_metrics(cloud: Server, kc: Kubectl) -> None:
