@@ -1,9 +1,9 @@
 """How fast this machine is right now: the CPU seconds of a fixed pure-Python task.
 
-The figures of a benchmark move with the machine: on this 2-core VM the same code at the same
-commit took 46 s one day and 67 s another for 10,000 VMs, with nothing else running. The
-fleet benchmark measures this task before it starts the server, so figures taken on different
-days can be compared through it (lower is faster).
+The figures of a benchmark move with the machine: on this 2-core VM the same commit took 46 s
+in one session and 67 s in the next, hours later, for 10,000 VMs, with nothing else running.
+The fleet benchmark measures this task before it starts the server, so figures taken at
+different times can be compared through it (lower is faster).
 """
 
 from __future__ import annotations

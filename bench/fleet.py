@@ -921,7 +921,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(render(r, args))
     print(f"machine speed: the calibration task (bench/calibrate.py) took {calibration:.2f} s of "
-          "CPU (lower is faster; figures of different days compare through it)")
+          "CPU (lower is faster; figures of different hours compare through it)")
     print()
     if problems:
         print(f"server log ({log_path}): {dict(levels)}; first distinct records:")
