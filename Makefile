@@ -39,7 +39,8 @@ STRICT := src/evroc_compute/runtime src/evroc_compute/hosts/lifecycle.py src/evr
   src/evroc_compute/server/fairness.py src/evroc_compute/server/audit.py \
   src/evroc_compute/server/auth src/evroc_compute/server/console/agents.py \
   src/evroc_compute/api/consolelog.py src/evroc_compute/client/transport.py \
-  src/evroc_compute/client/http.py src/evroc_compute/controlplane.py src/evroc_compute/supervisor.py
+  src/evroc_compute/client/http.py src/evroc_compute/controlplane.py src/evroc_compute/supervisor.py \
+  src/evroc_compute/client/channel.py src/evroc_compute/server/channel.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -169,27 +169,25 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def _controllers_command(args: argparse.Namespace, pki: Pki) -> list[str]:
-    """`serve --controllers process`: the command line of its controllers process, whose
-    kubeconfig (the PKI's controller-manager and fleet-simulator certificates) is written now."""
+    """`serve --controllers process`: the command line of its controllers process, which reaches
+    serve through sockets it inherits (`--channels`, added at each start). For a control plane
+    run apart (`evroc-compute controllers --server URL`), serve also writes the PKI's
+    controller-manager and fleet-simulator certificates into a kubeconfig."""
     if args.driver != "sim":
         sys.exit("evroc-compute: --controllers process runs the simulated fleet's control plane; "
                  "with --driver qemu run the controllers in-process (or this host as "
                  "`evroc-compute agent`)")
-    if args.insecure_http or args.tls_cert:
-        sys.exit("evroc-compute: --controllers process authenticates its controllers with the "
-                 "PKI's client certificates over the PKI's serving certificate: it cannot be "
-                 "combined with --insecure-http or --tls-cert")
-    host = "127.0.0.1" if args.host in ("", "0.0.0.0", "::") else args.host
-    url = f"https://{'[' + host + ']' if ':' in host else host}:{args.port}"
-    users = {"controllers": certificate_user(pki.controllers_cert.read_bytes(),
-                                             pki.controllers_key.read_bytes()),
-             "fleet-simulator": certificate_user(pki.simulator_cert.read_bytes(),
-                                                 pki.simulator_key.read_bytes())}
-    write_private(pki.controllers_kubeconfig,
-                  control_plane_kubeconfig(url, pki.ca_cert.read_bytes(), users).encode())
-    command = [sys.executable, "-m", "evroc_compute.cli", "controllers", "--server", url,
-               "--kubeconfig", str(pki.controllers_kubeconfig), "--log-level", args.log_level,
-               "--log-format", args.log_format]
+    if not (args.insecure_http or args.tls_cert):
+        host = "127.0.0.1" if args.host in ("", "0.0.0.0", "::") else args.host
+        url = f"https://{'[' + host + ']' if ':' in host else host}:{args.port}"
+        users = {"controllers": certificate_user(pki.controllers_cert.read_bytes(),
+                                                 pki.controllers_key.read_bytes()),
+                 "fleet-simulator": certificate_user(pki.simulator_cert.read_bytes(),
+                                                     pki.simulator_key.read_bytes())}
+        write_private(pki.controllers_kubeconfig,
+                      control_plane_kubeconfig(url, pki.ca_cert.read_bytes(), users).encode())
+    command = [sys.executable, "-m", "evroc_compute.cli", "controllers", "--log-level",
+               args.log_level, "--log-format", args.log_format]
     return command + (["--fleet", str(Path(args.fleet).resolve())] if args.fleet else [])
 
 
@@ -201,30 +199,63 @@ async def _run_controllers(args: argparse.Namespace) -> None:
 
     from evroc_compute import collector, controlplane
     from evroc_compute.client import kubeconfig as kubeconfigs
-    from evroc_compute.client.base import ClientError
+    from evroc_compute.client.base import Client, ClientError
+    from evroc_compute.client.channel import ChannelClient
     from evroc_compute.client.http import HttpClient
 
     try:
         fleet = load_fleet(Path(args.fleet)) if args.fleet else default_fleet()
-        connection = kubeconfigs.load(Path(args.kubeconfig))
-        simulator = kubeconfigs.load(Path(args.kubeconfig), args.simulator_context)
+        if not (args.channels or args.kubeconfig):
+            sys.exit("evroc-compute: controllers needs --kubeconfig (the server and the "
+                     "control plane's credentials)")
+        if not args.channels:
+            connection = kubeconfigs.load(Path(args.kubeconfig))
+            simulator = kubeconfigs.load(Path(args.kubeconfig), args.simulator_context)
     except (FleetError, kubeconfigs.KubeconfigError) as problem:
         sys.exit(f"evroc-compute: {problem}")
     identity = args.identity or f"{socket.gethostname()}:{os.getpid()}:controllers"
-    # As many requests in flight as the controllers' workers and the scheduler's batches make
-    # (the server does not count the control plane's users against --max-requests-per-user):
-    # writes that wait for one group commit together are committed together.
-    async with HttpClient(args.server, "evroc-compute-controllers", connection=connection,
-                          max_connections=CONTROLLERS_IN_FLIGHT) as client, \
-            HttpClient(args.server, "evroc-compute-fleet-simulator", connection=simulator,
-                       max_connections=CONTROLLERS_IN_FLIGHT) as simulated:
-        log.info("controllers: %d simulated hosts, serving %s as %s", len(fleet.hosts),
-                 ",".join(client.servers), identity)
+    running = asyncio.current_task()
+    assert running is not None
+    lost: list[str] = []
+
+    def server_gone() -> None:  # the channels cannot be reopened: this process is done
+        lost.append("the server closed its channel")
+        running.cancel()
+
+    async with contextlib.AsyncExitStack() as stack:
+        client: Client
+        simulated: Client
+        if args.channels:
+            ours, simulator_end = (socket.socket(fileno=int(fd))
+                                   for fd in args.channels.split(","))
+            client = await stack.enter_async_context(ChannelClient(
+                ours, "evroc-compute-controllers", on_lost=server_gone))
+            simulated = await stack.enter_async_context(ChannelClient(
+                simulator_end, "evroc-compute-fleet-simulator", on_lost=server_gone))
+            where = "serve's channels"
+        else:
+            # As many requests in flight as the controllers' workers and the scheduler's
+            # batches make (the server does not count the control plane's users against
+            # --max-requests-per-user): writes that wait for one group commit together are
+            # committed together.
+            http = await stack.enter_async_context(HttpClient(
+                args.server, "evroc-compute-controllers", connection=connection,
+                max_connections=CONTROLLERS_IN_FLIGHT))
+            client, simulated = http, await stack.enter_async_context(HttpClient(
+                args.server, "evroc-compute-fleet-simulator", connection=simulator,
+                max_connections=CONTROLLERS_IN_FLIGHT))
+            where = ",".join(http.servers)
+        log.info("controllers: %d simulated hosts, serving %s as %s", len(fleet.hosts), where,
+                 identity)
         collecting = asyncio.create_task(collector.keep_collections_short(), name="gc-freeze")
         try:
             await controlplane.run(client, simulated, fleet, identity)
         except ClientError as problem:  # e.g. its credential refused: say so in one line
             sys.exit(f"evroc-compute: controllers: {problem}")
+        except asyncio.CancelledError:
+            if lost:
+                sys.exit(f"evroc-compute: controllers: {lost[0]}")
+            raise
         finally:
             collecting.cancel()
 
@@ -571,7 +602,7 @@ def main(argv: list[str] | None = None) -> None:
     plane = commands.add_parser(
         "controllers", help="run the control plane (controllers, scheduler, the simulated "
         "fleet's agent) of a server in this process, over HTTPS")
-    plane.add_argument("--kubeconfig", required=True,
+    plane.add_argument("--kubeconfig", default="",
                        help="the server, its CA and the controller manager's credential; a "
                             "second context (--simulator-context) holds the fleet simulator's "
                             "(serve writes DATA_DIR/pki/controllers.kubeconfig)")
@@ -585,6 +616,10 @@ def main(argv: list[str] | None = None) -> None:
                        help="the server's fleet file (default: the built-in simulated fleet)")
     plane.add_argument("--identity", default="",
                        help="the candidate's name in the leader election (default: host, pid)")
+    plane.add_argument("--channels", default="", metavar="FD,FD",
+                       help="instead of --kubeconfig: the sockets to the server it inherits, as "
+                            "the controller manager and as the fleet simulator (serve "
+                            "--controllers process passes them)")
     _log_options(plane)
     host_agent = commands.add_parser("agent", help="run this machine as a host of a server")
     host_agent.add_argument("--kubeconfig", required=True,

@@ -34,10 +34,11 @@ from evroc_compute.hosts.agent import Agent
 from evroc_compute.hosts.drivers.qemu.driver import QemuDriver, QemuHostConfig, register_host
 from evroc_compute.hosts.fleet import Fleet, default_fleet
 from evroc_compute.runtime.world import World
-from evroc_compute.server import fairness
+from evroc_compute.server import channel, fairness
 from evroc_compute.server.app import App
 from evroc_compute.server.auth.users import (
     CONTROLLER_MANAGER,
+    CONTROLLERS,
     FLEET_SIMULATOR,
     FLEET_SIMULATOR_USER,
     host_user,
@@ -99,9 +100,23 @@ class Cloud:
             if self.app.store_url.startswith("sqlite:") \
             else f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.supervisor = Supervisor("controllers", [*controllers_command,
-                                                     "--identity", self.identity]) \
-            if mode == "process" else None
+                                                     "--identity", self.identity],
+                                     self._channels) if mode == "process" else None
         self._task: asyncio.Task[None] | None = None
+        self._serving: set[asyncio.Task[None]] = set()
+
+    def _channels(self) -> tuple[list[str], list[socket.socket]]:
+        """A new controllers process's sockets to this server: one per identity, each served
+        as that identity (server/channel.py)."""
+        theirs = []
+        for user in (CONTROLLERS, FLEET_SIMULATOR_USER):
+            ours, their_end = socket.socketpair()
+            task = asyncio.create_task(channel.serve(self.app, ours, user),
+                                       name=f"channel-{user.name}")
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
+            theirs.append(their_end)
+        return ["--channels", ",".join(str(s.fileno()) for s in theirs)], theirs
 
     async def start(self) -> None:
         await self.app.start()
@@ -144,6 +159,9 @@ class Cloud:
     async def stop(self) -> None:
         if self.supervisor is not None:
             await self.supervisor.stop()
+        for task in list(self._serving):
+            task.cancel()
+        await asyncio.gather(*self._serving, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

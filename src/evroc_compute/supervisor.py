@@ -15,9 +15,10 @@ import contextlib
 import ctypes
 import logging
 import signal
+import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 
@@ -50,10 +51,16 @@ def next_wait(wait: float, ran: float, *, first: float = 0.5, most: float = 30.0
     return first if ran >= steady else min(most, max(first, wait * 2))
 
 
+# Before each start: more arguments, and the sockets the child inherits (closed here once it has).
+Prepare = Callable[[], tuple[list[str], list[socket.socket]]]
+
+
 class Supervisor:
-    def __init__(self, name: str, argv: Sequence[str]) -> None:
+    def __init__(self, name: str, argv: Sequence[str],
+                 prepare: Prepare = lambda: ([], [])) -> None:
         self.name = name
         self.argv = list(argv)
+        self.prepare = prepare
         self.process: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -65,17 +72,22 @@ class Supervisor:
         wait = 0.0
         while not self._stopping:
             began = time.monotonic()
+            extra, inherited = self.prepare()
             try:
                 self.process = await asyncio.create_subprocess_exec(
-                    *self.argv, stdin=asyncio.subprocess.DEVNULL,
+                    *self.argv, *extra, stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                    preexec_fn=_end_with_parent, limit=1 << 20)
+                    preexec_fn=_end_with_parent, limit=1 << 20,
+                    pass_fds=[s.fileno() for s in inherited])
             except OSError as problem:
                 wait = next_wait(wait, 0.0)
                 log.error("%s: cannot start %s: %s; trying again in %.1f s", self.name,
                           self.argv[0], problem, wait)
                 await asyncio.sleep(wait)
                 continue
+            finally:
+                for inheritance in inherited:  # the child's now (or nobody's): its end closes
+                    inheritance.close()
             log.info("%s: started process %d", self.name, self.process.pid)
             await self._relay(self.process)
             code = await self.process.wait()

@@ -28,34 +28,29 @@ from evroc_compute.server.auth.users import CONTROLLERS, UserInfo
 from evroc_compute.server.http import Request, Response, StreamingResponse
 
 
-class InProcessClient:
-    def __init__(self, app: App, field_manager: str, user: UserInfo = CONTROLLERS) -> None:
-        self.app = app
-        self.field_manager = field_manager
-        self.user = user  # authorized as any request is
+class RoutedClient:
+    """The `Client` contract as the requests kubectl would make (same paths, query parameters,
+    patch content types and fieldManager), over whatever carries them to `App.route`."""
 
-    async def _call(self, method: str, path: str, body: Any = None, *,
-                    content_type: str = "application/json",
-                    query: dict[str, str] | None = None) -> Response | StreamingResponse:
-        headers = {"accept": "application/json", "user-agent": f"{self.field_manager}/in-process"}
-        data = b""
-        if body is not None:
-            data = orjson.dumps(body)
-            headers["content-type"] = content_type
-        request = Request(method, path, dict(query or {}), headers, data, user=self.user)
-        try:
-            return await self.app.route(request)
-        except errors.ApiError as problem:
-            raise ClientError(problem.status()) from None
+    field_manager: str
+
+    async def _exchange(self, method: str, path: str, data: bytes, content_type: str,
+                        query: dict[str, str]) -> tuple[int, bytes]:
+        """One request's (status, body); a Status the server raised is a ClientError."""
+        raise NotImplementedError
+
+    def _chunks(self, path: str, query: dict[str, str]) -> AsyncIterator[bytes]:
+        """A watch's chunks of JSON lines, as the server streams them."""
+        raise NotImplementedError
 
     async def _object(self, method: str, path: str, body: Any = None, *,
                       content_type: str = "application/json",
                       query: dict[str, str] | None = None) -> dict[str, Any]:
-        response = await self._call(method, path, body, content_type=content_type, query=query)
-        assert isinstance(response, Response)
-        if response.status >= 400:  # an error answered without raising (e.g. 503 from store)
-            raise ClientError(orjson.loads(response.body))
-        result: dict[str, Any] = orjson.loads(response.body)
+        data = b"" if body is None else orjson.dumps(body)
+        status, answer = await self._exchange(method, path, data, content_type, query or {})
+        if status >= 400:  # an error answered without raising (e.g. 503 from store)
+            raise ClientError(orjson.loads(answer))
+        result: dict[str, Any] = orjson.loads(answer)
         return result
 
     def _writes(self, **extra: str) -> dict[str, str]:
@@ -75,17 +70,15 @@ class InProcessClient:
                     label_selector: str = "", timeout_seconds: int = 0,
                     ) -> AsyncIterator[WatchEvent]:
         query = watch_query(resource_version, label_selector, timeout_seconds)
-        response = await self._call("GET", resource_path(kind, namespace), query=query)
-        assert isinstance(response, StreamingResponse)
-        lines = response.lines
+        chunks = self._chunks(resource_path(kind, namespace), query)
         try:
-            async for chunk in lines:
+            async for chunk in chunks:
                 for line in chunk.splitlines():
                     if line:
                         event = orjson.loads(line)
                         yield WatchEvent(event["type"], event["object"])
         finally:
-            aclose = getattr(lines, "aclose", None)
+            aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
 
@@ -109,3 +102,39 @@ class InProcessClient:
 
     async def delete(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
         return await self._object("DELETE", resource_path(kind, namespace, name))
+
+
+class InProcessClient(RoutedClient):
+    def __init__(self, app: App, field_manager: str, user: UserInfo = CONTROLLERS) -> None:
+        self.app = app
+        self.field_manager = field_manager
+        self.user = user  # authorized as any request is
+
+    async def _call(self, method: str, path: str, data: bytes, content_type: str,
+                    query: dict[str, str]) -> Response | StreamingResponse:
+        headers = {"accept": "application/json", "user-agent": f"{self.field_manager}/in-process"}
+        if data:
+            headers["content-type"] = content_type
+        request = Request(method, path, dict(query), headers, data, user=self.user)
+        try:
+            return await self.app.route(request)
+        except errors.ApiError as problem:
+            raise ClientError(problem.status()) from None
+
+    async def _exchange(self, method: str, path: str, data: bytes, content_type: str,
+                        query: dict[str, str]) -> tuple[int, bytes]:
+        response = await self._call(method, path, data, content_type, query)
+        assert isinstance(response, Response)
+        return response.status, response.body
+
+    async def _chunks(self, path: str, query: dict[str, str]) -> AsyncIterator[bytes]:
+        response = await self._call("GET", path, b"", "", query)
+        assert isinstance(response, StreamingResponse)
+        lines = response.lines
+        try:
+            async for chunk in lines:
+                yield chunk
+        finally:
+            aclose = getattr(lines, "aclose", None)
+            if aclose is not None:
+                await aclose()
