@@ -1,8 +1,10 @@
-"""The in-process client gets exactly what an HTTP client gets: admission, CAS, watch."""
+"""The in-process client, and the channel client of serve's controllers process, get exactly
+what an HTTP client gets: admission, CAS, watch."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,15 +14,25 @@ import pytest
 from evroc_compute.api.compute import DISK, VIRTUAL_MACHINE
 from evroc_compute.api.core import NAMESPACE
 from evroc_compute.client.base import ClientError, WatchEvent
-from evroc_compute.client.inprocess import InProcessClient
+from evroc_compute.client.channel import ChannelClient
+from evroc_compute.client.inprocess import InProcessClient, RoutedClient
+from evroc_compute.server import channel
 from evroc_compute.server.app import App
+from evroc_compute.server.auth.users import CONTROLLERS
 
 
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[InProcessClient]:
+@pytest.fixture(params=["in-process", "channel"])
+async def client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RoutedClient]:
     app = App(tmp_path, compact_interval=3600, bookmark_interval=0.05)
     await app.start()
-    yield InProcessClient(app, "test-controller")
+    if request.param == "in-process":
+        yield InProcessClient(app, "test-controller")
+    else:
+        ours, theirs = socket.socketpair()
+        serving = asyncio.create_task(channel.serve(app, ours, CONTROLLERS))
+        async with ChannelClient(theirs, "test-controller") as over_channel:
+            yield over_channel
+        await serving
     await app.stop()
 
 
@@ -32,7 +44,7 @@ def vm(name: str, **spec: Any) -> dict[str, Any]:
 
 
 async def test_crud_goes_through_admission_and_records_the_field_manager(
-        client: InProcessClient) -> None:
+        client: RoutedClient) -> None:
     created = await client.create(VIRTUAL_MACHINE, vm("a"))
     assert created["spec"]["running"] is True  # defaulted by admission
     assert created["metadata"]["managedFields"][0]["manager"] == "test-controller"
@@ -49,7 +61,7 @@ async def test_crud_goes_through_admission_and_records_the_field_manager(
 
 
 async def test_invalid_objects_and_stale_updates_are_refused_as_for_http(
-        client: InProcessClient) -> None:
+        client: RoutedClient) -> None:
     with pytest.raises(ClientError) as invalid:
         await client.create(VIRTUAL_MACHINE, vm("b", running="yes"))
     assert invalid.value.code == 422
@@ -61,7 +73,7 @@ async def test_invalid_objects_and_stale_updates_are_refused_as_for_http(
     assert stale.value.conflict
 
 
-async def test_status_is_written_through_the_status_subresource(client: InProcessClient) -> None:
+async def test_status_is_written_through_the_status_subresource(client: RoutedClient) -> None:
     await client.create(VIRTUAL_MACHINE, vm("d"))
     written = await client.patch(VIRTUAL_MACHINE, "default", "d",
                                  {"status": {"virtualMachineStatus": "Running"}},
@@ -70,7 +82,7 @@ async def test_status_is_written_through_the_status_subresource(client: InProces
     assert written["metadata"]["generation"] == 1
 
 
-async def test_watch_delivers_events_and_bookmarks(client: InProcessClient) -> None:
+async def test_watch_delivers_events_and_bookmarks(client: RoutedClient) -> None:
     _, version = await client.list(DISK, "default")
     seen: list[WatchEvent] = []
 
@@ -92,13 +104,13 @@ async def test_watch_delivers_events_and_bookmarks(client: InProcessClient) -> N
     assert int(seen[-1].resource_version) >= int(version)
 
 
-async def test_cluster_scoped_kinds(client: InProcessClient) -> None:
+async def test_cluster_scoped_kinds(client: RoutedClient) -> None:
     namespaces, _ = await client.list(NAMESPACE)
     assert "default" in [n["metadata"]["name"] for n in namespaces]
 
 
 async def test_a_refused_delete_is_answered_at_once_not_retried(
-        client: InProcessClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        client: RoutedClient, monkeypatch: pytest.MonkeyPatch) -> None:
     from evroc_compute.api.networking import PUBLIC_IP
     from evroc_compute.server.handlers import delete
 

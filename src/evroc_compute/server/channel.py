@@ -152,6 +152,8 @@ async def _answer(app: App, request: Request, ident: int, out: Writer) -> None:
             out.write(frame({"id": ident, "s": response.status, "more": 1}, chunk))
             await out.drain()
         out.write(frame({"id": ident, "end": 1}))
+    except ConnectionError:  # the other end went away: nobody left to watch for
+        pass
     finally:
         aclose = getattr(lines, "aclose", None)
         if aclose is not None:

@@ -1,0 +1,105 @@
+"""The channel of serve's controllers process: each socket is one identity, a watch the client
+stops is stopped on the server, and a server that goes away fails what is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from evroc_compute.api.compute import DISK
+from evroc_compute.api.core import NAMESPACE
+from evroc_compute.client.base import ClientError
+from evroc_compute.client.channel import ChannelClient
+from evroc_compute.server import channel
+from evroc_compute.server.app import App
+from evroc_compute.server.auth.users import CONTROLLERS, FLEET_SIMULATOR_USER, UserInfo
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[App]:
+    app = App(tmp_path, compact_interval=3600, bookmark_interval=0.05)
+    await app.start()
+    yield app
+    await app.stop()
+
+
+def served(app: App, user: UserInfo) -> tuple[asyncio.Task[None], socket.socket]:
+    ours, theirs = socket.socketpair()
+    return asyncio.create_task(channel.serve(app, ours, user)), theirs
+
+
+def watchers(app: App) -> int:
+    """The store's open watches of Disks."""
+    assert app.ctx is not None
+    return sum(len(w) for resource, w in app.ctx.store._watchers.items() if "disks" in resource)
+
+
+def namespace(name: str) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+async def test_a_channel_acts_as_its_identity_and_no_other(app: App) -> None:
+    _, controllers_end = served(app, CONTROLLERS)
+    _, simulator_end = served(app, FLEET_SIMULATOR_USER)
+    async with ChannelClient(controllers_end, "controllers") as controllers, \
+            ChannelClient(simulator_end, "simulator") as simulator:
+        await controllers.create(NAMESPACE, namespace("made-by-controllers"))
+        with pytest.raises(ClientError) as refused:
+            await simulator.create(NAMESPACE, namespace("not-the-simulators"))
+    assert refused.value.code == 403 and refused.value.reason == "Forbidden"
+    assert "system:fleet-simulator" in refused.value.status["message"]
+
+
+async def test_a_watch_the_client_stops_is_stopped_on_the_server(app: App) -> None:
+    _, end = served(app, CONTROLLERS)
+    async with ChannelClient(end, "test") as client:
+        _, version = await client.list(DISK, "default")
+        watch = client.watch(DISK, "default", resource_version=version)
+        await client.create(DISK, {"apiVersion": DISK.api_version, "kind": "Disk",
+                                   "metadata": {"name": "d", "namespace": "default"},
+                                   "spec": {"diskSize": {"amount": 1, "unit": "GB"}}})
+        event = await anext(watch)
+        assert event.type == "ADDED" and event.object["metadata"]["name"] == "d"
+        assert watchers(app) == 1
+        await watch.aclose()
+        for _ in range(100):
+            if not watchers(app):
+                break
+            await asyncio.sleep(0.01)
+        assert watchers(app) == 0
+
+
+async def test_a_refused_watch_is_a_client_error(app: App) -> None:
+    _, end = served(app, FLEET_SIMULATOR_USER)
+    async with ChannelClient(end, "test") as client:
+        with pytest.raises(ClientError) as refused:
+            async for _ in client.watch(NAMESPACE):
+                pass
+    assert refused.value.code == 403
+
+
+async def test_when_the_server_closes_the_channel_requests_fail_and_the_client_is_told(
+        app: App) -> None:
+    serving, end = served(app, CONTROLLERS)
+    lost: list[bool] = []
+    async with ChannelClient(end, "test", on_lost=lambda: lost.append(True)) as client:
+        _, version = await client.list(DISK, "default")
+
+        async def watch() -> None:
+            async for _ in client.watch(DISK, "default", resource_version=version):
+                pass
+
+        waiting = asyncio.create_task(watch())
+        await asyncio.sleep(0.05)
+        serving.cancel()  # the server goes away: its end of the socket closes
+        with pytest.raises(ClientError) as ended:
+            await waiting
+        assert ended.value.code == 503
+        with pytest.raises(ClientError) as unavailable:
+            await client.get(DISK, "default", "anything")
+        assert unavailable.value.code == 503 and "closed" in str(unavailable.value)
+    assert lost == [True]
