@@ -72,8 +72,9 @@ class Supervisor:
         wait = 0.0
         while not self._stopping:
             began = time.monotonic()
-            extra, inherited = self.prepare()
+            inherited: list[socket.socket] = []
             try:
+                extra, inherited = self.prepare()
                 self.process = await asyncio.create_subprocess_exec(
                     *self.argv, *extra, stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -17,6 +18,8 @@ from evroc_compute.client.channel import ChannelClient
 from evroc_compute.server import channel
 from evroc_compute.server.app import App
 from evroc_compute.server.auth.users import CONTROLLERS, FLEET_SIMULATOR_USER, UserInfo
+from evroc_compute.server.http import Request, Response, StreamingResponse
+from evroc_compute.store.base import StoreUnavailable
 
 
 @pytest.fixture
@@ -103,3 +106,69 @@ async def test_when_the_server_closes_the_channel_requests_fail_and_the_client_i
             await client.get(DISK, "default", "anything")
         assert unavailable.value.code == 503 and "closed" in str(unavailable.value)
     assert lost == [True]
+
+
+class Streaming:
+    """An App whose every request is answered by `route` (to break a watch on purpose)."""
+
+    def __init__(self, route: Callable[[Request], Awaitable[Response | StreamingResponse]]) -> None:
+        self.route = route
+
+
+def over(route: Callable[[Request], Awaitable[Response | StreamingResponse]]) -> ChannelClient:
+    ours, theirs = socket.socketpair()
+    asyncio.create_task(channel.serve(cast(App, Streaming(route)), ours, CONTROLLERS))
+    return ChannelClient(theirs, "test")
+
+
+async def test_a_watch_that_breaks_on_the_server_ends_and_a_store_outage_is_a_503() -> None:
+    async def route(request: Request) -> StreamingResponse:
+        if request.query.get("watch") != "true":
+            raise StoreUnavailable("the database went away")
+
+        async def lines() -> AsyncIterator[bytes]:
+            yield b'{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"7"}}}\n'
+            raise RuntimeError("the watch broke")
+        return StreamingResponse(lines())
+
+    async with over(route) as client:
+        async def watch() -> list[str]:
+            return [event.type async for event in client.watch(DISK, "default")]
+
+        seen = await asyncio.wait_for(watch(), 5)
+        assert seen == ["BOOKMARK"]  # then it ended, as an HTTP watch whose server failed ends
+        with pytest.raises(ClientError) as unavailable:
+            await client.get(DISK, "default", "d")
+    assert unavailable.value.code == 503 and "database went away" in str(unavailable.value)
+
+
+async def test_a_watch_that_falls_far_behind_is_stopped_so_the_informer_lists_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from evroc_compute.client import channel as client_channel
+
+    monkeypatch.setattr(client_channel, "MAX_BACKLOG", 5)
+    stopped = asyncio.Event()
+
+    async def route(request: Request) -> StreamingResponse:
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                for number in range(1000):
+                    yield b'{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"%d"}}}\n' \
+                        % number
+                    await asyncio.sleep(0)
+                await asyncio.sleep(60)
+            finally:
+                stopped.set()
+        return StreamingResponse(lines())
+
+    async with over(route) as client:
+        watch = client.watch(DISK, "default")
+        first = await anext(watch)
+        await asyncio.sleep(0.2)  # a consumer busy elsewhere while the chunks pile up
+        seen = [first]
+        with pytest.raises(ClientError) as behind:
+            async for event in watch:
+                seen.append(event)
+        assert behind.value.code == 410 and behind.value.expired
+        assert len(seen) <= 6
+        await asyncio.wait_for(stopped.wait(), 5)  # and the server stopped streaming it

@@ -23,11 +23,19 @@ from evroc_compute.client.inprocess import RoutedClient
 from evroc_compute.server.channel import ChannelClosed, Writer, frame, frames
 
 log = logging.getLogger(__name__)
+# Chunks of one watch read and not yet consumed before it is stopped (as the server stops a
+# watcher too far behind): the informer lists again instead of this process's memory growing.
+MAX_BACKLOG = 10_000
 
 
 def _unavailable(message: str) -> ClientError:
     return ClientError({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                         "message": message, "reason": "ServiceUnavailable", "code": 503})
+
+
+def _expired(message: str) -> ClientError:
+    return ClientError({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                        "message": message, "reason": "Expired", "code": 410})
 
 
 class ChannelClient(RoutedClient):
@@ -42,6 +50,7 @@ class ChannelClient(RoutedClient):
         self._opening: asyncio.Lock | None = None
         self._reading: asyncio.Task[None] | None = None
         self._lost = ""
+        self._closing = False
 
     async def _writer(self) -> Writer:
         if self._lost:
@@ -66,21 +75,26 @@ class ChannelClient(RoutedClient):
                     ident = header["id"]
                     stream = self._streams.get(ident)
                     if stream is not None:
-                        stream.put_nowait((header, body))
+                        if stream.qsize() < MAX_BACKLOG:
+                            stream.put_nowait((header, body))
+                        elif stream.qsize() == MAX_BACKLOG:
+                            stream.put_nowait(({"behind": 1}, b""))
                         continue
                     answer = self._answers.pop(ident, None)
                     if answer is not None and not answer.done():
                         answer.set_result((header["s"], body))
         except (ChannelClosed, ConnectionError, orjson.JSONDecodeError, KeyError) as error:
             problem = f"the channel to the server broke: {error}"
-        self._lost = problem
+        closing = self._closing
+        self._lost = "the channel is closed" if closing else problem
         for answer in self._answers.values():
             if not answer.done():
-                answer.set_exception(_unavailable(problem))
+                answer.set_exception(_unavailable(self._lost))
         for stream in self._streams.values():
             stream.put_nowait(None)
-        log.warning("%s; stopping", problem)
-        self._on_lost()
+        if not closing:
+            log.warning("%s; stopping", problem)
+            self._on_lost()
 
     async def _exchange(self, method: str, path: str, data: bytes, content_type: str,
                         query: dict[str, str]) -> tuple[int, bytes]:
@@ -107,6 +121,8 @@ class ChannelClient(RoutedClient):
                 if header.get("end"):
                     ended = True
                     return
+                if header.get("behind"):
+                    raise _expired(f"this watch fell {MAX_BACKLOG} chunks behind; list again")
                 if not header.get("more"):  # an answer instead of a stream: the watch refused
                     ended = True
                     raise ClientError(orjson.loads(body))
@@ -118,11 +134,14 @@ class ChannelClient(RoutedClient):
                 out.write(frame({"id": ident, "cancel": 1}))
 
     async def aclose(self) -> None:
+        """Close the socket; whatever is still waiting on it fails as unavailable."""
+        self._closing = True
+        if self._out is None:
+            self._sock.close()
+            return
+        self._out.writer.close()  # the reader then sees the end and fails what is pending
         if self._reading is not None:
-            self._reading.cancel()
-        if self._out is not None:
-            self._out.writer.close()
-        self._sock.close()
+            await asyncio.gather(self._reading, return_exceptions=True)
 
     async def __aenter__(self) -> ChannelClient:
         return self

@@ -264,14 +264,8 @@ class App:
         except ClientGone:
             self._release(admitted, watching)
             return
-        except errors.ApiError as problem:
-            response = error_response(problem)
-        except StoreUnavailable as problem:
-            response = error_response(errors.unavailable(f"storage is unavailable: {problem}"))
-        except Exception:
-            log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
-            response = error_response(errors.ApiError(
-                500, "InternalError", "an internal error occurred; the server log has the details"))
+        except Exception as problem:
+            response = error_response(as_api_error(problem, scope.get("method"), scope.get("path")))
         labels = req.labels if req is not None and req.labels else _unrouted(scope["method"])
         try:
             if isinstance(response, StreamingResponse):
@@ -546,6 +540,18 @@ def _dry_run(req: Request) -> str:
     """kube's label value: the dryRun parameter if valid, "invalid" if not (bounded)."""
     value = req.query.get("dryRun", "")
     return value if value in ("", "All") else "invalid"
+
+
+def as_api_error(problem: Exception, method: object, path: object) -> errors.ApiError:
+    """What a request that raised `problem` is answered: its own Status, a 503 while the store
+    is unavailable, or a 500 (logged with its traceback)."""
+    if isinstance(problem, errors.ApiError):
+        return problem
+    if isinstance(problem, StoreUnavailable):
+        return errors.unavailable(f"storage is unavailable: {problem}")
+    log.error("internal error on %s %s", method, path, exc_info=problem)
+    return errors.ApiError(500, "InternalError",
+                           "an internal error occurred; the server log has the details")
 
 
 def _audit_record(scope: Scope, req: Request | None, code: int, received: float,

@@ -31,15 +31,16 @@ from typing import Any
 
 import orjson
 
-from evroc_compute.server import errors
-from evroc_compute.server.app import App
+from evroc_compute.server.app import App, as_api_error
 from evroc_compute.server.auth.users import UserInfo
 from evroc_compute.server.http import Request, Response, StreamingResponse
 
 log = logging.getLogger(__name__)
 
 PREFIX = struct.Struct(">II")
-MAX_FRAME = 64 << 20
+# A bound on garbage, not on answers: the peer is serve's own child, and an unpaginated list of
+# 20,000 VMs is tens of MiB.
+MAX_FRAME = 1 << 30
 _HIGH_WATER = 4 << 20  # buffered output before a watch waits for the peer to read
 
 
@@ -96,7 +97,11 @@ class Writer:
 
 async def serve(app: App, sock: socket.socket, user: UserInfo) -> None:
     """Answer the requests arriving on `sock` as `user`, until the other end closes it."""
-    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
+    try:
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
+    except BaseException:
+        sock.close()
+        raise
     out = Writer(writer)
     running: dict[int, asyncio.Task[None]] = {}
     buffer = bytearray()
@@ -119,28 +124,24 @@ async def serve(app: App, sock: socket.socket, user: UserInfo) -> None:
     except (ChannelClosed, ConnectionError, orjson.JSONDecodeError, KeyError) as problem:
         log.warning("controllers channel of %s closed: %s", user.name, problem)
     finally:
+        writer.close()
         for task in list(running.values()):
             task.cancel()
         await asyncio.gather(*running.values(), return_exceptions=True)
-        writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
 
 
 def _forget(running: dict[int, asyncio.Task[None]], ident: int, _: object) -> None:
-    running.pop(ident, None)
+    running.pop(ident, None)  # `_answer` raises nothing but cancellation
 
 
 async def _answer(app: App, request: Request, ident: int, out: Writer) -> None:
     try:
         response = await app.route(request)
-    except errors.ApiError as problem:
-        out.write(frame({"id": ident, "s": problem.code}, orjson.dumps(problem.status())))
-        return
-    except Exception as problem:  # as the HTTP server would answer: a 500 with a Status
-        log.exception("%s %s failed", request.method, request.path)
-        failure = errors.ApiError(500, "InternalError", f"an error on the server: {problem}")
-        out.write(frame({"id": ident, "s": 500}, orjson.dumps(failure.status())))
+    except Exception as problem:  # answered as over HTTP: its Status, a 503 or a 500
+        failure = as_api_error(problem, request.method, request.path)
+        out.write(frame({"id": ident, "s": failure.code}, orjson.dumps(failure.status())))
         return
     if isinstance(response, Response):
         out.write(frame({"id": ident, "s": response.status}, response.body))
@@ -151,10 +152,12 @@ async def _answer(app: App, request: Request, ident: int, out: Writer) -> None:
         async for chunk in lines:
             out.write(frame({"id": ident, "s": response.status, "more": 1}, chunk))
             await out.drain()
-        out.write(frame({"id": ident, "end": 1}))
     except ConnectionError:  # the other end went away: nobody left to watch for
-        pass
+        return
+    except Exception:  # the watch broke: it ends, and the client watches again, as over HTTP
+        log.exception("watch %s %s failed", request.method, request.path)
     finally:
         aclose = getattr(lines, "aclose", None)
         if aclose is not None:
             await aclose()
+    out.write(frame({"id": ident, "end": 1}))
