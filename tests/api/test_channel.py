@@ -115,9 +115,14 @@ class Streaming:
         self.route = route
 
 
+SERVING: set[asyncio.Task[None]] = set()
+
+
 def over(route: Callable[[Request], Awaitable[Response | StreamingResponse]]) -> ChannelClient:
     ours, theirs = socket.socketpair()
-    asyncio.create_task(channel.serve(cast(App, Streaming(route)), ours, CONTROLLERS))
+    task = asyncio.create_task(channel.serve(cast(App, Streaming(route)), ours, CONTROLLERS))
+    SERVING.add(task)
+    task.add_done_callback(SERVING.discard)
     return ChannelClient(theirs, "test")
 
 
