@@ -25,7 +25,10 @@ from evroc_compute.hosts.fleet import Fleet
 from evroc_compute.runtime.world import World
 
 LEADER_LEASE = "evroc-compute-controllers"
-HTTP_AGENT_WORKERS = 128
+# In a process of its own, each reconcile waits a round trip longer for its writes (the channel
+# or HTTPS): more of them at once keep the pace, on the core the server does not use. In the
+# server's process, 32 are faster: more only add to the one loop's work (docs/benchmarks.md).
+APART_WORKERS = 128
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +45,14 @@ async def register_hosts(client: Client, fleet: Fleet) -> None:
 
 async def lead(client: Client, simulator: Client, fleet: Fleet,
                more_agents: Callable[[World], list[Agent]] = lambda world: [], *,
-               agent_workers: int = 32) -> None:
+               workers: int = 32) -> None:
     """The leader's work: the namespace controller, the compute controllers and the scheduler
-    (`client`), the simulated hosts' agent (`simulator`, with `agent_workers` reconciles at
-    once) and `more_agents`, on shared caches."""
-    manager = Manager(client, fleet.settings)
+    (`client`), the simulated hosts' agent (`simulator`) and `more_agents`, on shared caches;
+    the VM and Disk controllers and the simulated agent with `workers` reconciles at once."""
+    manager = Manager(client, fleet.settings, workers=workers)
     world, settings = manager.world, fleet.settings
     agents = [Agent("sim-agent", simulator, world, settings, SimDriver(settings),
-                    workers=agent_workers),
+                    workers=workers),
               *more_agents(world)]
     try:
         async with asyncio.TaskGroup() as group:
@@ -85,6 +88,4 @@ async def run(client: Client, simulator: Client, fleet: Fleet, identity: str) ->
     await wait_for_server(client)
     await register_hosts(client, fleet)
     elector = LeaderElector(client, LEADER_LEASE, identity)
-    # Over HTTP each of the simulated fleet's reconciles waits a round trip longer for its
-    # status write: more of them at once keep its pace (5,000 VMs: docs/benchmarks.md).
-    await elector.run(lambda: lead(client, simulator, fleet, agent_workers=HTTP_AGENT_WORKERS))
+    await elector.run(lambda: lead(client, simulator, fleet, workers=APART_WORKERS))

@@ -35,7 +35,9 @@ EVENT_SOURCE = "evroc-compute-controllers"
 
 
 class Manager:
-    def __init__(self, client: Client, settings: Settings, world: World | None = None) -> None:
+    def __init__(self, client: Client, settings: Settings, world: World | None = None, *,
+                 workers: int = 32) -> None:
+        """`workers`: reconciles at once of each of the VM and Disk controllers."""
         self.client, self.settings = client, settings
         self.world = world or World(client)
         w = self.world
@@ -51,8 +53,8 @@ class Manager:
         self.recorder = EventRecorder(client, EVENT_SOURCE, socket.gethostname())
         self.history = StatusHistory(w, self.recorder)
         self.queues: dict[str, WorkQueue] = {}
-        self.controllers = [self._controller("vm", self.vm, 32),
-                            self._controller("disk", self.disk, 32),
+        self.controllers = [self._controller("vm", self.vm, workers),
+                            self._controller("disk", self.disk, workers),
                             self._controller("hotswap", self.hotswap, 2),
                             self._controller("publicip", self.public_ip, 2),
                             self._controller("placementgroup", self.group, 2),
