@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import socket
@@ -45,6 +46,8 @@ from evroc_compute.server.auth.users import (
 )
 from evroc_compute.server.http import Receive, Scope, Send, lifespan
 from evroc_compute.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
 
 LEADER_LEASE = controlplane.LEADER_LEASE
 ControllersMode = Literal["in-process", "process", "none"]
@@ -114,9 +117,14 @@ class Cloud:
             task = asyncio.create_task(channel.serve(self.app, ours, user),
                                        name=f"channel-{user.name}")
             self._serving.add(task)
-            task.add_done_callback(self._serving.discard)
+            task.add_done_callback(self._served)
             theirs.append(their_end)
         return ["--channels", ",".join(str(s.fileno()) for s in theirs)], theirs
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        self._serving.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     async def start(self) -> None:
         await self.app.start()
