@@ -38,7 +38,7 @@ def row(size: int, result: dict[str, Any]) -> dict[str, Any]:
     server, child = r["server"], r.get("controllers_process") or {}
     writes = r["writes"]["per_kind"]
     cpu = server["cpu_s"] + child.get("cpu_s", 0.0)
-    return {"vms": size, "wall_s": r["wall_s"], "server_cpu_s": cpu,
+    return {"vms": size, "wall_s": r["wall_s"], "cpu_s": cpu,
             "cpu_ms_per_vm": 1000 * cpu / size,
             "peak_rss_mib": max(server["rss_peak_sampled_mib"], server["vm_hwm_mib"])
             + max(child.get("rss_peak_sampled_mib", 0.0), child.get("vm_hwm_mib", 0.0)),
@@ -51,7 +51,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'VMs':>7}  {'wall':>8}  {'CPU':>10}  {'CPU/VM':>8}  {'peak RSS':>9}  "
              f"{'writes/VM':>9}  {'events/VM':>9}  ok"]
     for r in rows:
-        lines.append(f"{r['vms']:>7,}  {r['wall_s']:>6.1f} s  {r['server_cpu_s']:>8.1f} s  "
+        lines.append(f"{r['vms']:>7,}  {r['wall_s']:>6.1f} s  {r['cpu_s']:>8.1f} s  "
                      f"{r['cpu_ms_per_vm']:>5.2f} ms  {r['peak_rss_mib']:>5.0f} MiB  "
                      f"{r['writes_per_vm']:>9.2f}  {r['events_per_vm']:>9.1f}  "
                      f"{'yes' if r['all_running'] else 'NO'}")
