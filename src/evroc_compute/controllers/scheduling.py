@@ -39,6 +39,7 @@ from evroc_compute.api.infra import HOST, VIRTUAL_MACHINE_INSTANCE
 from evroc_compute.client.base import Client, ClientError
 from evroc_compute.controllers.placementgroup import members
 from evroc_compute.runtime.controller import Key
+from evroc_compute.runtime.periodic import every
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import World, deleting, get, key_of, ns_name
 from evroc_compute.scheduler.placement import (
@@ -463,14 +464,8 @@ class Scheduler:
     # ---- reporting --------------------------------------------------------------------
 
     async def _report_forever(self) -> None:
-        while True:
-            await asyncio.sleep(REPORT_SECONDS)
-            try:
-                await self.report()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reporting host allocations failed; retrying")
+        await asyncio.sleep(REPORT_SECONDS)
+        await every(REPORT_SECONDS, self.report, log, "reporting host allocations")
 
     async def report(self) -> int:
         """Write `status.allocations` of each host whose holdings may have changed since it
@@ -482,7 +477,7 @@ class Scheduler:
             host = self.world.hosts.get("", name)
             if host is None:
                 continue
-            wanted = allocations_status(self._held.get(name, {}), self._held_by(name)[0])
+            wanted = allocations_status(self._held.get(name, {}), self._sums.get(name, Resources()))
             status = host.get("status") or {}
             if status.get("allocations", []) != wanted["allocations"] or \
                     status.get("allocated") != wanted["allocated"]:

@@ -31,13 +31,13 @@ from evroc_compute.client.base import Client
 from evroc_compute.hosts import lifecycle
 from evroc_compute.hosts.driver import Driver, DriverError, MigrationUnsupported
 from evroc_compute.hosts.reports import (
-    heartbeats,
     renew_lease,
     report,
     report_endpoint,
     report_security_groups,
 )
 from evroc_compute.runtime.controller import Controller, Key, Result, WorkQueue
+from evroc_compute.runtime.periodic import every
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import FINALIZER_INSTANCE, World, deleting, get, key_of
 from evroc_compute.runtime.writes import set_finalizer
@@ -208,7 +208,8 @@ class Agent:
             self._place("ADDED", instance)  # a no-op for those its handler saw
         async with asyncio.TaskGroup() as group:
             group.create_task(self.controller.run())
-            group.create_task(heartbeats(self.renew_leases, self.settings.heartbeat_interval))
+            group.create_task(every(self.settings.heartbeat_interval, self.renew_leases, log,
+                                    "renewing host leases"))
             group.create_task(self._report_hosts_forever())
             group.create_task(self.driver.run())
 

@@ -9,17 +9,13 @@ the host being NotReady and its VMs Unknown.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from evroc_compute.api.infra import HOST, LEASE, VIRTUAL_MACHINE_INSTANCE
 from evroc_compute.client.base import Client, ClientError
 from evroc_compute.runtime.settings import Settings
 from evroc_compute.runtime.world import key_of
-
-log = logging.getLogger(__name__)
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -75,14 +71,3 @@ async def renew_lease(client: Client, host: str, now: str, settings: Settings) -
             "apiVersion": LEASE.api_version, "kind": "Lease", "metadata": {"name": name},
             "spec": {**spec, "acquireTime": now, "leaseTransitions": 0}})
 
-
-async def heartbeats(renew: Callable[[], Awaitable[None]], interval: float) -> None:
-    """Call `renew` every `interval` seconds, forever; a failed renewal is logged and retried."""
-    while True:
-        try:
-            await renew()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("renewing host leases failed; retrying")
-        await asyncio.sleep(interval)
